@@ -1,0 +1,185 @@
+"""Training augmentations as pure, jit-able functions of (key, images).
+
+Images are float [N, H, W, C] in [0, 1] (before normalisation); every function draws
+independent randomness per example from `key`, so the same key gives the same batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from dcjax.errors import unknown_name
+
+Array = jax.Array
+
+
+def _crop_resize(image: Array, y0, x0, h, w, size: int) -> Array:
+  """Crop the (possibly fractional) box [y0, y0+h) x [x0, x0+w) of one [H, W, C] image and
+  resize it to [size, size, C] with antialiased bilinear interpolation."""
+  sy, sx = size / h, size / w
+  return jax.image.scale_and_translate(
+      image, (size, size, image.shape[-1]), spatial_dims=(0, 1),
+      scale=jnp.stack([sy, sx]), translation=jnp.stack([-y0 * sy, -x0 * sx]),
+      method="linear", antialias=True)
+
+
+def sample_rrc_boxes(key: Array, n: int, height: float, width: float,
+                     scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), attempts: int = 10):
+  """torchvision's RandomResizedCrop box sampler, vectorised over `n` examples.
+
+  Tries `attempts` (area, log-aspect) draws per example and keeps the first that fits; if none
+  fits, falls back to the largest centred crop with the aspect ratio clamped to `ratio`.
+  Returns (y0, x0, h, w), each float [n].
+  """
+  k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
+  area = height * width
+  target = area * jax.random.uniform(k_area, (n, attempts), minval=scale[0], maxval=scale[1])
+  log_r = jax.random.uniform(k_ratio, (n, attempts), minval=math.log(ratio[0]),
+                             maxval=math.log(ratio[1]))
+  aspect = jnp.exp(log_r)
+  w = jnp.round(jnp.sqrt(target * aspect))
+  h = jnp.round(jnp.sqrt(target / aspect))
+  ok = (w > 0) & (h > 0) & (w <= width) & (h <= height)
+  first = jnp.argmax(ok, axis=1)
+  any_ok = ok.any(axis=1)
+  pick = lambda a: jnp.take_along_axis(a, first[:, None], axis=1)[:, 0]
+  h, w = pick(h), pick(w)
+  # Fallback: centre crop at the clamped aspect ratio (torchvision semantics).
+  in_ratio = width / height
+  fb_w = jnp.where(in_ratio < ratio[0], width, jnp.where(in_ratio > ratio[1], round(height * ratio[1]), width))
+  fb_h = jnp.where(in_ratio < ratio[0], round(width / ratio[0]), height)
+  h = jnp.where(any_ok, h, fb_h)
+  w = jnp.where(any_ok, w, fb_w)
+  y0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_y, (n,)) * (height - h + 1)), (height - h) / 2)
+  x0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_x, (n,)) * (width - w + 1)), (width - w) / 2)
+  return y0, x0, h, w
+
+
+def random_resized_crop(key: Array, images: Array, size: int, scale=(0.08, 1.0),
+                        ratio=(3 / 4, 4 / 3)) -> Array:
+  """RandomResizedCrop: images [N, H, W, C] -> [N, size, size, C]."""
+  n, height, width, _ = images.shape
+  y0, x0, h, w = sample_rrc_boxes(key, n, height, width, scale, ratio)
+  return jax.vmap(lambda im, a, b, c, d: _crop_resize(im, a, b, c, d, size))(images, y0, x0, h, w)
+
+
+def flip(key: Array, images: Array, p: float = 0.5) -> Array:
+  """Horizontal flip of each image with probability p."""
+  do = jax.random.bernoulli(key, p, (images.shape[0],))
+  return jnp.where(do[:, None, None, None], images[:, :, ::-1, :], images)
+
+
+# ---- DSA (Zhao & Bilen 2021) differentiable-siamese augmentation, evaluation mode ----
+# One of the ops below is chosen per batch ('S' mode, the DSA default), with per-example
+# parameters. Constants are DSA's ParamDiffAug defaults.
+
+def _affine(images: Array, theta: Array) -> Array:
+  """Apply per-example 2x3 affine maps in normalised [-1, 1] coordinates (PyTorch
+  affine_grid/grid_sample semantics, bilinear, zeros outside). theta: [N, 2, 3]."""
+  n, h, w, c = images.shape
+  ys = (jnp.arange(h) * 2 + 1) / h - 1
+  xs = (jnp.arange(w) * 2 + 1) / w - 1
+  gy, gx = jnp.meshgrid(ys, xs, indexing="ij")
+  base = jnp.stack([gx, gy, jnp.ones_like(gx)], -1)  # [h, w, 3]
+
+  def one(im, th):
+    src = base @ th.T  # [h, w, 2] as (x, y)
+    sx = ((src[..., 0] + 1) * w - 1) / 2
+    sy = ((src[..., 1] + 1) * h - 1) / 2
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [sy, sx], order=1, mode="constant")
+    return jax.vmap(sample, in_axes=2, out_axes=2)(im)
+
+  return jax.vmap(one)(images, theta)
+
+
+def _dsa_scale(key, x):
+  s = jax.random.uniform(key, (x.shape[0], 2), minval=0.8, maxval=1.2)
+  z = jnp.zeros(x.shape[0])
+  theta = jnp.stack([jnp.stack([s[:, 0], z, z], -1), jnp.stack([z, s[:, 1], z], -1)], 1)
+  return _affine(x, theta)
+
+
+def _dsa_rotate(key, x):
+  a = (jax.random.uniform(key, (x.shape[0],)) - 0.5) * 2 * 15 / 180 * math.pi
+  z = jnp.zeros_like(a)
+  theta = jnp.stack([jnp.stack([jnp.cos(a), jnp.sin(-a), z], -1),
+                     jnp.stack([jnp.sin(a), jnp.cos(a), z], -1)], 1)
+  return _affine(x, theta)
+
+
+def _dsa_crop(key, x):
+  """Translate by up to 1/8 of the size with zero fill (DSA 'crop')."""
+  n, h, w, _ = x.shape
+  ky, kx = jax.random.split(key)
+  ty = jax.random.randint(ky, (n,), -int(h * 0.125), int(h * 0.125) + 1)
+  tx = jax.random.randint(kx, (n,), -int(w * 0.125), int(w * 0.125) + 1)
+  padded = jnp.pad(x, ((0, 0), (h, h), (w, w), (0, 0)))
+  shift = lambda im, a, b: jax.lax.dynamic_slice(im, (h + a, w + b, 0), (h, w, im.shape[-1]))
+  return jax.vmap(shift)(padded, ty, tx)
+
+
+def _dsa_cutout(key, x, ratio: float = 0.5):
+  n, h, w, _ = x.shape
+  ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+  ky, kx = jax.random.split(key)
+  cy = jax.random.randint(ky, (n, 1, 1), 0, h + (1 - ch % 2))
+  cx = jax.random.randint(kx, (n, 1, 1), 0, w + (1 - cw % 2))
+  yy = jnp.arange(h)[None, :, None]
+  xx = jnp.arange(w)[None, None, :]
+  inside = (jnp.abs(yy - cy) < ch / 2) & (jnp.abs(xx - cx) < cw / 2)
+  return jnp.where(inside[..., None], 0.0, x)
+
+
+def _dsa_color(key, x):
+  kb, ks, kc = jax.random.split(key, 3)
+  n = x.shape[0]
+  x = x + (jax.random.uniform(kb, (n, 1, 1, 1)) - 0.5)  # brightness
+  mean = x.mean(axis=3, keepdims=True)
+  x = (x - mean) * (jax.random.uniform(ks, (n, 1, 1, 1)) * 2.0) + mean  # saturation
+  mean = x.mean(axis=(1, 2, 3), keepdims=True)
+  return (x - mean) * (jax.random.uniform(kc, (n, 1, 1, 1)) + 0.5) + mean  # contrast
+
+
+def _dsa_flip(key, x):
+  return flip(key, x)
+
+
+_DSA_OPS = (_dsa_color, _dsa_crop, _dsa_cutout, _dsa_flip, _dsa_scale, _dsa_rotate)
+
+
+def dsa(key: Array, images: Array) -> Array:
+  """DSA augmentation ('color_crop_cutout_flip_scale_rotate', one op per batch)."""
+  k_op, k = jax.random.split(key)
+  op = jax.random.randint(k_op, (), 0, len(_DSA_OPS))
+  return jax.lax.switch(op, [lambda k, x, f=f: f(k, x) for f in _DSA_OPS], k, images)
+
+
+# ---- named training augmentations used by the evaluation protocols ----
+
+def _rrc_flip(key, images, scale=(0.08, 1.0)):
+  k1, k2 = jax.random.split(key)
+  return flip(k2, random_resized_crop(k1, images, images.shape[1], scale=scale))
+
+
+def _none(key, images):
+  del key
+  return images
+
+
+AUGMENTATIONS: dict[str, Callable[[Array, Array], Array]] = {
+    "none": _none,
+    "flip": flip,
+    "rrc_flip": _rrc_flip,  # RandomResizedCrop(scale 0.08-1) + flip at the input resolution
+    "dsa": dsa,
+}
+
+
+def get_augmentation(name: str) -> Callable[[Array, Array], Array]:
+  """A pure `(key, images [N,H,W,C] float in [0,1]) -> images` by name."""
+  if name not in AUGMENTATIONS:
+    raise unknown_name("augmentation", name, AUGMENTATIONS)
+  return AUGMENTATIONS[name]
