@@ -105,20 +105,33 @@ class Student:
   mean: tuple
   std: tuple
   mesh: jax.sharding.Mesh
+  # Jitted functions per training-set size, built once and reused by every seed (a new
+  # closure per seed would retrace and recompile).
+  _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
   def _num_devices(self) -> int:
     return self.mesh.shape["data"]
 
   def init(self, key: Array, num_examples: int, image_shape: tuple) -> tuple[TrainState, Any]:
-    batch, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
-    tx = make_optimizer(self.recipe, steps)
+    tx, _ = self._compiled(num_examples)
     variables = self.model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
     return jax.device_put(state, NamedSharding(self.mesh, P())), tx
 
-  def train_epoch_fn(self, tx, num_examples: int):
+  def _compiled(self, num_examples: int):
+    """(optimizer, train_epoch) for a training set of `num_examples`, memoised."""
+    if num_examples not in self._cache:
+      _, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
+      tx = make_optimizer(self.recipe, steps)
+      self._cache[num_examples] = (tx, self._train_epoch_fn(tx, num_examples))
+    return self._cache[num_examples]
+
+  def train_epoch_fn(self, num_examples: int):
+    return self._compiled(num_examples)[1]
+
+  def _train_epoch_fn(self, tx, num_examples: int):
     """(state, images_u8 [N,H,W,C], labels [N], key) -> (state, mean loss) for one epoch:
     one jitted shuffle, then one jitted step per batch."""
     batch, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
@@ -224,8 +237,8 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
   n = len(labels)
   key = jax.random.key(seed)
   k_init, k_train = jax.random.split(key)
-  state, tx = student.init(k_init, n, images.shape[1:])
-  train_epoch = student.train_epoch_fn(tx, n)
+  state, _ = student.init(k_init, n, images.shape[1:])
+  train_epoch = student.train_epoch_fn(n)
   replicated = NamedSharding(student.mesh, P())
   images_d = jax.device_put(images, replicated)
   labels_d = jax.device_put(labels.astype(np.int32), replicated)

@@ -1,0 +1,52 @@
+"""The benchmark: a class-balanced compressed set -> fresh students -> real test accuracy.
+
+  python main.py --config=configs/benchmark.py --workdir=/tmp/run --config.ipc=10 --config.seeds=3
+
+Protocols (config.eval.protocol): 'small_data' (method.md §4: SGD, DSA, batch 256, 300 epochs)
+and 'hard' (method.md §2: AdamW, RandomResizedCrop + flip, batch 128, 300 epochs). Every field
+of the preset can be overridden (eval.epochs, eval.lr, ...); unset fields keep the preset.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.job = "benchmark"
+  c.dataset = "fashion_mnist"  # fashion_mnist | tfds:<name> | folder:<path> | parquet:<path> | synthetic
+  c.method = "random"
+  c.ipc = 10  # stored images per class
+  c.seed = 0  # selection seed; student i trains from seed + i
+  c.seeds = 1  # number of fresh students (mean ± std over them)
+  c.overwrite = False  # replace a finished run in --workdir
+  c.progress = True
+
+  c.data = ml_collections.ConfigDict()
+  c.data.dir = config_dict.placeholder(str)  # None: the source's default location
+  c.data.image_size = config_dict.placeholder(int)  # None: native resolution
+  c.data.resize = "shorter_center_crop"  # or 'stretch'
+  c.data.test_crop_ratio = 1.0  # 0.875 = ImageNet's resize 256 / center crop 224
+  c.data.mean = config_dict.placeholder(tuple)  # None: the dataset's known statistics
+  c.data.std = config_dict.placeholder(tuple)
+  c.data.cache_dir = config_dict.placeholder(str)  # decoded test-split cache (.npz) across runs
+  c.data.num_threads = 8
+  c.data.synthetic = ml_collections.ConfigDict(dict(
+      num_examples=1024, num_test_examples=256, image_size=32, channels=3, num_classes=10,
+      seed=0))
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.protocol = "small_data"
+  c.eval.model = "convnet"
+  c.eval.model_kwargs = ml_collections.ConfigDict(dict(
+      width=config_dict.placeholder(int), depth=config_dict.placeholder(int),
+      norm=config_dict.placeholder(str)))
+  c.eval.dtype = "float32"
+  # Overrides of the protocol preset (None: keep the preset's value).
+  for field, kind in [("optimizer", str), ("lr", float), ("weight_decay", float),
+                      ("momentum", float), ("schedule", str), ("batch_size", int),
+                      ("epochs", int), ("augment", str)]:
+    c.eval[field] = config_dict.placeholder(kind)
+  c.eval.test_batch_size = 1000
+  c.eval.num_devices = config_dict.placeholder(int)  # None: all devices
+  return c
