@@ -20,8 +20,10 @@ PY=${PYTHON:-python3}
 # Install only when the package or its requirements changed since the last successful install.
 stamp=.venv/.dcjax-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "setup: installing dcjax[dev] into .venv (log: .venv/pip.log)"
+  if ! .venv/bin/python -m pip install -e '.[dev]' > .venv/pip.log 2>&1; then
+    tail -n 30 .venv/pip.log; echo "setup: pip install failed (full log: .venv/pip.log)" >&2; exit 1
+  fi
   touch "$stamp"
 fi
 echo "setup: ready (.venv/bin/python)"

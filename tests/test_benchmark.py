@@ -1,0 +1,181 @@
+"""End-to-end runs of the benchmark runner on tiny data, and every bad input it must refuse."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcjax import benchmark, sources, store
+from dcjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_config(**overrides):
+  """configs/benchmark.py shrunk to seconds: synthetic 16 px data, a narrow ConvNet."""
+  sys.path.insert(0, ROOT)
+  from configs import benchmark as cfg_module
+  c = cfg_module.get_config()
+  c.dataset = "synthetic"
+  c.data.synthetic.update(dict(num_examples=60, num_test_examples=40, image_size=16,
+                               channels=3, num_classes=4, seed=0))
+  c.ipc = 3
+  c.progress = False
+  c.eval.epochs = 2
+  c.eval.batch_size = 8
+  c.eval.model_kwargs.width = 8
+  c.eval.test_batch_size = 16
+  c.eval.num_devices = 1
+  for k, v in overrides.items():
+    target = c
+    *path, last = k.split(".")
+    for p in path:
+      target = target[p]
+    target[last] = v
+  c.lock()
+  return c
+
+
+def test_end_to_end_writes_results_and_compressed_set(tmp_path):
+  work = str(tmp_path / "run")
+  r = benchmark.run(tiny_config(seeds=2), work)
+  on_disk = json.load(open(os.path.join(work, "results.json")))
+  assert on_disk["top1_mean"] == pytest.approx(r["top1_mean"])
+  for k in ["method", "dataset", "ipc", "num_images", "protocol", "model", "top1_mean",
+            "top1_std", "top5_mean", "runs", "storage"]:
+    assert k in on_disk
+  assert on_disk["num_images"] == 12 and on_disk["ipc"] == 3
+  assert [run["seed"] for run in on_disk["runs"]] == [0, 1]
+  for run in on_disk["runs"]:
+    assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
+  assert on_disk["top1_mean"] == pytest.approx(np.mean([x["top1"] for x in on_disk["runs"]]))
+  # The compressed set holds exactly the source images its manifest names.
+  images, labels, manifest = store.read_compressed(os.path.join(work, "compressed"))
+  assert on_disk["storage"]["image_bytes"] == manifest["image_bytes"] > 0
+  src = sources.open_source("synthetic", "train", synthetic=dict(tiny_config().data.synthetic))
+  for img, lab, entry in zip(images, labels, manifest["files"]):
+    (i,) = entry["source_indices"]
+    np.testing.assert_array_equal(img, src[i]["image"])
+    assert lab == src.labels[i]
+  assert np.bincount(labels).tolist() == [3, 3, 3, 3]
+  # ... and reads back as a plain folder dataset with the same labels.
+  folder = sources.open_source("folder:" + os.path.join(work, "compressed"), "train")
+  assert folder.labels.tolist() == labels.tolist()
+
+
+def test_runs_are_deterministic_and_protocols_differ(tmp_path):
+  a = benchmark.run(tiny_config(), str(tmp_path / "a"))
+  b = benchmark.run(tiny_config(), str(tmp_path / "b"))
+  assert a["runs"][0]["top1"] == b["runs"][0]["top1"]
+  assert a["runs"][0]["final_loss"] == b["runs"][0]["final_loss"]
+  h = benchmark.run(tiny_config(**{"eval.protocol": "hard"}), str(tmp_path / "h"))
+  assert h["recipe"]["optimizer"] == "adamw" and h["recipe"]["augment"] == "rrc_flip"
+  assert a["recipe"]["optimizer"] == "sgd" and a["recipe"]["augment"] == "dsa"
+  assert h["recipe"]["epochs"] == 2  # the override wins over the preset
+
+
+def test_resnet18_student(tmp_path):
+  r = benchmark.run(tiny_config(**{"eval.model": "resnet18", "eval.epochs": 1,
+                                   "eval.model_kwargs.width": 4}), str(tmp_path / "r"))
+  assert r["model"] == "resnet18" and np.isfinite(r["runs"][0]["final_loss"])
+
+
+def test_finished_workdir_is_refused_unless_overwrite(tmp_path):
+  work = str(tmp_path / "run")
+  benchmark.run(tiny_config(**{"eval.epochs": 1}), work)
+  before = open(os.path.join(work, "results.json")).read()
+  with pytest.raises(UserError, match="already holds a finished run"):
+    benchmark.run(tiny_config(**{"eval.epochs": 1}), work)
+  assert open(os.path.join(work, "results.json")).read() == before
+  r = benchmark.run(tiny_config(**{"eval.epochs": 1, "overwrite": True, "ipc": 2}), work)
+  assert r["num_images"] == 8
+  assert store.read_manifest(os.path.join(work, "compressed"))["num_images"] == 8
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("dataset", "mnist_typo", "unknown dataset 'mnist_typo'; known: .*fashion_mnist"),
+    ("method", "el2n_typo", "unknown method 'el2n_typo'; known: random"),
+    ("eval.model", "vgg", "unknown model 'vgg'; known: convnet, resnet18"),
+    ("eval.protocol", "soft_typo", "unknown protocol 'soft_typo'; known: hard, small_data"),
+    ("eval.augment", "autoaugment", "unknown augmentation 'autoaugment'"),
+    ("ipc", 16, "ipc=16 is larger than the smallest class: class .* has 15 examples"),
+    ("ipc", 0, "ipc must be >= 1"),
+    ("seeds", 0, "seeds must be >= 1"),
+])
+def test_bad_input_is_refused_with_nothing_written(tmp_path, field, value, pattern):
+  work = tmp_path / "run"
+  with pytest.raises(UserError, match=pattern):
+    benchmark.run(tiny_config(**{field: value}), str(work))
+  assert not work.exists()
+
+
+def test_missing_fashion_mnist_dir_says_how_to_install(tmp_path):
+  work = tmp_path / "run"
+  c = tiny_config(dataset="fashion_mnist", **{"data.dir": str(tmp_path / "nowhere")})
+  with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
+    benchmark.run(c, str(work))
+  assert not work.exists()
+
+
+def _write_folder_dataset(root, corrupt=None):
+  rng = np.random.default_rng(0)
+  for split in ("train", "test"):
+    for c in range(3):
+      d = root / split / f"class{c}"
+      d.mkdir(parents=True)
+      for j in range(4):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{j}.png")
+  if corrupt:
+    (root / corrupt).write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+
+
+def test_folder_dataset_end_to_end(tmp_path):
+  _write_folder_dataset(tmp_path / "data")
+  r = benchmark.run(tiny_config(dataset=f"folder:{tmp_path / 'data'}", ipc=2),
+                    str(tmp_path / "run"))
+  assert r["num_images"] == 6 and r["test_examples"] == 12 and r["image_shape"] == [12, 12, 3]
+
+
+def test_corrupt_image_is_named_and_nothing_written(tmp_path):
+  _write_folder_dataset(tmp_path / "data", corrupt="test/class1/2.png")
+  work = tmp_path / "run"
+  with pytest.raises(UserError, match=r"class1/2\.png"):
+    benchmark.run(tiny_config(dataset=f"folder:{tmp_path / 'data'}", ipc=2), str(work))
+  assert not work.exists()
+
+
+def _main(*args, cwd=ROOT):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+  return subprocess.run([sys.executable, os.path.join(ROOT, "main.py"), *args], cwd=cwd,
+                        capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_main_reports_bad_input_as_one_line_and_exit_2(tmp_path):
+  p = _main("--config=configs/benchmark.py", f"--workdir={tmp_path / 'w'}",
+            "--config.method=nope")
+  assert p.returncode == 2
+  errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+  assert errors == ["error: unknown method 'nope'; known: random"], p.stderr
+  assert "Traceback" not in p.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_main_runs_with_overrides(tmp_path):
+  work = tmp_path / "w"
+  p = _main("--config=configs/benchmark.py", f"--workdir={work}", "--config.dataset=synthetic",
+            "--config.ipc=2", "--config.seeds=1", "--config.eval.epochs=1",
+            "--config.eval.model=convnet", "--config.eval.protocol=hard",
+            "--config.eval.model_kwargs.width=8", "--config.progress=False",
+            "--config.data.synthetic.num_examples=40", "--config.data.synthetic.image_size=16")
+  assert p.returncode == 0, p.stderr
+  r = json.load(open(work / "results.json"))
+  assert (r["ipc"], r["protocol"], r["recipe"]["epochs"], r["dataset"]) == (2, "hard", 1,
+                                                                           "synthetic")
+  assert p.stdout.strip().splitlines()[-1].startswith("random ipc=2 synthetic hard convnet: top-1")
+  # The config is locked: a typo in a field name is an error, not a silently new field.
+  p = _main("--config=configs/benchmark.py", f"--workdir={tmp_path / 'x'}", "--config.ipcc=2")
+  assert p.returncode != 0 and not (tmp_path / "x").exists()
