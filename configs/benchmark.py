@@ -20,6 +20,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0  # selection seed; student i trains from seed + i
   c.seeds = 1  # number of fresh students (mean ± std over them)
   c.overwrite = False  # replace a finished run in --workdir
+  c.checkpoint_every = 25  # epochs between checkpoints of each student (0: only at the end)
   c.progress = True
 
   c.data = ml_collections.ConfigDict()
@@ -49,4 +50,28 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval[field] = config_dict.placeholder(kind)
   c.eval.test_batch_size = 1000
   c.eval.num_devices = config_dict.placeholder(int)  # None: all devices
+
+  # The teacher of soft-label protocols: trained once on the full training split and cached
+  # (keyed by dataset content, model, seed, recipe), reused by every later run. The default is
+  # sized for a 2-core CPU on Fashion-MNIST (a narrow ConvNet-3, a few epochs).
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.model = "convnet"
+  c.teacher.model_kwargs = ml_collections.ConfigDict(dict(
+      width=32, depth=config_dict.placeholder(int),
+      norm=config_dict.placeholder(str)))
+  c.teacher.seed = 0
+  c.teacher.allow_train = True  # False: a missing teacher is an error
+  c.teacher.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
+  c.teacher.protocol = "hard"
+  c.teacher.optimizer = "adamw"
+  c.teacher.lr = 2e-3
+  c.teacher.weight_decay = 0.01
+  c.teacher.momentum = 0.9
+  c.teacher.schedule = "cosine_epoch"
+  c.teacher.batch_size = 256
+  c.teacher.epochs = 4
+  c.teacher.augment = "flip"
+  c.teacher.labels = "hard"
+  c.teacher.mixing = "none"
+  c.teacher.temperature = 1.0
   return c

@@ -7,10 +7,12 @@ last file written (atomically), so a workdir either holds a finished run or none
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -21,11 +23,15 @@ import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import augment, models, protocols, select, sources, store, train
+from dcjax import augment, models, protocols, select, sources, store, tensorboard, train
+from dcjax import teacher as teacher_lib
 from dcjax.errors import UserError, unknown_name
 
 RESULTS = "results.json"
 COMPRESSED = "compressed"
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+RUNS = "runs"
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Per-dataset normalisation (mean, std) used when config.data.mean/std are unset.
@@ -129,9 +135,59 @@ def _log(msg: str) -> None:
   print(msg, file=sys.stderr, flush=True)
 
 
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  """Dotted names of the fields that differ between two config dicts."""
+  out = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_differences(a, b, f"{prefix}{k}.")
+    elif a != b:
+      out.append(f"{prefix}{k} ({a!r} -> {b!r})")
+  return out
+
+
+# Fields that may change between a run and its resumption.
+_RESUMABLE_CHANGES = ("overwrite", "progress", "seeds")
+
+
+def _prepare_workdir(workdir: str, config_json: dict, overwrite: bool) -> None:
+  """Create the workdir, or check that the unfinished run in it has the same config."""
+  saved = os.path.join(workdir, CONFIG)
+  if overwrite:
+    for name in (CHECKPOINTS, RUNS):
+      shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
+  elif os.path.exists(saved):
+    old = json.load(open(saved))
+    diff = [d for d in config_differences(
+        {k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
+        {k: v for k, v in config_json.items() if k not in _RESUMABLE_CHANGES})]
+    if diff:
+      raise UserError(f"workdir {workdir} holds an unfinished run with a different config "
+                      f"({'; '.join(diff)}); rerun with the same config to resume it, pass "
+                      f"--config.overwrite=True to start over, or choose another --workdir")
+  os.makedirs(workdir, exist_ok=True)
+  write_json_atomic(saved, config_json)
+
+
+def storage_costs(recipe: dict, num_images: int, num_classes: int, image_bytes: int,
+                  teacher_param_bytes: int) -> dict[str, int]:
+  """What each way of using the compressed set costs to store.
+
+  soft_label_bytes is what pre-computed soft labels would take, as the FKD-style label files of
+  the distillation literature store them: one fp16 vector per image per epoch.
+  """
+  soft = recipe["labels"] == "teacher"
+  return dict(image_bytes=int(image_bytes),
+              soft_label_bytes=recipe["epochs"] * num_images * num_classes * 2 if soft else 0,
+              teacher_bytes=int(teacher_param_bytes) if soft else 0)
+
+
 def run(config, workdir: str) -> dict[str, Any]:
   """Run the benchmark described by `config`, writing into `workdir`; returns results.json's
-  content. Raises UserError for bad input, with nothing written."""
+  content. Raises UserError for bad input, with nothing written. Rerunning the same command
+  after an interruption resumes it: finished seeds are kept, the running seed continues from
+  its last checkpoint."""
   t_start = time.perf_counter()
   _check_workdir(workdir, config.overwrite)
   _check_names(config)
@@ -154,30 +210,53 @@ def run(config, workdir: str) -> dict[str, Any]:
     raise UserError(f"train images {images.shape[1:]} and test images {test_images.shape[1:]} "
                     f"differ in shape; set --config.data.image_size")
   student = build_student(config, train_src.num_classes, images.shape[1:])
+  config_json = json.loads(config.to_json())
+  teacher_vars, teacher_info = None, None
+  if student.recipe["labels"] == "teacher":
+    teacher_model, teacher_vars, teacher_info = teacher_lib.get_teacher(
+        config, train_src, test_images, test_labels, student.mean, student.std, student.mesh)
+    student = dataclasses.replace(student, teacher=teacher_model)
 
   # Inputs are valid: from here on the workdir is written.
-  os.makedirs(workdir, exist_ok=True)
-  config_json = json.loads(config.to_json())
+  _prepare_workdir(workdir, config_json, config.overwrite)
   manifest = store.write_compressed(
       os.path.join(workdir, COMPRESSED), images, labels, [[int(i)] for i in indices],
       dataset=config.dataset, split="train", method=config.method, config=config_json,
       class_names=train_src.class_names, num_classes=train_src.num_classes,
       source_fingerprint=sources.fingerprint(train_src), overwrite=True)
+  storage = storage_costs(student.recipe, len(labels), train_src.num_classes,
+                          manifest["image_bytes"],
+                          teacher_info["param_bytes"] if teacher_info else 0)
   _log(f"compressed set: {len(labels)} images ({config.ipc}/class), "
        f"{manifest['image_bytes'] / 1e3:.1f} KB -> {os.path.join(workdir, COMPRESSED)}")
 
   runs = []
   eval_batch = student.eval_fn()
+  os.makedirs(os.path.join(workdir, RUNS), exist_ok=True)
   for i in range(config.seeds):
     seed = config.seed + i
-    variables, stats = train.train_student(student, images, labels, seed,
-                                           progress=config.progress,
-                                           desc=f"seed {seed} ({i + 1}/{config.seeds})")
-    top1, top5 = train.evaluate(student, eval_batch, variables, test_images, test_labels,
-                                config.eval.test_batch_size)
+    run_file = os.path.join(workdir, RUNS, f"seed_{seed}.json")
+    if os.path.exists(run_file):  # finished before an interruption
+      runs.append(json.load(open(run_file)))
+      _log(f"seed {seed}: top-1 {runs[-1]['top1']:.2f}% (finished earlier)")
+      continue
+    with tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard", f"seed_{seed}")) as tb:
+      def log_epoch(epoch, info, tb=tb):
+        tb.scalar("train/loss", info["loss"], epoch + 1)
+        tb.scalar("train/lr", info["lr"], epoch + 1)
+      variables, stats = train.train_student(
+          student, images, labels, seed, teacher_variables=teacher_vars,
+          checkpoint_dir=os.path.join(workdir, CHECKPOINTS, f"seed_{seed}"),
+          checkpoint_every=config.checkpoint_every, on_epoch=log_epoch,
+          progress=config.progress, desc=f"seed {seed} ({i + 1}/{config.seeds})")
+      top1, top5 = train.evaluate(student, eval_batch, variables, test_images, test_labels,
+                                  config.eval.test_batch_size)
+      tb.scalar("test/top1", top1, student.recipe["epochs"])
+      tb.scalar("test/top5", top5, student.recipe["epochs"])
     runs.append(dict(seed=seed, top1=top1, top5=top5, train_seconds=stats["train_seconds"],
                      final_loss=stats["final_loss"],
                      images_per_second=stats["images_per_second"]))
+    write_json_atomic(run_file, runs[-1])
     _log(f"seed {seed}: top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
          f"({stats['train_seconds']:.0f} s, {stats['images_per_second']:.0f} img/s)")
 
@@ -190,7 +269,9 @@ def run(config, workdir: str) -> dict[str, Any]:
       # Standard deviation over seeds with ddof=0, as the distillation literature's code does.
       top1_mean=float(top1s.mean()), top1_std=float(top1s.std()),
       top5_mean=float(top5s.mean()), top5_std=float(top5s.std()),
-      runs=runs, storage=dict(image_bytes=manifest["image_bytes"]),
+      runs=runs, storage=storage,
+      teacher=({k: teacher_info[k] for k in ("dir", "top1", "top5", "param_bytes")}
+               | {"model": config.teacher.model} if teacher_info else None),
       test_examples=len(test_labels), selection_seed=config.seed,
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -204,7 +285,13 @@ def summary_line(r: dict) -> str:
   return (f"{r['method']} ipc={r['ipc']} {r['dataset']} {r['protocol']} {r['model']}: "
           f"top-1 {r['top1_mean']:.2f} ± {r['top1_std']:.2f} %, top-5 {r['top5_mean']:.2f} % "
           f"({len(r['runs'])} seed{'s' * (len(r['runs']) > 1)}), {r['num_images']} images, "
-          f"{r['storage']['image_bytes'] / 1e3:.1f} KB stored")
+          f"{_kb(r['storage']['image_bytes'])} images"
+          + (f" + {_kb(r['storage']['soft_label_bytes'])} soft labels"
+             if r["storage"].get("soft_label_bytes") else "") + " stored")
+
+
+def _kb(n: int) -> str:
+  return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
 def _environment() -> dict[str, Any]:

@@ -23,6 +23,9 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from dcjax.checkpoint import Checkpointer
+from dcjax.mixing import get_mixing
+
 Array = jax.Array
 
 
@@ -82,6 +85,19 @@ def batch_plan(num_examples: int, batch_size: int, num_devices: int) -> tuple[in
   return b, -(-num_examples // min(batch_size, num_examples))
 
 
+def kl_divergence(teacher_logits: Array, student_logits: Array, temperature: float) -> Array:
+  """Per-example KL(softmax(teacher/T) || softmax(student/T)), [B]. No T^2 factor (as the
+  benchmark's released soft-label config)."""
+  log_p = jax.nn.log_softmax(teacher_logits / temperature)
+  log_q = jax.nn.log_softmax(student_logits / temperature)
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def model_num_classes(params) -> int:
+  """Number of classes of a model whose classifier is the Dense layer named 'fc'."""
+  return params["fc"]["kernel"].shape[-1]
+
+
 def normalise(images_u8: Array, mean, std) -> Array:
   x = images_u8.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
@@ -97,6 +113,8 @@ class Student:
     augment: pure (key, images float [B,H,W,C] in [0,1]) -> images.
     mean, std: per-channel normalisation applied after augmentation.
     mesh: device mesh with a 'data' axis.
+    teacher: the teacher's Flax module when recipe['labels'] == 'teacher' (its variables are
+      passed to `train_epoch` as an argument, so they are not baked into the executable).
   """
 
   model: nn.Module
@@ -105,6 +123,7 @@ class Student:
   mean: tuple
   std: tuple
   mesh: jax.sharding.Mesh
+  teacher: nn.Module | None = None
   # Jitted functions per training-set size, built once and reused by every seed (a new
   # closure per seed would retrace and recompile).
   _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
@@ -132,13 +151,21 @@ class Student:
     return self._compiled(num_examples)[1]
 
   def _train_epoch_fn(self, tx, num_examples: int):
-    """(state, images_u8 [N,H,W,C], labels [N], key) -> (state, mean loss) for one epoch:
+    """(state, images_u8 [N,H,W,C], labels [N], key, teacher_vars) -> (state, mean loss) for
+    one epoch:
     one jitted shuffle, then one jitted step per batch."""
     batch, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
     data_sharding = NamedSharding(self.mesh, P("data"))
     model, augment, mean, std = self.model, self.augment, self.mean, self.std
 
-    def loss_fn(params, batch_stats, x, y, w):
+    mixing = get_mixing(self.recipe["mixing"])
+    use_teacher = self.recipe["labels"] == "teacher"
+    temperature = float(self.recipe["temperature"])
+    teacher = self.teacher
+    if use_teacher and teacher is None:
+      raise ValueError("recipe uses teacher labels but the Student has no teacher")
+
+    def loss_fn(params, batch_stats, x, targets, teacher_logits, w):
       variables = {"params": params}
       if batch_stats:
         variables["batch_stats"] = batch_stats
@@ -146,8 +173,11 @@ class Student:
         batch_stats = updates["batch_stats"]
       else:
         logits = model.apply(variables, x, train=True)
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-      return jnp.sum(ce * w) / jnp.sum(w), batch_stats
+      if teacher_logits is not None:
+        per_example = kl_divergence(teacher_logits, logits, temperature)
+      else:
+        per_example = optax.softmax_cross_entropy(logits, targets)
+      return jnp.sum(per_example * w) / jnp.sum(w), batch_stats
 
     def normalise_and_augment(key, x_u8):
       x = augment(key, x_u8.astype(jnp.float32) / 255.0)
@@ -167,23 +197,32 @@ class Student:
       return perm[flat % num_examples], weight, jax.random.split(k_aug, steps)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, images, labels, idx, w, k):
+    def train_step(state, images, labels, idx, w, k, teacher_vars):
+      k_aug, k_mix = jax.random.split(k)
       x = jax.lax.with_sharding_constraint(images[idx], data_sharding)
-      x = normalise_and_augment(k, x)
+      x = normalise_and_augment(k_aug, x)
+      targets = jax.nn.one_hot(labels[idx], model_num_classes(state.params))
+      # Mixing acts on the normalised batch; the teacher (if any) sees exactly the mixed images
+      # the student sees, so hard and soft runs differ in their labels only.
+      x, targets = mixing(k_mix, x, targets)
+      teacher_logits = None
+      if use_teacher:
+        teacher_logits = jax.lax.stop_gradient(teacher.apply(teacher_vars, x, train=False))
       (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params, state.batch_stats, x, labels[idx], w)
+          state.params, state.batch_stats, x, targets, teacher_logits, w)
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
       params = optax.apply_updates(state.params, updates)
       return TrainState(state.step + 1, params, batch_stats, opt_state), loss
 
-    def train_epoch(state, images, labels, key):
+    def train_epoch(state, images, labels, key, teacher_vars=None):
       # A Python loop over jitted steps, not lax.scan: XLA:CPU runs convolutions inside a
       # while loop ~35x slower (measured: 23.8 s vs 0.66 s for one ConvNet-3 step of 100
       # images), and per-step dispatch costs nothing next to a conv step on any device.
       idx, weight, keys = epoch_plan(key)
       losses = []
       for s in range(steps):
-        state, loss = train_step(state, images, labels, idx[s], weight[s], keys[s])
+        state, loss = train_step(state, images, labels, idx[s], weight[s], keys[s],
+                                 teacher_vars)
         losses.append(loss)
       return state, jnp.mean(jnp.stack(losses))
 
@@ -229,10 +268,20 @@ def evaluate(student: Student, eval_batch, variables, images: np.ndarray, labels
 
 
 def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed: int, *,
+                  teacher_variables: Any = None, checkpoint_dir: str | None = None,
+                  checkpoint_every: int = 0, on_epoch: Callable[[int, dict], None] | None = None,
                   progress: bool = True, desc: str = "train") -> tuple[Any, dict]:
   """Train a fresh student from `seed` on images uint8 [N,H,W,C] / labels int [N].
 
-  Returns (variables, stats) with stats = {train_seconds, final_loss, images_per_second}.
+  With `checkpoint_dir`, the state (params, optimizer, batch stats, RNG key, epoch) is saved
+  every `checkpoint_every` epochs and at the end, and training resumes from the latest
+  checkpoint there: epoch e always uses key fold_in(train_key, e), so a resumed run computes
+  exactly what an uninterrupted one would (bitwise on CPU). A non-finite loss raises
+  FloatingPointError naming the epoch and seed; the last good checkpoint is kept.
+  `on_epoch(epoch, {"loss", "lr", "images_per_second"})` is called after every epoch.
+
+  Returns (variables, stats) with stats = {train_seconds, final_loss, images_per_second,
+  resumed_from_epoch}.
   """
   n = len(labels)
   key = jax.random.key(seed)
@@ -243,20 +292,46 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
   images_d = jax.device_put(images, replicated)
   labels_d = jax.device_put(labels.astype(np.int32), replicated)
   epochs = student.recipe["epochs"]
-  batch, steps = batch_plan(n, student.recipe["batch_size"], student.mesh.shape["data"])
+  start_epoch, prior_seconds, loss = 0, 0.0, float("nan")
+  ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
+  if ckpt is not None and ckpt.latest_step() is not None:
+    target = dict(state=state, rng=jax.random.key_data(k_train))
+    restored, meta = ckpt.restore(ckpt.latest_step(), target)
+    state, start_epoch = restored["state"], int(meta["epochs_done"])
+    prior_seconds, loss = float(meta["train_seconds"]), float(meta["loss"])
+    if meta["seed"] != seed or meta["num_examples"] != n:
+      raise ValueError(f"checkpoint in {checkpoint_dir} is for seed {meta['seed']} / "
+                       f"{meta['num_examples']} examples, not seed {seed} / {n}")
   start = time.perf_counter()
-  seen = 0
-  bar = tqdm(range(epochs), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
-  loss = float("nan")
-  for epoch in bar:
-    t0 = time.perf_counter()
-    state, loss_d = train_epoch(state, images_d, labels_d, jax.random.fold_in(k_train, epoch))
-    loss = float(loss_d)  # syncs; one scalar per epoch
-    if not math.isfinite(loss):
-      raise FloatingPointError(f"non-finite training loss {loss} at epoch {epoch} (seed {seed})")
-    seen += n
-    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{float(lr_at_epoch(student.recipe, epoch)):.2e}",
-                    img_s=f"{n / (time.perf_counter() - t0):.0f}")
-  seconds = time.perf_counter() - start
+  bar = tqdm(range(start_epoch, epochs), desc=desc, disable=not progress, leave=False,
+             dynamic_ncols=True, initial=start_epoch, total=epochs)
+  try:
+    for epoch in bar:
+      t0 = time.perf_counter()
+      state, loss_d = train_epoch(state, images_d, labels_d, jax.random.fold_in(k_train, epoch),
+                                  teacher_variables)
+      loss = float(loss_d)  # syncs; one scalar per epoch
+      if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"non-finite training loss {loss} in epoch {epoch} (seed {seed}); "
+            + ("the last good checkpoint is kept in " + checkpoint_dir if ckpt else
+               "lower eval.lr or check the data"))
+      info = dict(loss=loss, lr=float(lr_at_epoch(student.recipe, epoch)),
+                  images_per_second=n / (time.perf_counter() - t0))
+      bar.set_postfix(loss=f"{loss:.3f}", lr=f"{info['lr']:.2e}",
+                      img_s=f"{info['images_per_second']:.0f}")
+      if on_epoch is not None:
+        on_epoch(epoch, info)
+      done = epoch + 1
+      if ckpt is not None and (done == epochs or (checkpoint_every and done % checkpoint_every == 0)):
+        ckpt.save(done, dict(state=state, rng=jax.random.key_data(k_train)),
+                  dict(epochs_done=done, seed=seed, num_examples=n, loss=loss,
+                       train_seconds=prior_seconds + time.perf_counter() - start))
+  finally:
+    bar.close()
+    if ckpt is not None:
+      ckpt.close()
+  seconds = prior_seconds + time.perf_counter() - start
   return state.variables, dict(train_seconds=seconds, final_loss=loss,
-                               images_per_second=seen / seconds if seconds else 0.0)
+                               images_per_second=(epochs * n) / seconds if seconds else 0.0,
+                               resumed_from_epoch=start_epoch)

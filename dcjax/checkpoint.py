@@ -1,0 +1,56 @@
+"""Checkpoints: orbax `CheckpointManager` behind one small interface.
+
+A checkpoint holds a pytree of arrays (train state, keys as raw key data) and a JSON dict of
+metadata (epoch, config digest, metrics). Saves are synchronous so that a process killed right
+after `save` returns has the checkpoint on disk (orbax writes to a temporary directory and
+renames, so a kill mid-save leaves the previous checkpoint as the latest).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+  """Numbered checkpoints under `directory`, keeping the newest `max_to_keep`."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                             enable_async_checkpointing=False),
+        item_names=("state", "meta"))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    """Save `state` (pytree of arrays) and `meta` (JSON-serialisable) as checkpoint `step`."""
+    self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                     meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, step: int, target: Any) -> tuple[Any, dict]:
+    """Restore checkpoint `step` into the structure, shapes and shardings of `target`."""
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+    out = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+    return out["state"], dict(out["meta"])
+
+  def read_meta(self, step: int) -> dict:
+    out = self._manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
+    return dict(out["meta"])
+
+  def close(self) -> None:
+    self._manager.close()
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()

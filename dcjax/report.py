@@ -1,0 +1,275 @@
+"""Merge many benchmark workdirs into one table (CSV, Markdown) and two plots.
+
+Each run's `results.json` (written by `dcjax.benchmark.run`) is one result; `collect` finds them,
+`to_rows` flattens them into one row each, `write_csv` / `to_markdown` tabulate the rows, and
+`plot_accuracy_vs_ipc` / `plot_accuracy_vs_storage` draw top-1 accuracy against images per class
+and against stored bytes. `experiments/report.py` is the command line around this module.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import math
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from numbers import Real
+from typing import Any
+
+from dcjax.errors import UserError
+
+RESULTS = "results.json"  # the name dcjax.benchmark writes
+
+ROW_FIELDS = ("dataset", "model", "protocol", "method", "ipc", "n_seeds", "top1", "top5",
+              "image_bytes", "soft_label_bytes", "total_bytes", "epochs")
+
+# Field -> accepted type(s), checked so a malformed file fails here, naming itself, rather than
+# as a KeyError deep inside a plot.
+_REQUIRED: dict[str, Any] = dict(
+    method=str, dataset=str, ipc=int, protocol=str, model=str, top1_mean=Real, top1_std=Real,
+    top5_mean=Real, top5_std=Real, runs=list, storage=dict)
+
+
+# ---- finding and loading results ----
+
+def _expand(path_or_glob: str) -> list[str]:
+  if any(c in path_or_glob for c in "*?["):  # glob syntax (a literal '[' in a name is rare)
+    paths = sorted(glob.glob(path_or_glob, recursive=True))
+    if not paths:
+      raise UserError(f"{path_or_glob!r} matches nothing")
+    return paths
+  if not os.path.exists(path_or_glob):
+    raise UserError(f"no such file or directory: {path_or_glob}")
+  return [path_or_glob]
+
+
+def _find(path: str) -> list[str]:
+  """The results.json files at or under `path` (a results.json or a directory), sorted."""
+  if os.path.isfile(path):
+    if os.path.basename(path) != RESULTS:
+      raise UserError(f"{path} is neither a directory nor a {RESULTS}")
+    return [path]
+  found = []
+  for root, dirs, files in os.walk(path):
+    dirs.sort()  # deterministic order, whatever the file system's
+    if RESULTS in files:
+      found.append(os.path.join(root, RESULTS))
+  return found
+
+
+def _validate(result: Any, path: str) -> dict:
+  def bad(why: str) -> UserError:
+    return UserError(f"malformed {path}: {why}")
+
+  if not isinstance(result, dict):
+    raise bad("not a JSON object")
+  for field, kind in _REQUIRED.items():
+    if field not in result:
+      raise bad(f"missing field {field!r}")
+    value = result[field]
+    # bool is an int subclass; a true/false accuracy or ipc is still a mistake.
+    if not isinstance(value, kind) or isinstance(value, bool):
+      raise bad(f"field {field!r} has the wrong type ({type(value).__name__})")
+  if not result["runs"] or not all(
+      isinstance(r, dict) and isinstance(r.get("top1"), Real) for r in result["runs"]):
+    raise bad("'runs' must be a non-empty list of objects with a numeric 'top1'")
+  storage = result["storage"]
+  if not isinstance(storage.get("image_bytes"), int):
+    raise bad("'storage' needs an integer 'image_bytes'")
+  if any(k.endswith("_bytes") and not isinstance(v, int) for k, v in storage.items()):
+    raise bad("every 'storage' *_bytes entry must be an integer")
+  if not isinstance(result.get("recipe", {}), dict):
+    raise bad("'recipe' must be an object")
+  return result
+
+
+def load_result(path: str) -> dict:
+  """One results.json, validated; UserError naming the file if it is unreadable or malformed."""
+  try:
+    with open(path, encoding="utf-8") as f:
+      result = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise UserError(f"malformed {path}: {e}") from None
+  return _validate(result, path)
+
+
+def collect(paths_or_globs: str | Iterable[str]) -> list[dict]:
+  """Every results.json under the given directories / files / glob patterns, loaded.
+
+  Directories are searched recursively and those without a results.json are skipped; a path
+  that does not exist, a pattern matching nothing, or a malformed results.json is a UserError.
+  Each file is read once even if several arguments reach it. Each returned dict is the file's
+  content plus "results_path", where it was read from.
+  """
+  if isinstance(paths_or_globs, str):
+    paths_or_globs = [paths_or_globs]
+  seen: set[str] = set()
+  results = []
+  for arg in paths_or_globs:
+    for path in _expand(arg):
+      for file in _find(path):
+        real = os.path.realpath(file)
+        if real in seen:
+          continue
+        seen.add(real)
+        results.append(dict(load_result(file), results_path=file))
+  return results
+
+
+# ---- table ----
+
+def total_bytes(result: dict) -> int:
+  """Everything the result's method must store: the sum of its storage's *_bytes entries
+  (images, plus soft labels and a teacher where the method keeps them)."""
+  return sum(v for k, v in result["storage"].items() if k.endswith("_bytes"))
+
+
+def _sort_key(row: dict) -> tuple:
+  return (row["dataset"], row["protocol"], row["ipc"], row["method"], row.get("model", ""))
+
+
+def to_rows(results: Iterable[dict]) -> list[dict]:
+  """One flat row per result with the ROW_FIELDS keys, sorted by dataset, protocol, ipc,
+  method (then model). top1/top5 are "mean ± std" strings over seeds (2 decimals, in %)."""
+  rows = []
+  for r in results:
+    storage = r["storage"]
+    rows.append(dict(
+        dataset=r["dataset"], model=r["model"], protocol=r["protocol"], method=r["method"],
+        ipc=r["ipc"], n_seeds=len(r["runs"]),
+        top1=f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
+        top5=f"{r['top5_mean']:.2f} ± {r['top5_std']:.2f}",
+        image_bytes=storage["image_bytes"],
+        soft_label_bytes=storage.get("soft_label_bytes", 0),
+        total_bytes=total_bytes(r),
+        epochs=r.get("recipe", {}).get("epochs", "")))
+  return sorted(rows, key=_sort_key)
+
+
+def write_csv(rows: Sequence[dict], path: str) -> None:
+  """Rows as a UTF-8 CSV with a header (ROW_FIELDS order; any extra keys after them)."""
+  fields = list(ROW_FIELDS) + [k for k in (rows[0] if rows else {}) if k not in ROW_FIELDS]
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+
+
+def human_bytes(n: int) -> str:
+  """Decimal units (1 KB = 1000 B), as the benchmark's own log lines use."""
+  for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+    if n >= size:
+      return f"{n / size:.1f} {unit}"
+  return f"{n} B"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+  """A GitHub-flavoured Markdown table of the rows, sorted by dataset, protocol, ipc, method.
+
+  Byte columns are shown human-readable (the CSV keeps exact integers); numbers right-aligned.
+  """
+  fields = list(ROW_FIELDS)
+  numeric = {"ipc", "n_seeds", "top1", "top5", "image_bytes", "soft_label_bytes",
+             "total_bytes", "epochs"}
+
+  def cell(field: str, value: Any) -> str:
+    text = human_bytes(value) if field.endswith("_bytes") else str(value)
+    return text.replace("|", "\\|")  # a '|' in a name would split the cell
+
+  lines = ["| " + " | ".join(fields) + " |",
+           "|" + "|".join("---:" if f in numeric else "---" for f in fields) + "|"]
+  for row in sorted(rows, key=_sort_key):
+    lines.append("| " + " | ".join(cell(f, row[f]) for f in fields) + " |")
+  return "\n".join(lines) + "\n"
+
+
+# ---- plots ----
+
+def _points(results: Sequence[dict]) -> list[dict]:
+  """Plotted points {dataset, label, ipc, bytes, mean, std}: one per (dataset, model, method, protocol, epochs, ipc), seeds of repeated runs pooled.
+
+  A line is labelled "method (protocol)", plus the model and epochs where those vary for that
+  method and protocol, so runs that differ only in those are not joined into one line.
+  """
+  if not results:
+    raise UserError("no results to plot")
+  epochs = lambda r: r.get("recipe", {}).get("epochs", "")
+  groups: dict[tuple, list[dict]] = defaultdict(list)
+  for r in results:
+    groups[(r["dataset"], r["model"], r["method"], r["protocol"], epochs(r), r["ipc"])].append(r)
+  # Models / epochs seen per (dataset, method, protocol) line.
+  models, epochs_seen = defaultdict(set), defaultdict(set)
+  for dataset, model, method, protocol, ep, _ in groups:
+    models[dataset, method, protocol].add(model)
+    epochs_seen[dataset, method, protocol].add(ep)
+  points = []
+  for (dataset, model, method, protocol, ep, ipc), rs in sorted(
+      groups.items(), key=lambda kv: tuple(map(str, kv[0][:5])) + (kv[0][5],)):
+    label = f"{method} ({protocol})"
+    if len(models[dataset, method, protocol]) > 1:
+      label += f" {model}"
+    if len(epochs_seen[dataset, method, protocol]) > 1:
+      label += f" {ep} ep"
+    if len(rs) == 1:
+      mean, std = rs[0]["top1_mean"], rs[0]["top1_std"]
+    else:  # repeated runs of one setting: pool their seeds (std ddof=0, as results.json's)
+      top1 = [run["top1"] for r in rs for run in r["runs"]]
+      mean = sum(top1) / len(top1)
+      std = math.sqrt(sum((t - mean) ** 2 for t in top1) / len(top1))
+    points.append(dict(dataset=dataset, label=label, ipc=ipc, mean=mean, std=std,
+                       bytes=sum(total_bytes(r) for r in rs) / len(rs)))
+  return points
+
+
+def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool) -> None:
+  # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend,
+  # safe in scripts, tests and threads.
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+  datasets = sorted({p["dataset"] for p in points})
+  fig = Figure(figsize=(5.5 * len(datasets), 4.2), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+  for ax, dataset in zip(axes, datasets):
+    lines: dict[str, list[dict]] = defaultdict(list)
+    for p in points:
+      if p["dataset"] == dataset:
+        lines[p["label"]].append(p)
+    for label, pts in sorted(lines.items()):
+      pts = sorted(pts, key=lambda p: p[x])
+      ax.errorbar([p[x] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
+                  marker="o", markersize=4, capsize=3, label=label)
+      if annotate_ipc:
+        for p in pts:
+          ax.annotate(f"ipc {p['ipc']}", (p[x], p["mean"]), textcoords="offset points",
+                      xytext=(3, 3), fontsize=7)
+    ax.set_xscale("log")
+    if x == "ipc":  # label the ipcs actually run, not powers of ten
+      ticks = sorted({p["ipc"] for p in points if p["dataset"] == dataset})
+      ax.set_xticks(ticks)
+      ax.xaxis.set_major_formatter(ScalarFormatter())
+      ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(dataset)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+
+
+def plot_accuracy_vs_ipc(results: Sequence[dict], path: str) -> None:
+  """Top-1 (mean ± std over seeds) against images per class (log x), one panel per dataset
+  and one line per (method, protocol); saved as an image at `path` (format from its suffix)."""
+  _plot(_points(results), "ipc", "images per class", path, annotate_ipc=False)
+
+
+def plot_accuracy_vs_storage(results: Sequence[dict], path: str) -> None:
+  """Top-1 against total stored bytes (log x; see `total_bytes`), points labelled by ipc."""
+  _plot(_points(results), "bytes", "stored bytes (images + soft labels + teacher)", path,
+        annotate_ipc=True)

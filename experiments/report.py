@@ -1,0 +1,49 @@
+"""Merge benchmark workdirs into one table and two plots.
+
+  python experiments/report.py --out DIR WORKDIR_OR_GLOB [...]
+
+Finds every results.json under the given workdirs (recursively; quote globs to let this script
+expand them) and writes DIR/results.csv, DIR/results.md, DIR/acc_vs_ipc.png and
+DIR/acc_vs_storage.png, then prints the Markdown table. See `dcjax.report`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+# Runs from a plain checkout too (without `pip install -e .`): the repo root holds `dcjax`.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dcjax import report  # noqa: E402
+from dcjax.errors import UserError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", required=True, help="directory for the table and plots")
+  parser.add_argument("workdirs", nargs="+", help="run workdirs, results.json files or globs")
+  args = parser.parse_args(argv)
+  try:
+    results = report.collect(args.workdirs)
+    if not results:
+      raise UserError(f"no {report.RESULTS} under {' '.join(args.workdirs)}")
+    os.makedirs(args.out, exist_ok=True)
+    rows = report.to_rows(results)
+    markdown = report.to_markdown(rows)
+    report.write_csv(rows, os.path.join(args.out, "results.csv"))
+    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
+      f.write(markdown)
+    report.plot_accuracy_vs_ipc(results, os.path.join(args.out, "acc_vs_ipc.png"))
+    report.plot_accuracy_vs_storage(results, os.path.join(args.out, "acc_vs_storage.png"))
+  except UserError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(markdown, end="")
+  print(f"{len(results)} results -> {args.out}", file=sys.stderr)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,178 @@
+"""Merging results.json files into a CSV / Markdown table and plots, and the CLI around it."""
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dcjax import report
+from dcjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLI = os.path.join(REPO, "experiments", "report.py")
+PNG = b"\x89PNG\r\n\x1a\n"
+METHODS, IPCS, PROTOCOLS = ("random", "herding"), (1, 10), ("hard", "soft")
+
+
+def _result(method, ipc, protocol, seeds=(0, 1, 2)):
+  top1 = [10 * ipc ** 0.5 + (5 if method == "herding" else 0) + (8 if protocol == "soft" else 0)
+          + s for s in seeds]
+  mean = sum(top1) / len(top1)
+  std = (sum((t - mean) ** 2 for t in top1) / len(top1)) ** 0.5
+  storage = dict(image_bytes=2000 * ipc)
+  if protocol == "soft":
+    storage.update(soft_label_bytes=400 * ipc, teacher_bytes=1_000_000)
+  return dict(
+      method=method, dataset="cifar10", ipc=ipc, num_images=10 * ipc, protocol=protocol,
+      model="convnet", top1_mean=mean, top1_std=std, top5_mean=mean + 30, top5_std=std / 2,
+      runs=[dict(seed=s, top1=t, top5=t + 30, train_seconds=1.5) for s, t in zip(seeds, top1)],
+      storage=storage, recipe=dict(epochs=300 if protocol == "hard" else 400, optimizer="sgd"))
+
+
+def _write(path, content):
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, "results.json"), "w") as f:
+    f.write(content if isinstance(content, str) else json.dumps(content))
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+  root = tmp_path / "runs"
+  for m in METHODS:
+    for i in IPCS:
+      for p in PROTOCOLS:
+        # Nested at different depths, to exercise the recursive search.
+        _write(str(root / p / f"{m}_ipc{i}"), _result(m, i, p))
+  (root / "empty_workdir" / "compressed").mkdir(parents=True)  # no results.json: skipped
+  return root
+
+
+def test_collect_finds_all_recursively(runs_dir):
+  results = report.collect([str(runs_dir)])
+  assert len(results) == 8
+  assert {(r["method"], r["ipc"], r["protocol"]) for r in results} == {
+      (m, i, p) for m in METHODS for i in IPCS for p in PROTOCOLS}
+  assert all(r["results_path"].endswith("results.json") for r in results)
+  # Overlapping arguments and globs do not duplicate; a plain str is accepted.
+  again = report.collect([str(runs_dir), str(runs_dir / "hard"), str(runs_dir / "*" / "random*")])
+  assert len(again) == 8
+  assert len(report.collect(str(runs_dir / "soft"))) == 4
+  assert report.collect(str(runs_dir / "empty_workdir")) == []
+
+
+def test_collect_errors(runs_dir, tmp_path):
+  with pytest.raises(UserError, match="no such file"):
+    report.collect([str(tmp_path / "missing")])
+  with pytest.raises(UserError, match="matches nothing"):
+    report.collect([str(tmp_path / "nope*")])
+  _write(str(runs_dir / "broken"), "{not json")
+  with pytest.raises(UserError, match=r"malformed .*broken.*results\.json"):
+    report.collect([str(runs_dir)])
+  bad = _result("random", 1, "hard")
+  del bad["top1_mean"]
+  _write(str(tmp_path / "bad"), bad)
+  with pytest.raises(UserError, match=r"bad.*results\.json.*'top1_mean'"):
+    report.collect([str(tmp_path / "bad")])
+  bad = dict(_result("random", 1, "hard"), runs=[])
+  _write(str(tmp_path / "bad"), bad)
+  with pytest.raises(UserError, match="runs"):
+    report.collect([str(tmp_path / "bad")])
+
+
+def test_rows_and_csv(runs_dir, tmp_path):
+  rows = report.to_rows(report.collect([str(runs_dir)]))
+  assert [tuple(r) for r in rows] == [report.ROW_FIELDS] * 8
+  order = [(r["protocol"], r["ipc"], r["method"]) for r in rows]
+  assert order == sorted(order)
+  row = next(r for r in rows if (r["method"], r["ipc"], r["protocol"]) == ("herding", 10, "soft"))
+  expected = _result("herding", 10, "soft")
+  assert row["n_seeds"] == 3
+  assert row["top1"] == f"{expected['top1_mean']:.2f} ± {expected['top1_std']:.2f}"
+  assert row["top5"] == f"{expected['top5_mean']:.2f} ± {expected['top5_std']:.2f}"
+  assert (row["image_bytes"], row["soft_label_bytes"], row["total_bytes"]) == (
+      20000, 4000, 1_024_000)
+  assert row["epochs"] == 400
+  hard = next(r for r in rows if r["protocol"] == "hard" and r["ipc"] == 1)
+  assert (hard["soft_label_bytes"], hard["total_bytes"], hard["epochs"]) == (0, 2000, 300)
+
+  path = str(tmp_path / "out" / "results.csv")
+  report.write_csv(rows, path)
+  with open(path, encoding="utf-8", newline="") as f:
+    back = list(csv.DictReader(f))
+  assert len(back) == 8 and tuple(back[0]) == report.ROW_FIELDS
+  assert back == [{k: str(v) for k, v in r.items()} for r in rows]
+
+
+def test_markdown(runs_dir):
+  rows = report.to_rows(report.collect([str(runs_dir)]))
+  md = report.to_markdown(list(reversed(rows)))  # sorts whatever order it is given
+  lines = md.strip().split("\n")
+  assert lines[0] == "| " + " | ".join(report.ROW_FIELDS) + " |"
+  assert set(lines[1]) <= set("|-:") and lines[1].count("|") == len(report.ROW_FIELDS) + 1
+  assert len(lines) == 2 + 8
+  cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+  assert all(len(c) == len(report.ROW_FIELDS) for c in cells)
+  key = [(c[2], int(c[4]), c[3]) for c in cells]  # protocol, ipc, method
+  assert key == sorted(key)
+  assert cells[0][:6] == ["cifar10", "convnet", "hard", "herding", "1", "3"]
+  soft10 = next(c for c in cells if c[2] == "soft" and c[4] == "10" and c[3] == "random")
+  assert soft10[8:] == ["20.0 KB", "4.0 KB", "1.0 MB", "400"]
+  assert report.human_bytes(999) == "999 B"
+
+
+def test_plots(runs_dir, tmp_path):
+  results = report.collect([str(runs_dir)])
+  for plot, name in ((report.plot_accuracy_vs_ipc, "ipc.png"),
+                     (report.plot_accuracy_vs_storage, "storage.png")):
+    path = str(tmp_path / "plots" / name)
+    plot(results, path)
+    with open(path, "rb") as f:
+      data = f.read()
+    assert data.startswith(PNG) and len(data) > 5000
+  with pytest.raises(UserError, match="no results"):
+    report.plot_accuracy_vs_ipc([], str(tmp_path / "x.png"))
+
+
+def test_duplicate_runs_are_pooled_for_plots():
+  a = _result("random", 1, "hard", seeds=(0, 1))
+  b = _result("random", 1, "hard", seeds=(5, 6))
+  (point,) = report._points([a, b])
+  top1 = [r["top1"] for r in a["runs"] + b["runs"]]
+  mean = sum(top1) / 4
+  assert point["mean"] == pytest.approx(mean)
+  assert point["std"] == pytest.approx((sum((t - mean) ** 2 for t in top1) / 4) ** 0.5)
+  assert point["label"] == "random (hard)"
+  # Runs differing in epochs or model are separate, labelled lines, not pooled.
+  c = dict(_result("random", 1, "hard"), recipe=dict(epochs=1000), model="resnet18")
+  labels = sorted(p["label"] for p in report._points([a, c]))
+  assert labels == ["random (hard) convnet 300 ep", "random (hard) resnet18 1000 ep"]
+
+
+def test_cli(runs_dir, tmp_path):
+  out = tmp_path / "report"
+  proc = subprocess.run([sys.executable, CLI, "--out", str(out), str(runs_dir / "hard"),
+                         str(runs_dir / "soft")], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert sorted(os.listdir(out)) == ["acc_vs_ipc.png", "acc_vs_storage.png", "results.csv",
+                                     "results.md"]
+  md = (out / "results.md").read_text(encoding="utf-8")
+  assert proc.stdout == md and md.count("\n") == 10
+  for name in ("acc_vs_ipc.png", "acc_vs_storage.png"):
+    assert (out / name).read_bytes().startswith(PNG)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+  spec = importlib.util.spec_from_file_location("report_cli", CLI)
+  cli = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(cli)
+  assert cli.main(["--out", str(tmp_path / "o"), str(tmp_path / "missing")]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: no such file") and err.count("\n") == 1
+  (tmp_path / "empty").mkdir()
+  assert cli.main(["--out", str(tmp_path / "o"), str(tmp_path / "empty")]) == 2
+  assert "no results.json" in capsys.readouterr().err
+  assert not (tmp_path / "o").exists()  # nothing written on error

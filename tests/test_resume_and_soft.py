@@ -1,0 +1,123 @@
+"""Resumable runs (SIGKILL mid-run, rerun, same result), the soft-label protocol with its
+cached teacher, storage accounting, and the refusals around them."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from dcjax import benchmark
+from dcjax.errors import UserError
+from test_benchmark import ROOT, tiny_config
+
+
+def _args(workdir, *extra):
+  return [sys.executable, os.path.join(ROOT, "main.py"), "--config=configs/benchmark.py",
+          f"--workdir={workdir}", "--config.dataset=synthetic", "--config.ipc=4",
+          "--config.seeds=2", "--config.eval.epochs=6", "--config.eval.batch_size=8",
+          "--config.eval.model_kwargs.width=8", "--config.checkpoint_every=1",
+          "--config.progress=False", "--config.eval.num_devices=1",
+          "--config.data.synthetic.num_examples=60", "--config.data.synthetic.image_size=16",
+          "--config.data.synthetic.num_classes=4", *extra]
+
+
+def _env():
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+
+
+def test_sigkill_mid_run_then_rerun_equals_uninterrupted_run(tmp_path):
+  full, killed = tmp_path / "full", tmp_path / "killed"
+  p = subprocess.run(_args(full), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                     timeout=600)
+  assert p.returncode == 0, p.stderr
+  # Kill the second run once seed 1 has written a checkpoint part-way through its epochs.
+  proc = subprocess.Popen(_args(killed), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt = killed / "checkpoints" / "seed_1"
+  deadline = time.time() + 500
+  while time.time() < deadline and proc.poll() is None:
+    steps = [d for d in (os.listdir(ckpt) if ckpt.exists() else []) if d.isdigit()]
+    if steps and max(map(int, steps)) >= 2:
+      break
+    time.sleep(0.05)
+  assert proc.poll() is None, "run finished before it could be killed; make it longer"
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (killed / "results.json").exists()
+  assert (killed / "runs" / "seed_0.json").exists()
+  p = subprocess.run(_args(killed), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                     timeout=600)
+  assert p.returncode == 0, p.stderr
+  assert "finished earlier" in p.stderr
+  a = json.load(open(full / "results.json"))
+  b = json.load(open(killed / "results.json"))
+  for ra, rb in zip(a["runs"], b["runs"]):
+    assert (ra["seed"], ra["top1"], ra["top5"], ra["final_loss"]) == (
+        rb["seed"], rb["top1"], rb["top5"], rb["final_loss"])
+  assert a["top1_mean"] == b["top1_mean"]
+
+
+def test_unfinished_run_with_other_config_is_refused_naming_fields(tmp_path):
+  work = tmp_path / "w"
+  work.mkdir()
+  c = tiny_config()
+  (work / "config.json").write_text(json.dumps(dict(json.loads(c.to_json()), ipc=7,
+                                                    method="other")))
+  with pytest.raises(UserError, match=r"different config \(ipc \(7 -> 3\); method"):
+    benchmark.run(c, str(work))
+
+
+def _soft_config(tmp_path, **kw):
+  return tiny_config(**{"eval.protocol": "soft", "teacher.cache_dir": str(tmp_path / "teachers"),
+                        "teacher.epochs": 1, "teacher.model_kwargs.width": 8, **kw})
+
+
+def test_soft_protocol_trains_caches_and_reuses_a_teacher(tmp_path):
+  r = benchmark.run(_soft_config(tmp_path), str(tmp_path / "a"))
+  assert r["protocol"] == "soft" and r["recipe"]["labels"] == "teacher"
+  assert r["recipe"]["mixing"] == "cutmix" and r["recipe"]["temperature"] == 20.0
+  t = r["teacher"]
+  assert os.path.exists(os.path.join(t["dir"], "teacher.json")) and 0 <= t["top1"] <= 100
+  s = r["storage"]
+  assert s["soft_label_bytes"] == r["recipe"]["epochs"] * r["num_images"] * 4 * 2
+  assert s["teacher_bytes"] == t["param_bytes"] > 0
+  # A second run reuses the cached teacher, even where training one is forbidden.
+  r2 = benchmark.run(_soft_config(tmp_path, **{"teacher.allow_train": False}),
+                     str(tmp_path / "b"))
+  assert r2["teacher"]["dir"] == t["dir"]
+  assert r2["runs"][0]["top1"] == r["runs"][0]["top1"]
+  # Hard labels cost no soft-label storage.
+  h = benchmark.run(tiny_config(**{"eval.protocol": "hard"}), str(tmp_path / "h"))
+  assert h["storage"]["soft_label_bytes"] == 0 and h["teacher"] is None
+
+
+def test_soft_protocol_without_teacher_and_training_forbidden_is_refused(tmp_path):
+  work = tmp_path / "w"
+  with pytest.raises(UserError, match="teacher.allow_train=True"):
+    benchmark.run(_soft_config(tmp_path, **{"teacher.allow_train": False}), str(work))
+  assert not work.exists()
+
+
+def test_nan_loss_stops_with_seed_and_epoch_and_keeps_last_good_checkpoint(tmp_path):
+  work = tmp_path / "w"
+  c = tiny_config(**{"eval.lr": 1e30, "eval.protocol": "small_data", "eval.epochs": 3,
+                     "checkpoint_every": 1})
+  with pytest.raises(FloatingPointError, match=r"epoch \d+ \(seed 0\)"):
+    benchmark.run(c, str(work))
+  assert not (work / "results.json").exists()
+
+
+def test_tensorboard_events_are_written(tmp_path):
+  from dcjax import tensorboard
+  work = tmp_path / "w"
+  benchmark.run(tiny_config(), str(work))
+  d = work / "tensorboard" / "seed_0"
+  (event_file,) = [f for f in os.listdir(d) if f.startswith("events.out.tfevents")]
+  scalars = tensorboard.read_scalars(str(d / event_file))
+  assert [s for s, _ in scalars["train/loss"]] == [1, 2]
+  assert "test/top1" in scalars and np.isfinite(scalars["train/lr"][0][1])
