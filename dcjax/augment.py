@@ -54,8 +54,10 @@ def sample_rrc_boxes(key: Array, n: int, height: float, width: float,
   fb_h = jnp.where(in_ratio < ratio[0], round(width / ratio[0]), height)
   h = jnp.where(any_ok, h, fb_h)
   w = jnp.where(any_ok, w, fb_w)
-  y0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_y, (n,)) * (height - h + 1)), (height - h) / 2)
-  x0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_x, (n,)) * (width - w + 1)), (width - w) / 2)
+  y0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_y, (n,)) * (height - h + 1)),
+                 jnp.floor((height - h) / 2))
+  x0 = jnp.where(any_ok, jnp.floor(jax.random.uniform(k_x, (n,)) * (width - w + 1)),
+                 jnp.floor((width - w) / 2))
   return y0, x0, h, w
 
 
@@ -79,25 +81,26 @@ def flip(key: Array, images: Array, p: float = 0.5) -> Array:
 
 def _affine(images: Array, theta: Array) -> Array:
   """Apply per-example 2x3 affine maps in normalised [-1, 1] coordinates (PyTorch
-  affine_grid/grid_sample semantics, bilinear, zeros outside). theta: [N, 2, 3]."""
+  affine_grid/grid_sample with align_corners=True, as DSA; bilinear, zeros outside).
+  theta: [N, 2, 3]."""
   n, h, w, c = images.shape
-  ys = (jnp.arange(h) * 2 + 1) / h - 1
-  xs = (jnp.arange(w) * 2 + 1) / w - 1
+  ys = jnp.linspace(-1.0, 1.0, h)
+  xs = jnp.linspace(-1.0, 1.0, w)
   gy, gx = jnp.meshgrid(ys, xs, indexing="ij")
   base = jnp.stack([gx, gy, jnp.ones_like(gx)], -1)  # [h, w, 3]
 
   def one(im, th):
     src = base @ th.T  # [h, w, 2] as (x, y)
-    sx = ((src[..., 0] + 1) * w - 1) / 2
-    sy = ((src[..., 1] + 1) * h - 1) / 2
+    sx = (src[..., 0] + 1) * (w - 1) / 2
+    sy = (src[..., 1] + 1) * (h - 1) / 2
     sample = lambda ch: jax.scipy.ndimage.map_coordinates(ch, [sy, sx], order=1, mode="constant")
     return jax.vmap(sample, in_axes=2, out_axes=2)(im)
 
   return jax.vmap(one)(images, theta)
 
 
-def _dsa_scale(key, x):
-  s = jax.random.uniform(key, (x.shape[0], 2), minval=0.8, maxval=1.2)
+def _dsa_scale(key, x, ratio: float = 1.2):
+  s = jax.random.uniform(key, (x.shape[0], 2), minval=1.0 / ratio, maxval=ratio)
   z = jnp.zeros(x.shape[0])
   theta = jnp.stack([jnp.stack([s[:, 0], z, z], -1), jnp.stack([z, s[:, 1], z], -1)], 1)
   return _affine(x, theta)
@@ -112,11 +115,12 @@ def _dsa_rotate(key, x):
 
 
 def _dsa_crop(key, x):
-  """Translate by up to 1/8 of the size with zero fill (DSA 'crop')."""
+  """Translate by up to 1/8 of the size (rounded) with zero fill (DSA 'crop')."""
   n, h, w, _ = x.shape
   ky, kx = jax.random.split(key)
-  ty = jax.random.randint(ky, (n,), -int(h * 0.125), int(h * 0.125) + 1)
-  tx = jax.random.randint(kx, (n,), -int(w * 0.125), int(w * 0.125) + 1)
+  sy, sx = int(h * 0.125 + 0.5), int(w * 0.125 + 0.5)
+  ty = jax.random.randint(ky, (n,), -sy, sy + 1)
+  tx = jax.random.randint(kx, (n,), -sx, sx + 1)
   padded = jnp.pad(x, ((0, 0), (h, h), (w, w), (0, 0)))
   shift = lambda im, a, b: jax.lax.dynamic_slice(im, (h + a, w + b, 0), (h, w, im.shape[-1]))
   return jax.vmap(shift)(padded, ty, tx)
@@ -130,7 +134,9 @@ def _dsa_cutout(key, x, ratio: float = 0.5):
   cx = jax.random.randint(kx, (n, 1, 1), 0, w + (1 - cw % 2))
   yy = jnp.arange(h)[None, :, None]
   xx = jnp.arange(w)[None, None, :]
-  inside = (jnp.abs(yy - cy) < ch / 2) & (jnp.abs(xx - cx) < cw / 2)
+  # DSA zeroes rows [cy - ch//2, cy - ch//2 + ch) (clipped to the image), likewise columns.
+  inside = ((yy >= cy - ch // 2) & (yy < cy - ch // 2 + ch) &
+            (xx >= cx - cw // 2) & (xx < cx - cw // 2 + cw))
   return jnp.where(inside[..., None], 0.0, x)
 
 

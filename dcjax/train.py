@@ -93,11 +93,6 @@ def kl_divergence(teacher_logits: Array, student_logits: Array, temperature: flo
   return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
-def model_num_classes(params) -> int:
-  """Number of classes of a model whose classifier is the Dense layer named 'fc'."""
-  return params["fc"]["kernel"].shape[-1]
-
-
 def normalise(images_u8: Array, mean, std) -> Array:
   x = images_u8.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
@@ -201,7 +196,7 @@ class Student:
       k_aug, k_mix = jax.random.split(k)
       x = jax.lax.with_sharding_constraint(images[idx], data_sharding)
       x = normalise_and_augment(k_aug, x)
-      targets = jax.nn.one_hot(labels[idx], model_num_classes(state.params))
+      targets = jax.nn.one_hot(labels[idx], model.num_classes)
       # Mixing acts on the normalised batch; the teacher (if any) sees exactly the mixed images
       # the student sees, so hard and soft runs differ in their labels only.
       x, targets = mixing(k_mix, x, targets)
