@@ -1,7 +1,9 @@
 """Student / teacher networks as Flax Linen modules, chosen by name.
 
 Every model maps float images [B, H, W, C] (already normalised) to logits [B, num_classes] and
-is used through pure `init` / `apply`. Models with BatchNorm keep running statistics in the
+is used through pure `init` / `apply`: `model.apply(variables, x, train=..., mask=None)`, where
+`mask` (bool [B], train mode only) marks the real examples of a padded batch so that batch
+statistics ignore padding rows. Models with BatchNorm keep running statistics in the
 `batch_stats` collection; `train=True` uses (global-)batch statistics and updates them.
 
 Registry (`MODELS`): convnet, resnet18, resnet50, resnet101, mobilenet_v2, efficientnet_b0,
@@ -26,6 +28,21 @@ from dcjax.errors import unknown_name
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def _bn(train: bool, dtype, epsilon: float = 1e-5, mask=None):
+  """A factory `norm(name=None) -> layer` of BatchNorm layers with torch's defaults (momentum
+  0.1 = flax 0.9, eps 1e-5) whose batch statistics cover only the examples where `mask` [B] is
+  true, so zero-weight padding rows never shift them. Layers are created where the factory is
+  called, so they take that module's auto-names (BatchNorm_0, ...) as plain nn.BatchNorm does."""
+  bn_mask = None if mask is None or not train else mask.reshape(-1, 1, 1, 1).astype(bool)
+
+  def norm(name=None):
+    layer = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=epsilon,
+                         dtype=dtype, name=name)
+    return layer if bn_mask is None else functools.partial(layer, mask=bn_mask)
+
+  return norm
+
+
 class ConvNet(nn.Module):
   """ConvNet-D of the distillation literature (DC/DSA/DM/IDC): `depth` blocks of
   [conv 3x3 (width) -> norm -> ReLU -> 2x2 avg pool], then a linear classifier.
@@ -41,7 +58,7 @@ class ConvNet(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     x = x.astype(self.dtype)
     for d in range(self.depth):
       pad = 3 if d == 0 and x.shape[1] == 28 else 1
@@ -51,8 +68,7 @@ class ConvNet(nn.Module):
         # GroupNorm with one group per channel == affine instance norm (the reference's choice).
         x = nn.GroupNorm(num_groups=self.width, epsilon=1e-5, dtype=self.dtype, name=f"norm{d}")(x)
       elif self.norm == "batch":
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                         dtype=self.dtype, name=f"norm{d}")(x)
+        x = _bn(train, self.dtype, mask=mask)(name=f"norm{d}")(x)
       elif self.norm != "none":
         raise ValueError(f"unknown norm {self.norm!r}")
       x = nn.relu(x)
@@ -125,11 +141,9 @@ class ResNet(nn.Module):
   block: Callable[..., nn.Module] = BasicBlock  # BasicBlock (18/34) or Bottleneck (50/101/152)
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     x = x.astype(self.dtype)
-    # torch BatchNorm2d defaults: momentum 0.1 (flax 0.9), eps 1e-5.
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = _bn(train, self.dtype, mask=mask)
     if self.stem == "imagenet":
       x = nn.Conv(self.width, (7, 7), strides=2, padding=((3, 3), (3, 3)), use_bias=False,
                   kernel_init=_conv_init, dtype=self.dtype, name="conv1")(x)
@@ -184,10 +198,6 @@ def _make_divisible(v: float, divisor: int = 8, min_value: int | None = None) ->
   return new_v
 
 
-def _bn(train: bool, dtype, epsilon: float = 1e-5):
-  # torch BatchNorm2d defaults: momentum 0.1 (flax 0.9), eps 1e-5.
-  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                           epsilon=epsilon, dtype=dtype)
 
 
 class ConvBNAct(nn.Module):
@@ -259,9 +269,9 @@ class MobileNetV2(nn.Module):
              (6, 160, 3, 2), (6, 320, 1, 1))
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     x = x.astype(self.dtype)
-    norm = _bn(train, self.dtype)
+    norm = _bn(train, self.dtype, mask=mask)
     x = ConvBNAct(_make_divisible(32 * self.width_mult), 3, self.stem_strides, act=nn.relu6,
                   norm=norm, dtype=self.dtype, name="features_0")(x)
     i = 1
@@ -358,9 +368,9 @@ class EfficientNet(nn.Module):
              (6, 3, 1, 192, 320, 1))
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
+  def __call__(self, x, train: bool = False, mask=None):
     x = x.astype(self.dtype)
-    norm = _bn(train, self.dtype)
+    norm = _bn(train, self.dtype, mask=mask)
     x = ConvBNAct(self.setting[0][3], 3, self.stem_strides, act=nn.silu, norm=norm,
                   dtype=self.dtype, name="features_0")(x)
     total = sum(cfg[-1] for cfg in self.setting)
@@ -461,8 +471,8 @@ class ViT(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, x, train: bool = False):
-    del train  # no dropout / batch statistics
+  def __call__(self, x, train: bool = False, mask=None):
+    del train, mask  # no dropout / batch statistics
     x = x.astype(self.dtype)
     p = self.patch_size
     x = nn.Conv(self.hidden_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,

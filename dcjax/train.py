@@ -164,7 +164,9 @@ class Student:
       variables = {"params": params}
       if batch_stats:
         variables["batch_stats"] = batch_stats
-        logits, updates = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        # Zero-weight padding rows are masked out of the batch statistics too.
+        logits, updates = model.apply(variables, x, train=True, mask=w > 0,
+                                      mutable=["batch_stats"])
         batch_stats = updates["batch_stats"]
       else:
         logits = model.apply(variables, x, train=True)
