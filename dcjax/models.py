@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax
 import jax.numpy as jnp
 
 from dcjax.errors import unknown_name
@@ -521,3 +522,25 @@ def get_model(name: str, num_classes: int, image_size: int, **kwargs) -> nn.Modu
 
 def has_batch_stats(variables) -> bool:
   return "batch_stats" in variables
+
+
+# Names of the final classifier layer, a direct child of every registered model.
+CLASSIFIER_NAMES = ("fc", "classifier", "head")
+
+
+def features(model: nn.Module, variables, x, **apply_kwargs) -> jax.Array:
+  """Penultimate-layer features [B, D] of any registered model: the input of its classifier.
+
+  The classifier call is intercepted and returns its input unchanged, so no model needs a
+  separate feature method and the features are exactly what the classifier sees (eval mode).
+  """
+
+  def take_input(next_fun, args, kwargs, context):
+    m = context.module
+    if (context.method_name == "__call__" and isinstance(m, nn.Dense)
+        and m.scope is not None and len(m.scope.path) == 1 and m.name in CLASSIFIER_NAMES):
+      return args[0]
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(take_input):
+    return model.apply(variables, x, train=False, **apply_kwargs)
