@@ -15,6 +15,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.job = "benchmark"
   c.dataset = "fashion_mnist"  # fashion_mnist | tfds:<name> | folder:<path> | parquet:<path> | synthetic
+  # random | el2n_easy | el2n_hard | forgetting_easy | forgetting_hard | aum_easy | aum_hard |
+  # ccs | herding | kcenter  (scores from config.scores; herding/kcenter use teacher features)
   c.method = "random"
   c.ipc = 10  # stored images per class
   c.seed = 0  # selection seed; student i trains from seed + i
@@ -74,4 +76,35 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher.labels = "hard"
   c.teacher.mixing = "none"
   c.teacher.temperature = 1.0
+
+  # Per-example scores of the training split for score-based methods: k models trained for a
+  # few epochs with the dynamics runner (EL2N at `el2n_epoch`, forgetting events, AUM), cached
+  # as a score file keyed by everything below. The default is sized for a 2-core CPU on
+  # Fashion-MNIST (narrow ConvNet-3, 2 models, 3 epochs); `file` uses an existing or imported
+  # score file instead.
+  c.scores = ml_collections.ConfigDict()
+  c.scores.file = config_dict.placeholder(str)
+  c.scores.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
+  c.scores.allow_compute = True
+  c.scores.model = "convnet"
+  c.scores.model_kwargs = ml_collections.ConfigDict(dict(
+      width=32, depth=config_dict.placeholder(int), norm=config_dict.placeholder(str)))
+  c.scores.num_models = 2
+  c.scores.epochs = 3
+  c.scores.el2n_epoch = config_dict.placeholder(int)  # None: after the last epoch
+  c.scores.seed = 0
+  c.scores.protocol = "hard"
+  c.scores.optimizer = "adamw"
+  c.scores.lr = 2e-3
+  c.scores.weight_decay = 0.01
+  c.scores.momentum = 0.9
+  c.scores.schedule = "cosine_epoch"
+  c.scores.batch_size = 256
+  c.scores.augment = "flip"
+  c.scores.labels = "hard"
+  c.scores.mixing = "none"
+  c.scores.temperature = 1.0
+  c.scores.ccs_score = "aum"  # the difficulty CCS stratifies (el2n | forgetting | aum)
+  c.scores.ccs_hard_cutoff = 0.1
+  c.scores.ccs_bins = 50
   return c

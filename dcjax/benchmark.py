@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import augment, models, protocols, select, sources, store, tensorboard, train
+from dcjax import augment, methods, models, protocols, select, sources, store, tensorboard, train
 from dcjax import teacher as teacher_lib
 from dcjax.errors import UserError, unknown_name
 
@@ -39,19 +39,6 @@ NORMALISATION = {
     "fashion_mnist": ((0.2861,), (0.3530,)),
     "tfds:imagenet2012": (IMAGENET_MEAN, IMAGENET_STD),
 }
-
-
-def _random_method(train_source: sources.Source, ipc: int, key: jax.Array, config) -> np.ndarray:
-  """Class-balanced uniform random subset."""
-  del config
-  labels = jnp.asarray(train_source.labels)
-  return np.asarray(select.class_balanced(jnp.zeros(labels.shape), labels, key,
-                                          num_classes=train_source.num_classes, ipc=ipc,
-                                          rule="random"))
-
-
-# name -> (train source, ipc, key, config) -> source indices int [num_classes * ipc]
-METHODS: dict[str, Callable[..., np.ndarray]] = {"random": _random_method}
 
 
 def normalisation(config, channels: int) -> tuple[tuple, tuple]:
@@ -91,8 +78,7 @@ def build_student(config, num_classes: int, image_shape: tuple, mesh=None) -> tr
 
 def _check_names(config) -> None:
   """Fail fast, before any data is read, on names that do not exist."""
-  if config.method not in METHODS:
-    raise unknown_name("method", config.method, METHODS)
+  methods.check_method(config.method)
   if config.eval.model not in models.MODELS:
     raise unknown_name("model", config.eval.model, models.MODELS)
   recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
@@ -194,11 +180,8 @@ def run(config, workdir: str) -> dict[str, Any]:
   train_src, test_src = open_splits(config)
   select.check_ipc(train_src.labels, train_src.num_classes, config.ipc, train_src.class_names)
 
-  key = jax.random.key(config.seed)
-  indices = METHODS[config.method](train_src, config.ipc, key, config)
   load = dict(size=config.data.image_size, resize=config.data.resize,
               num_threads=config.data.num_threads, progress=config.progress)
-  images, labels = sources.load_images(train_src, indices, **load)
   cache = None
   if config.data.cache_dir:
     os.makedirs(config.data.cache_dir, exist_ok=True)
@@ -206,15 +189,46 @@ def run(config, workdir: str) -> dict[str, Any]:
                          f"{_slug(config.dataset)}-test-{config.data.image_size}.npz")
   test_images, test_labels = sources.load_images(
       test_src, crop_ratio=config.data.test_crop_ratio, cache_path=cache, **load)
-  if test_images.shape[1:] != images.shape[1:]:
-    raise UserError(f"train images {images.shape[1:]} and test images {test_images.shape[1:]} "
-                    f"differ in shape; set --config.data.image_size")
-  student = build_student(config, train_src.num_classes, images.shape[1:])
+  image_shape = test_images.shape[1:]
+  student = build_student(config, train_src.num_classes, image_shape)
   config_json = json.loads(config.to_json())
+
+  # The teacher (soft labels, herding, k-center), the whole training split and its scores
+  # (score-based methods) are computed only when needed, and at most once.
+  lazy: dict[str, Any] = {}
+
+  def teacher():
+    if "teacher" not in lazy:
+      lazy["teacher"] = teacher_lib.get_teacher(config, train_src, test_images, test_labels,
+                                                student.mean, student.std, student.mesh)
+    return lazy["teacher"]
+
+  def all_train_images():
+    if "train_images" not in lazy:
+      lazy["train_images"] = sources.load_images(train_src, **load)[0]
+    return lazy["train_images"]
+
+  def scores():
+    if "scores" not in lazy:
+      lazy["scores"], lazy["score_file"] = methods.dataset_scores(
+          config, train_src, all_train_images(), student.mean, student.std, student.mesh)
+    return lazy["scores"]
+
+  def features():
+    model, variables, _ = teacher()
+    return methods.teacher_features(model, variables, all_train_images(), student.mean,
+                                    student.std, config.eval.test_batch_size)
+
+  indices = methods.select_indices(config.method, train_src, config.ipc,
+                                   jax.random.key(config.seed), config,
+                                   methods.Context(scores=scores, teacher_features=features))
+  images, labels = sources.load_images(train_src, indices, **load)
+  if images.shape[1:] != image_shape:
+    raise UserError(f"train images {images.shape[1:]} and test images {image_shape} "
+                    f"differ in shape; set --config.data.image_size")
   teacher_vars, teacher_info = None, None
   if student.recipe["labels"] == "teacher":
-    teacher_model, teacher_vars, teacher_info = teacher_lib.get_teacher(
-        config, train_src, test_images, test_labels, student.mean, student.std, student.mesh)
+    teacher_model, teacher_vars, teacher_info = teacher()
     student = dataclasses.replace(student, teacher=teacher_model)
 
   # Inputs are valid: from here on the workdir is written.
@@ -273,6 +287,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       teacher=({k: teacher_info[k] for k in ("dir", "top1", "top5", "param_bytes")}
                | {"model": config.teacher.model} if teacher_info else None),
       test_examples=len(test_labels), selection_seed=config.seed,
+      score_file=lazy.get("score_file"),
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       config=config_json)

@@ -98,9 +98,9 @@ def test_finished_workdir_is_refused_unless_overwrite(tmp_path):
 
 @pytest.mark.parametrize("field,value,pattern", [
     ("dataset", "mnist_typo", "unknown dataset 'mnist_typo'; known: .*fashion_mnist"),
-    ("method", "el2n_typo", "unknown method 'el2n_typo'; known: random"),
-    ("eval.model", "vgg", "unknown model 'vgg'; known: convnet, resnet18"),
-    ("eval.protocol", "soft_typo", "unknown protocol 'soft_typo'; known: hard, small_data"),
+    ("method", "el2n_typo", "unknown method 'el2n_typo'; known: aum_easy, .*, random"),
+    ("eval.model", "vgg", "unknown model 'vgg'; known: convnet, .*resnet18.*vit_s16"),
+    ("eval.protocol", "soft_typo", "unknown protocol 'soft_typo'; known: hard, small_data, soft"),
     ("eval.augment", "autoaugment", "unknown augmentation 'autoaugment'"),
     ("ipc", 16, "ipc=16 is larger than the smallest class: class .* has 15 examples"),
     ("ipc", 0, "ipc must be >= 1"),
@@ -159,7 +159,8 @@ def test_main_reports_bad_input_as_one_line_and_exit_2(tmp_path):
             "--config.method=nope")
   assert p.returncode == 2
   errors = [l for l in p.stderr.splitlines() if l.startswith("error:")]
-  assert errors == ["error: unknown method 'nope'; known: random"], p.stderr
+  assert len(errors) == 1 and errors[0].startswith("error: unknown method 'nope'; known: "), p.stderr
+  assert "el2n_easy" in errors[0] and "kcenter" in errors[0]
   assert "Traceback" not in p.stderr
   assert not (tmp_path / "w").exists()
 
@@ -179,3 +180,40 @@ def test_main_runs_with_overrides(tmp_path):
   # The config is locked: a typo in a field name is an error, not a silently new field.
   p = _main("--config=configs/benchmark.py", f"--workdir={tmp_path / 'x'}", "--config.ipcc=2")
   assert p.returncode != 0 and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("method", ["el2n_easy", "aum_hard", "ccs", "herding", "kcenter"])
+def test_score_and_feature_methods_end_to_end(tmp_path, method):
+  c = tiny_config(method=method, ipc=2, **{
+      "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
+      "scores.model_kwargs.width": 4, "teacher.cache_dir": str(tmp_path / "teachers"),
+      "teacher.epochs": 1, "teacher.model_kwargs.width": 4, "eval.epochs": 1,
+      "scores.ccs_hard_cutoff": 0.2})
+  r = benchmark.run(c, str(tmp_path / "run"))
+  assert r["method"] == method and r["num_images"] == 8
+  images, labels, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
+  assert np.bincount(labels).tolist() == [2, 2, 2, 2]
+  if method in ("el2n_easy", "aum_hard", "ccs"):
+    assert r["score_file"] and os.path.exists(r["score_file"])
+
+
+def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
+  from dcjax import scorefile
+  c = tiny_config(method="el2n_easy", ipc=2, **{
+      "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
+      "scores.model_kwargs.width": 4, "eval.epochs": 1})
+  r = benchmark.run(c, str(tmp_path / "run"))
+  src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
+  scores, _ = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
+                                    n=len(src))
+  manifest = store.read_manifest(str(tmp_path / "run" / "compressed"))
+  chosen = {e["source_indices"][0] for e in manifest["files"]}
+  for cls in range(4):
+    members = np.flatnonzero(src.labels == cls)
+    easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:2]]
+    assert set(easiest.tolist()) <= chosen
+  # A second run reuses the score file instead of recomputing it.
+  c2 = tiny_config(method="el2n_hard", ipc=2, **{
+      "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
+      "scores.model_kwargs.width": 4, "eval.epochs": 1, "scores.allow_compute": False})
+  assert benchmark.run(c2, str(tmp_path / "run2"))["score_file"] == r["score_file"]
