@@ -46,7 +46,8 @@ from dcjax import scores as S
 from dcjax.augment import get_augmentation
 from dcjax.checkpoint import Checkpointer
 from dcjax.errors import UserError
-from dcjax.train import TrainState, batch_plan, make_mesh, make_optimizer, normalise
+from dcjax.train import (TrainState, apply_train_mode, batch_plan, make_mesh, make_optimizer,
+                         normalise, plan_epoch)
 
 Array = jax.Array
 
@@ -124,24 +125,11 @@ def _programs(model: nn.Module, recipe_items: tuple, mean: tuple, std: tuple, nu
 
   @jax.jit
   def epoch_plan(key: Array) -> tuple[Array, Array]:
-    # Same plan as train.Student: step s takes perm[s*real : (s+1)*real]; slots past `real` or
-    # past the end of the epoch wrap around and carry weight zero.
-    perm = jax.random.permutation(key, n)
-    slot = jnp.arange(batch)[None, :]
-    flat = jnp.arange(steps)[:, None] * real + slot
-    weight = ((slot < real) & (flat < n)).astype(jnp.float32)
-    return perm[flat % n].astype(jnp.int32), weight
+    # The same plan as train.Student's epochs.
+    return plan_epoch(key, n, batch, steps, real)
 
   def loss_fn(params, batch_stats, x, targets, w):
-    variables = {"params": params}
-    if batch_stats:
-      variables["batch_stats"] = batch_stats
-      # Zero-weight padding rows are masked out of the batch statistics too.
-      logits, updates = model.apply(variables, x, train=True, mask=w > 0,
-                                    mutable=["batch_stats"])
-      batch_stats = updates["batch_stats"]
-    else:
-      logits = model.apply(variables, x, train=True)
+    logits, batch_stats = apply_train_mode(model, params, batch_stats, x, w)
     per_example = optax.softmax_cross_entropy(logits, targets)
     return jnp.sum(per_example * w) / jnp.sum(w), (logits, batch_stats)
 

@@ -93,6 +93,31 @@ def kl_divergence(teacher_logits: Array, student_logits: Array, temperature: flo
   return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
 
 
+def plan_epoch(perm_key: Array, num_examples: int, batch: int, steps: int,
+               real: int) -> tuple[Array, Array]:
+  """One epoch's batches: (indices int32 [steps, batch], weights float32 [steps, batch]).
+
+  Step s takes perm[s*real : (s+1)*real] of a random permutation; slots past `real` or past the
+  end of the epoch wrap around and carry weight zero (static shapes, even sharding)."""
+  perm = jax.random.permutation(perm_key, num_examples)
+  slot = jnp.arange(batch)[None, :]
+  flat = jnp.arange(steps)[:, None] * real + slot
+  weight = ((slot < real) & (flat < num_examples)).astype(jnp.float32)
+  return perm[flat % num_examples].astype(jnp.int32), weight
+
+
+def apply_train_mode(model: nn.Module, params, batch_stats, x: Array, weight: Array):
+  """Train-mode forward: (logits, updated batch_stats). Zero-weight (padding) rows are masked
+  out of BatchNorm's batch statistics."""
+  variables = {"params": params}
+  if not batch_stats:
+    return model.apply(variables, x, train=True), batch_stats
+  variables["batch_stats"] = batch_stats
+  logits, updates = model.apply(variables, x, train=True, mask=weight > 0,
+                                mutable=["batch_stats"])
+  return logits, updates["batch_stats"]
+
+
 def normalise(images_u8: Array, mean, std) -> Array:
   x = images_u8.astype(jnp.float32) / 255.0
   return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
@@ -161,15 +186,7 @@ class Student:
       raise ValueError("recipe uses teacher labels but the Student has no teacher")
 
     def loss_fn(params, batch_stats, x, targets, teacher_logits, w):
-      variables = {"params": params}
-      if batch_stats:
-        variables["batch_stats"] = batch_stats
-        # Zero-weight padding rows are masked out of the batch statistics too.
-        logits, updates = model.apply(variables, x, train=True, mask=w > 0,
-                                      mutable=["batch_stats"])
-        batch_stats = updates["batch_stats"]
-      else:
-        logits = model.apply(variables, x, train=True)
+      logits, batch_stats = apply_train_mode(model, params, batch_stats, x, w)
       if teacher_logits is not None:
         per_example = kl_divergence(teacher_logits, logits, temperature)
       else:
@@ -185,13 +202,8 @@ class Student:
     @jax.jit
     def epoch_plan(key):
       k_perm, k_aug = jax.random.split(key)
-      perm = jax.random.permutation(k_perm, num_examples)
-      # Step s takes perm[s*real : (s+1)*real]; slots past `real` or past the end of the epoch
-      # wrap around and carry zero weight.
-      slot = jnp.arange(batch)[None, :]
-      flat = jnp.arange(steps)[:, None] * real + slot
-      weight = ((slot < real) & (flat < num_examples)).astype(jnp.float32)
-      return perm[flat % num_examples], weight, jax.random.split(k_aug, steps)
+      idx, weight = plan_epoch(k_perm, num_examples, batch, steps, real)
+      return idx, weight, jax.random.split(k_aug, steps)
 
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, images, labels, idx, w, k, teacher_vars):
