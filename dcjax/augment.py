@@ -189,3 +189,78 @@ def get_augmentation(name: str) -> Callable[[Array, Array], Array]:
   if name not in AUGMENTATIONS:
     raise unknown_name("augmentation", name, AUGMENTATIONS)
   return AUGMENTATIONS[name]
+
+
+# ---- PCA (Xiao et al. 2025) Augment: RandomResizedCrop inside one tile of a k x k image ----
+# Imported here, with the section that needs them, so the module header stays untouched.
+from dcjax.combine import tile_bounds  # noqa: E402
+from dcjax.errors import UserError  # noqa: E402
+
+
+def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
+              ratio=(3 / 4, 4 / 3)) -> Array:
+  """PCA's train-time view of a tiled image: images [N, H, W, C] float -> [N, size, size, C].
+
+  Per image: pick one of the k x k tiles (`dcjax.combine.tile_bounds`) uniformly, sample a
+  torchvision RandomResizedCrop box (`sample_rrc_boxes`) with area and aspect relative to that
+  tile, in integer pixels inside [tile_start, tile_stop), resize it to `size` (antialiased, via
+  `_crop_resize`), then flip horizontally with probability 1/2.
+
+  The tile is sliced out before resizing because the antialiased resize also weighs pixels
+  just outside the box; on the sliced tile those do not exist, so no pixel of another tile ever
+  reaches the output. With k=1 no tile is drawn and the keys are split as in the "rrc_flip"
+  augmentation, so the output equals flip(k2, random_resized_crop(k1, images, size)) exactly,
+  where k1, k2 = jax.random.split(key). Jit-able with k, size, scale and ratio static. When k
+  does not divide H or W, tiles come in up to 2 x 2 shapes and every shape is cropped for
+  every image then selected (up to 4x the resize work).
+  """
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise UserError(f"tile_crop k must be a positive integer, got {k!r}")
+  if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    raise UserError(f"tile_crop size must be a positive integer, got {size!r}")
+  if images.ndim != 4:
+    raise UserError(f"tile_crop expects images [N, H, W, C], got shape {tuple(images.shape)}")
+  n, height, width, channels = images.shape
+  ys, xs = tile_bounds(height, k), tile_bounds(width, k)
+  k_crop, k_flip = jax.random.split(key)
+  if k == 1:
+    k_box, t = k_crop, jnp.zeros((n,), jnp.int32)
+  else:
+    k_tile, k_box = jax.random.split(k_crop)
+    t = jax.random.randint(k_tile, (n,), 0, k * k)
+  row, col = t // k, t % k
+  y_start = jnp.asarray([a for a, _ in ys])[row]
+  x_start = jnp.asarray([a for a, _ in xs])[col]
+  tile_h = jnp.asarray([b - a for a, b in ys])[row]
+  tile_w = jnp.asarray([b - a for a, b in xs])[col]
+
+  out = jnp.zeros((n, size, size, channels), images.dtype)
+  for th in sorted({b - a for a, b in ys}):
+    for tw in sorted({b - a for a, b in xs}):
+      # The same key for every tile shape: each image sees the same uniform draws, so its box
+      # is exactly the one sample_rrc_boxes would give for its own tile shape.
+      y0, x0, h, w = sample_rrc_boxes(k_box, n, th, tw, scale, ratio)
+
+      def crop(im, ty, tx, a, b, c, d, th=th, tw=tw):
+        # Images whose tile has another shape get a clamped, meaningless slice here; they are
+        # discarded by the select below.
+        cell = jax.lax.dynamic_slice(im, (ty, tx, 0), (th, tw, channels))
+        return _crop_resize(cell, a, b, c, d, size)
+
+      views = jax.vmap(crop)(images, y_start, x_start, y0, x0, h, w)
+      pick = (tile_h == th) & (tile_w == tw)
+      out = jnp.where(pick[:, None, None, None], views.astype(out.dtype), out)
+  return flip(k_flip, out)
+
+
+def make_tile_crop(k: int, size: int | None = None, scale=(0.08, 1.0),
+                   ratio=(3 / 4, 4 / 3)) -> Callable[[Array, Array], Array]:
+  """`tile_crop` with k fixed, as a `(key, images [N, H, W, C]) -> [N, size, size, C]`
+  augmentation for the training runner; size None crops back to the input height H."""
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise UserError(f"tile_crop k must be a positive integer, got {k!r}")
+
+  def tile_crop_k(key: Array, images: Array) -> Array:
+    return tile_crop(key, images, k, images.shape[1] if size is None else size, scale, ratio)
+
+  return tile_crop_k
