@@ -19,6 +19,9 @@ def get_config() -> ml_collections.ConfigDict:
   # ccs | herding | kcenter  (scores from config.scores; herding/kcenter use teacher features)
   c.method = "random"
   c.ipc = 10  # stored images per class
+  # Combine (PCA): each stored image tiles k x k downscaled same-class selected images, so
+  # k*k*ipc images per class are selected. 1 = store selected images as they are.
+  c.combine = ml_collections.ConfigDict(dict(k=1))
   c.seed = 0  # selection seed; student i trains from seed + i
   c.seeds = 1  # number of fresh students (mean ± std over them)
   c.overwrite = False  # replace a finished run in --workdir

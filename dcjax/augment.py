@@ -12,7 +12,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from dcjax.errors import unknown_name
+from dcjax.combine import tile_bounds
+from dcjax.errors import UserError, unknown_name
 
 Array = jax.Array
 
@@ -184,17 +185,17 @@ AUGMENTATIONS: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
-def get_augmentation(name: str) -> Callable[[Array, Array], Array]:
-  """A pure `(key, images [N,H,W,C] float in [0,1]) -> images` by name."""
+def get_augmentation(name: str, tiles: int = 1) -> Callable[[Array, Array], Array]:
+  """A pure `(key, images [N,H,W,C] float in [0,1]) -> images` by name. 'tile_crop' (PCA's
+  Augment) crops inside one tile of the `tiles` x `tiles` grid of a combined image."""
+  if name == "tile_crop":
+    return make_tile_crop(tiles)
   if name not in AUGMENTATIONS:
-    raise unknown_name("augmentation", name, AUGMENTATIONS)
+    raise unknown_name("augmentation", name, (*AUGMENTATIONS, "tile_crop"))
   return AUGMENTATIONS[name]
 
 
 # ---- PCA (Xiao et al. 2025) Augment: RandomResizedCrop inside one tile of a k x k image ----
-# Imported here, with the section that needs them, so the module header stays untouched.
-from dcjax.combine import tile_bounds  # noqa: E402
-from dcjax.errors import UserError  # noqa: E402
 
 
 def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),

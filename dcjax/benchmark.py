@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import augment, methods, models, protocols, select, sources, store, tensorboard, train
+from dcjax import augment, combine, methods, models, protocols, select, sources, store, tensorboard, train
 from dcjax import teacher as teacher_lib
 from dcjax.errors import UserError, unknown_name
 
@@ -63,7 +63,7 @@ def _model_kwargs(config) -> dict[str, Any]:
 def build_student(config, num_classes: int, image_shape: tuple, mesh=None) -> train.Student:
   """The Student for config.eval (protocol preset + overrides) on images of `image_shape`."""
   recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
-  aug = augment.get_augmentation(recipe["augment"])
+  aug = augment.get_augmentation(recipe["augment"], tiles=config.combine.k)
   kwargs = _model_kwargs(config)
   if config.eval.dtype not in ("float32", "bfloat16"):
     raise UserError(f"eval.dtype must be float32 or bfloat16, got {config.eval.dtype!r}")
@@ -82,7 +82,9 @@ def _check_names(config) -> None:
   if config.eval.model not in models.MODELS:
     raise unknown_name("model", config.eval.model, models.MODELS)
   recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
-  augment.get_augmentation(recipe["augment"])
+  if config.combine.k < 1:
+    raise UserError(f"combine.k must be >= 1, got {config.combine.k}")
+  augment.get_augmentation(recipe["augment"], tiles=config.combine.k)
   if config.seeds < 1:
     raise UserError(f"seeds must be >= 1, got {config.seeds}")
 
@@ -178,7 +180,13 @@ def run(config, workdir: str) -> dict[str, Any]:
   _check_workdir(workdir, config.overwrite)
   _check_names(config)
   train_src, test_src = open_splits(config)
-  select.check_ipc(train_src.labels, train_src.num_classes, config.ipc, train_src.class_names)
+  # Combine (PCA): every stored image tiles k*k selected same-class images, so k*k*ipc source
+  # images per class are selected for ipc stored images per class.
+  k = config.combine.k
+  per_class = config.ipc * k * k
+  if config.ipc < 1:
+    raise UserError(f"ipc must be >= 1, got {config.ipc}")
+  select.check_ipc(train_src.labels, train_src.num_classes, per_class, train_src.class_names)
 
   load = dict(size=config.data.image_size, resize=config.data.resize,
               num_threads=config.data.num_threads, progress=config.progress)
@@ -219,13 +227,17 @@ def run(config, workdir: str) -> dict[str, Any]:
     return methods.teacher_features(model, variables, all_train_images(), student.mean,
                                     student.std, config.eval.test_batch_size)
 
-  indices = methods.select_indices(config.method, train_src, config.ipc,
+  indices = methods.select_indices(config.method, train_src, per_class,
                                    jax.random.key(config.seed), config,
                                    methods.Context(scores=scores, teacher_features=features))
   images, labels = sources.load_images(train_src, indices, **load)
   if images.shape[1:] != image_shape:
     raise UserError(f"train images {images.shape[1:]} and test images {image_shape} "
                     f"differ in shape; set --config.data.image_size")
+  behind = combine.tile_sources(indices, k)  # source indices behind each stored image
+  if k > 1:
+    labels = np.asarray(combine.tile_labels(labels, k), np.int32)
+    images = np.asarray(combine.tile(images, k))
   teacher_vars, teacher_info = None, None
   if student.recipe["labels"] == "teacher":
     teacher_model, teacher_vars, teacher_info = teacher()
@@ -234,14 +246,15 @@ def run(config, workdir: str) -> dict[str, Any]:
   # Inputs are valid: from here on the workdir is written.
   _prepare_workdir(workdir, config_json, config.overwrite)
   manifest = store.write_compressed(
-      os.path.join(workdir, COMPRESSED), images, labels, [[int(i)] for i in indices],
+      os.path.join(workdir, COMPRESSED), images, labels, behind,
       dataset=config.dataset, split="train", method=config.method, config=config_json,
       class_names=train_src.class_names, num_classes=train_src.num_classes,
       source_fingerprint=sources.fingerprint(train_src), overwrite=True)
   storage = storage_costs(student.recipe, len(labels), train_src.num_classes,
                           manifest["image_bytes"],
                           teacher_info["param_bytes"] if teacher_info else 0)
-  _log(f"compressed set: {len(labels)} images ({config.ipc}/class), "
+  _log(f"compressed set: {len(labels)} images ({config.ipc}/class"
+       + (f", each tiling {k}x{k} source images" if k > 1 else "") + "), "
        f"{manifest['image_bytes'] / 1e3:.1f} KB -> {os.path.join(workdir, COMPRESSED)}")
 
   runs = []
@@ -278,6 +291,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   top5s = np.array([r["top5"] for r in runs])
   results = dict(
       method=config.method, dataset=config.dataset, ipc=config.ipc, num_images=len(labels),
+      combine_k=k, num_source_images=len(indices),
       num_classes=train_src.num_classes, image_shape=list(images.shape[1:]),
       protocol=student.recipe["protocol"], model=config.eval.model, recipe=student.recipe,
       # Standard deviation over seeds with ddof=0, as the distillation literature's code does.

@@ -217,3 +217,38 @@ def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
       "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
       "scores.model_kwargs.width": 4, "eval.epochs": 1, "scores.allow_compute": False})
   assert benchmark.run(c2, str(tmp_path / "run2"))["score_file"] == r["score_file"]
+
+
+def test_pca_config_end_to_end_tiles_easiest_images(tmp_path):
+  """configs/pca.py on tiny data: k*k*ipc easiest images per class are selected, tiled 2x2 in
+  easy-first order, and trained with the tile-constrained crop."""
+  from configs import pca
+  from dcjax import combine, scorefile
+  c = pca.get_config()
+  base = tiny_config()
+  c.dataset, c.progress = "synthetic", False
+  c.data.synthetic.update(dict(base.data.synthetic))
+  c.ipc = 2
+  c.eval.epochs, c.eval.batch_size, c.eval.num_devices = 1, 8, 1
+  c.eval.model_kwargs.width = 8
+  c.scores.cache_dir, c.scores.epochs = str(tmp_path / "scores"), 1
+  c.scores.model_kwargs.width = 4
+  c.lock()
+  r = benchmark.run(c, str(tmp_path / "run"))
+  assert (r["method"], r["combine_k"], r["num_images"], r["num_source_images"]) == (
+      "el2n_easy", 2, 8, 32)
+  assert r["recipe"]["augment"] == "tile_crop" and r["recipe"]["labels"] == "hard"
+  images, labels, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
+  src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
+  scores, _ = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
+                                    n=len(src))
+  for img, lab, entry in zip(images, labels, manifest["files"]):
+    idx = entry["source_indices"]
+    assert len(idx) == 4 and all(src.labels[i] == lab for i in idx)
+    originals = np.stack([src[i]["image"] for i in idx])
+    np.testing.assert_array_equal(img, np.asarray(combine.tile(originals, 2))[0])
+  for cls in range(4):
+    members = np.flatnonzero(src.labels == cls)
+    easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:8]]
+    chosen = [i for e in manifest["files"] if e["label"] == cls for i in e["source_indices"]]
+    assert sorted(chosen) == sorted(easiest.tolist())
