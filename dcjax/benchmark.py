@@ -1,7 +1,8 @@
 """The benchmark runner: compress a training split, train fresh students on it, test them.
 
-source -> select -> store -> train students (one per seed) -> test on the real test split ->
-results.json. Every user mistake is caught before anything is written; `results.json` is the
+source -> select (methods: random, score-based, geometry) -> combine (PCA tiles, optional) ->
+store -> train students (one per seed, hard or teacher labels) -> test on the real test split
+-> results.json. Every user mistake is caught before anything is written; `results.json` is the
 last file written (atomically), so a workdir either holds a finished run or none.
 """
 
@@ -16,14 +17,15 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import augment, combine, methods, models, protocols, select, sources, store, tensorboard, train
+from dcjax import (augment, combine, methods, models, protocols, select, sources, store,
+                   tensorboard, train)
 from dcjax import teacher as teacher_lib
 from dcjax.errors import UserError, unknown_name
 
@@ -73,7 +75,8 @@ def build_student(config, num_classes: int, image_shape: tuple, mesh=None) -> tr
   except TypeError as e:
     raise UserError(f"eval.model_kwargs do not fit model {config.eval.model!r}: {e}") from None
   mean, std = normalisation(config, image_shape[-1])
-  return train.Student(model, recipe, aug, mean, std, mesh or train.make_mesh(config.eval.num_devices))
+  return train.Student(model, recipe, aug, mean, std,
+                       mesh or train.make_mesh(config.eval.num_devices))
 
 
 def _check_names(config) -> None:
