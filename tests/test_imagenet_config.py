@@ -15,7 +15,7 @@ tfds = pytest.importorskip("tensorflow_datasets")
 from dcjax import benchmark, store  # noqa: E402
 from test_benchmark import ROOT  # noqa: E402
 
-PER_CLASS = {"train": 2, "validation": 1}
+PER_CLASS = {"train": 4, "validation": 1}
 
 
 def _jpeg(rng, h, w):
@@ -57,3 +57,22 @@ def test_imagenet_benchmark_config_on_mock_data(tmp_path):
   assert images.shape == (1000, 224, 224, 3) and sorted(labels.tolist()) == list(range(1000))
   # The decoded test split was cached for the next run.
   assert os.listdir(tmp_path / "cache")
+
+
+def test_imagenet_pca_config_on_mock_data(tmp_path):
+  sys.path.insert(0, ROOT)
+  from configs import imagenet_pca
+  c = imagenet_pca.get_config()
+  c.ipc, c.seeds, c.progress = 1, 1, False
+  c.eval.epochs, c.eval.num_devices = 1, 1
+  c.eval.model_kwargs.width = 4
+  c.scores.cache_dir, c.scores.epochs, c.scores.num_models = str(tmp_path / "scores"), 1, 1
+  c.scores.model_kwargs.width = 4
+  c.lock()
+  with tfds.testing.mock_data(as_data_source_fn=_fake_imagenet):
+    r = benchmark.run(c, str(tmp_path / "run"))
+  assert (r["method"], r["combine_k"], r["model"]) == ("el2n_easy", 2, "resnet18")
+  assert r["num_images"] == 1000 and r["num_source_images"] == 4000
+  assert r["recipe"]["augment"] == "tile_crop"
+  manifest = store.read_manifest(str(tmp_path / "run" / "compressed"))
+  assert all(len(f["source_indices"]) == 4 for f in manifest["files"])
