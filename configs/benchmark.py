@@ -11,6 +11,18 @@ import ml_collections
 from ml_collections import config_dict
 
 
+def _network_recipe(epochs: int) -> ml_collections.ConfigDict:
+  """A network trained on the full training split (the teacher, the scoring models): a narrow
+  ConvNet-3 and a short AdamW recipe, affordable on a 2-core CPU for Fashion-MNIST."""
+  return ml_collections.ConfigDict(dict(
+      model="convnet",
+      model_kwargs=ml_collections.ConfigDict(dict(
+          width=32, depth=config_dict.placeholder(int), norm=config_dict.placeholder(str))),
+      seed=0, protocol="hard", optimizer="adamw", lr=2e-3, weight_decay=0.01, momentum=0.9,
+      schedule="cosine_epoch", batch_size=256, epochs=epochs, augment="flip", labels="hard",
+      mixing="none", temperature=1.0))
+
+
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.job = "benchmark"
@@ -59,54 +71,21 @@ def get_config() -> ml_collections.ConfigDict:
   # The teacher of soft-label protocols: trained once on the full training split and cached
   # (keyed by dataset content, model, seed, recipe), reused by every later run. The default is
   # sized for a 2-core CPU on Fashion-MNIST (a narrow ConvNet-3, a few epochs).
-  c.teacher = ml_collections.ConfigDict()
-  c.teacher.model = "convnet"
-  c.teacher.model_kwargs = ml_collections.ConfigDict(dict(
-      width=32, depth=config_dict.placeholder(int),
-      norm=config_dict.placeholder(str)))
-  c.teacher.seed = 0
+  c.teacher = _network_recipe(epochs=4)
   c.teacher.allow_train = True  # False: a missing teacher is an error
   c.teacher.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
-  c.teacher.protocol = "hard"
-  c.teacher.optimizer = "adamw"
-  c.teacher.lr = 2e-3
-  c.teacher.weight_decay = 0.01
-  c.teacher.momentum = 0.9
-  c.teacher.schedule = "cosine_epoch"
-  c.teacher.batch_size = 256
-  c.teacher.epochs = 4
-  c.teacher.augment = "flip"
-  c.teacher.labels = "hard"
-  c.teacher.mixing = "none"
-  c.teacher.temperature = 1.0
 
   # Per-example scores of the training split for score-based methods: k models trained for a
   # few epochs with the dynamics runner (EL2N at `el2n_epoch`, forgetting events, AUM), cached
   # as a score file keyed by everything below. The default is sized for a 2-core CPU on
   # Fashion-MNIST (narrow ConvNet-3, 2 models, 3 epochs); `file` uses an existing or imported
   # score file instead.
-  c.scores = ml_collections.ConfigDict()
+  c.scores = _network_recipe(epochs=3)
   c.scores.file = config_dict.placeholder(str)
   c.scores.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
   c.scores.allow_compute = True
-  c.scores.model = "convnet"
-  c.scores.model_kwargs = ml_collections.ConfigDict(dict(
-      width=32, depth=config_dict.placeholder(int), norm=config_dict.placeholder(str)))
   c.scores.num_models = 2
-  c.scores.epochs = 3
   c.scores.el2n_epoch = config_dict.placeholder(int)  # None: after the last epoch
-  c.scores.seed = 0
-  c.scores.protocol = "hard"
-  c.scores.optimizer = "adamw"
-  c.scores.lr = 2e-3
-  c.scores.weight_decay = 0.01
-  c.scores.momentum = 0.9
-  c.scores.schedule = "cosine_epoch"
-  c.scores.batch_size = 256
-  c.scores.augment = "flip"
-  c.scores.labels = "hard"
-  c.scores.mixing = "none"
-  c.scores.temperature = 1.0
   c.scores.ccs_score = "aum"  # the difficulty CCS stratifies (el2n | forgetting | aum)
   c.scores.ccs_hard_cutoff = 0.1
   c.scores.ccs_bins = 50
