@@ -229,7 +229,7 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
   # safe in scripts, tests and threads.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
-  from matplotlib.ticker import NullFormatter, ScalarFormatter
+  from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
   datasets = sorted({p["dataset"] for p in points})
   fig = Figure(figsize=(5.5 * len(datasets), 4.2), layout="constrained")
@@ -253,6 +253,9 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
       ticks = sorted({p["ipc"] for p in points if p["dataset"] == dataset})
       ax.set_xticks(ticks)
       ax.xaxis.set_major_formatter(ScalarFormatter())
+      ax.xaxis.set_minor_formatter(NullFormatter())
+    else:  # bytes: readable units on the decades only
+      ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(int(v))))
       ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_title(dataset)
     ax.set_xlabel(xlabel)
