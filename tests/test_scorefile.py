@@ -224,7 +224,11 @@ def test_import_refusals(tmp_path):
   np.save(tmp_path / "nan.npy", np.array([1.0, np.nan]))
   with pytest.raises(UserError, match="'x' is NaN at 1 example\\(s\\), indices \\[1\\]"):
     scorefile.import_scores(str(tmp_path / "nan.npy"), None, n=2, fingerprint=FP, name="x")
-  np.save(tmp_path / "obj.npy", np.array([1, "a"], dtype=object), allow_pickle=True)
+  # An object-dtype .npy (whose payload would be a pickle), written by hand: refused unread.
+  with open(tmp_path / "obj.npy", "wb") as f:
+    np.lib.format.write_array_header_1_0(f, {"descr": "|O", "fortran_order": False,
+                                             "shape": (2,)})
+    f.write(b"not read")
   with pytest.raises(UserError, match="not readable"):  # no pickle
     scorefile.import_scores(str(tmp_path / "obj.npy"), None, n=2, fingerprint=FP, name="x")
   np.save(tmp_path / "m.npy", np.zeros((2, 3)))
