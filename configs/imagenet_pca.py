@@ -13,15 +13,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import imagenet_benchmark  # noqa: E402
+from configs import imagenet_benchmark, pca  # noqa: E402
 
 
 def get_config():
-  c = imagenet_benchmark.get_config()
-  c.method = "el2n_easy"
-  c.combine.k = 2
-  c.eval.protocol = "hard"
-  c.eval.augment = "tile_crop"
+  c = pca.with_pca(imagenet_benchmark.get_config())
   c.scores.model = "resnet18"
   c.scores.model_kwargs.width = 64
   c.scores.num_models = 2

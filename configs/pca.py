@@ -22,10 +22,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import benchmark  # noqa: E402
 
 
-def get_config():
-  c = benchmark.get_config()
+def with_pca(c):
+  """Turn a benchmark config into PCA: EL2N-easy prune, 2x2 combine, tile-constrained crop."""
   c.method = "el2n_easy"
   c.combine.k = 2
   c.eval.protocol = "hard"
   c.eval.augment = "tile_crop"
   return c
+
+
+def get_config():
+  return with_pca(benchmark.get_config())
