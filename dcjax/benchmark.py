@@ -15,7 +15,6 @@ import os
 import platform
 import shutil
 import sys
-import tempfile
 import time
 from typing import Any
 
@@ -27,6 +26,7 @@ import dcjax
 from dcjax import (augment, combine, methods, models, protocols, select, sources, store,
                    tensorboard, train)
 from dcjax import teacher as teacher_lib
+from dcjax.files import write_json_atomic
 from dcjax.errors import UserError, unknown_name
 
 RESULTS = "results.json"
@@ -98,22 +98,6 @@ def _check_workdir(workdir: str, overwrite: bool) -> None:
                     f"--config.overwrite=True to replace it, or choose another --workdir")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} exists and is not a directory")
-
-
-def write_json_atomic(path: str, obj: Any) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=2, sort_keys=False)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
 
 
 def open_splits(config) -> tuple[sources.Source, sources.Source]:

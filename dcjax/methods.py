@@ -19,6 +19,7 @@ import numpy as np
 
 from dcjax import augment, dynamics, models, protocols, scorefile, select, sources, train
 from dcjax.errors import UserError, unknown_name
+from dcjax.files import cache_dir
 
 # name -> (score, rule). 'aum' is higher-is-easier, so it is negated into a difficulty first.
 SCORE_METHODS: dict[str, tuple[str, str]] = {
@@ -105,10 +106,7 @@ def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, 
     loaded, _ = scorefile.load_scores(scfg.file, fingerprint=fp, n=n)
     return loaded, scfg.file
   sc = scores_config(scfg, images.shape[1:], mean, std)
-  cache_dir = scfg.cache_dir or os.path.join(
-      os.environ.get("DCJAX_CACHE") or os.path.join(
-          os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcjax"), "scores")
-  path = scorefile.score_path(cache_dir, config.dataset, "train", sc)
+  path = scorefile.score_path(scfg.cache_dir or cache_dir("scores"), config.dataset, "train", sc)
   if os.path.exists(path):
     loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
     return loaded, path

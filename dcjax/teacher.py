@@ -20,12 +20,11 @@ import numpy as np
 from dcjax import augment, models, protocols, sources, train
 from dcjax.checkpoint import Checkpointer
 from dcjax.errors import UserError
+from dcjax.files import cache_dir, write_json_atomic
 
 
 def default_cache_dir() -> str:
-  base = os.environ.get("DCJAX_CACHE") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcjax")
-  return os.path.join(base, "teachers")
+  return cache_dir("teachers")
 
 
 def teacher_recipe(tcfg) -> dict:
@@ -115,9 +114,6 @@ def _train_teacher(config, student: train.Student, train_src, test_images, test_
   info = dict(top1=top1, top5=top5, param_bytes=param_bytes, train_seconds=stats["train_seconds"],
               spec=spec)
   # teacher.json is written last: its presence marks a finished teacher.
-  tmp = os.path.join(path, ".teacher.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(info, f, indent=2)
-  os.replace(tmp, os.path.join(path, "teacher.json"))
+  write_json_atomic(os.path.join(path, "teacher.json"), info)
   print(f"teacher: top-1 {top1:.2f}% top-5 {top5:.2f}% on the test split "
         f"({stats['train_seconds']:.0f} s)", file=sys.stderr, flush=True)
