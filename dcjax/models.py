@@ -20,9 +20,9 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
-import jax
 import jax.numpy as jnp
 
+from dcjax import layers
 from dcjax.errors import unknown_name
 
 # torchvision initialises convolutions with kaiming-normal (fan_out, relu).
@@ -50,6 +50,10 @@ class ConvNet(nn.Module):
 
   28 px inputs are padded to 32 px by the first convolution (padding 3), as in the reference
   code, so 28 px and 32 px datasets share the 4x4xwidth feature map at depth 3.
+
+  The convolutions and the instance norm are `dcjax.layers` versions with hand-written
+  gradients on the CPU backend (2x faster training there; same parameters and function as
+  `nn.Conv` / `nn.GroupNorm`); `impl='xla'` selects XLA's own everywhere.
   """
 
   num_classes: int
@@ -57,17 +61,18 @@ class ConvNet(nn.Module):
   depth: int = 3
   norm: str = "instance"  # 'instance' | 'batch' | 'none'
   dtype: Any = jnp.float32
+  impl: str = "auto"  # dcjax.layers implementation: 'auto' (custom on CPU) | 'custom' | 'xla'
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
     x = x.astype(self.dtype)
     for d in range(self.depth):
       pad = 3 if d == 0 and x.shape[1] == 28 else 1
-      x = nn.Conv(self.width, (3, 3), padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                  name=f"conv{d}")(x)
+      x = layers.Conv(self.width, 3, pad, dtype=self.dtype, impl=self.impl, name=f"conv{d}")(x)
       if self.norm == "instance":
-        # GroupNorm with one group per channel == affine instance norm (the reference's choice).
-        x = nn.GroupNorm(num_groups=self.width, epsilon=1e-5, dtype=self.dtype, name=f"norm{d}")(x)
+        # Affine instance norm (the reference's choice), parameters as nn.GroupNorm(width).
+        x = layers.InstanceNorm(epsilon=1e-5, dtype=self.dtype, impl=self.impl,
+                                name=f"norm{d}")(x)
       elif self.norm == "batch":
         x = _bn(train, self.dtype, mask=mask)(name=f"norm{d}")(x)
       elif self.norm != "none":

@@ -1,0 +1,76 @@
+"""dcjax.layers: the CPU-fast convolution and instance norm compute what nn.Conv / nn.GroupNorm
+compute, values and gradients, and share their parameters."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dcjax import layers, models
+
+
+def _rand(*shape, seed=0):
+  return jnp.asarray(np.random.RandomState(seed).randn(*shape), jnp.float32)
+
+
+@pytest.mark.parametrize("ci,pad,size", [(1, 3, 9), (3, 1, 8), (24, 1, 6), (5, 0, 7), (4, 2, 5)])
+def test_conv2d_value_and_gradients_match_xla(ci, pad, size):
+  # ci=1/3 take the im2col kernel gradient, ci=24 (3*3*24 > 64 rows) the per-offset sum.
+  x, w = _rand(2, size, size, ci), _rand(3, 3, ci, 6, seed=1)
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), ((pad, pad), (pad, pad)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  y, vjp = jax.vjp(lambda x, w: layers.conv2d(x, w, pad), x, w)
+  g = _rand(*y_ref.shape, seed=2)
+  np.testing.assert_allclose(y, y_ref, rtol=1e-6, atol=1e-6)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+
+
+def test_instance_norm_value_and_gradient_match_groupnorm():
+  x, g = _rand(3, 5, 7, 4) * 3 + 1, _rand(3, 5, 7, 4, seed=1)
+  ref = lambda x: nn.GroupNorm(num_groups=4, use_scale=False, use_bias=False,
+                               epsilon=1e-5).apply({}, x)
+  y_ref, vjp_ref = jax.vjp(ref, x)
+  y, vjp = jax.vjp(lambda x: layers.instance_norm(x, 1e-5), x)
+  np.testing.assert_allclose(y, y_ref, atol=2e-5)
+  np.testing.assert_allclose(vjp(g)[0], vjp_ref(g)[0], atol=2e-5)
+
+
+def test_instance_norm_bfloat16_keeps_dtype():
+  x = _rand(2, 4, 4, 3).astype(jnp.bfloat16)
+  y, vjp = jax.vjp(lambda x: layers.instance_norm(x, 1e-5), x)
+  assert y.dtype == jnp.bfloat16 and vjp(jnp.ones_like(y))[0].dtype == jnp.bfloat16
+
+
+def test_convnet_custom_and_xla_layers_share_parameters_and_gradients():
+  x = _rand(4, 28, 28, 1)
+  y = jnp.array([0, 1, 2, 3])
+  custom = models.ConvNet(num_classes=10, width=16, impl="custom")
+  xla = models.ConvNet(num_classes=10, width=16, impl="xla")
+  variables = custom.init(jax.random.key(0), x)
+  assert (jax.tree.structure(variables)
+          == jax.tree.structure(xla.init(jax.random.key(0), x)))
+  # nn.Conv / nn.GroupNorm initialise the same parameter tree with the same values.
+  stock = nn.Conv(16, (3, 3)).init(jax.random.key(1), x)["params"]
+  ours = layers.Conv(16, 3, 1).init(jax.random.key(1), x)["params"]
+  np.testing.assert_array_equal(stock["kernel"], ours["kernel"])
+  np.testing.assert_array_equal(stock["bias"], ours["bias"])
+
+  def loss(model):
+    return lambda v: optax_ce(model.apply(v, x), y)
+
+  (l1, g1), (l2, g2) = (jax.value_and_grad(loss(m))(variables) for m in (custom, xla))
+  np.testing.assert_allclose(l1, l2, rtol=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def optax_ce(logits, labels):
+  return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+
+def test_bad_impl_is_refused():
+  with pytest.raises(ValueError, match="impl"):
+    layers.Conv(4, impl="fast").init(jax.random.key(0), _rand(1, 4, 4, 1))
