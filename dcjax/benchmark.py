@@ -26,6 +26,7 @@ import dcjax
 from dcjax import (augment, combine, methods, models, protocols, select, sources, store,
                    tensorboard, train)
 from dcjax import teacher as teacher_lib
+from dcjax import rded
 from dcjax.files import write_json_atomic
 from dcjax.errors import UserError, unknown_name
 
@@ -214,17 +215,22 @@ def run(config, workdir: str) -> dict[str, Any]:
     return methods.teacher_features(model, variables, all_train_images(), student.mean,
                                     student.std, config.eval.test_batch_size)
 
-  indices = methods.select_indices(config.method, train_src, per_class,
-                                   jax.random.key(config.seed), config,
-                                   methods.Context(scores=scores, teacher_features=features))
-  images, labels = sources.load_images(train_src, indices, **load)
-  if images.shape[1:] != image_shape:
-    raise UserError(f"train images {images.shape[1:]} and test images {image_shape} "
-                    f"differ in shape; set --config.data.image_size")
-  behind = combine.tile_sources(indices, k)  # source indices behind each stored image
-  if k > 1:
-    labels = np.asarray(combine.tile_labels(labels, k), np.int32)
-    images = np.asarray(combine.tile(images, k))
+  if config.method == "rded":  # distilled from the teacher's best real crops, already tiled
+    images, labels, behind = rded.distill_from_config(
+        config, train_src, teacher, student.mean, student.std, load, image_shape)
+    indices = behind.reshape(-1)
+  else:
+    indices = methods.select_indices(config.method, train_src, per_class,
+                                     jax.random.key(config.seed), config,
+                                     methods.Context(scores=scores, teacher_features=features))
+    images, labels = sources.load_images(train_src, indices, **load)
+    if images.shape[1:] != image_shape:
+      raise UserError(f"train images {images.shape[1:]} and test images {image_shape} "
+                      f"differ in shape; set --config.data.image_size")
+    behind = combine.tile_sources(indices, k)  # source indices behind each stored image
+    if k > 1:
+      labels = np.asarray(combine.tile_labels(labels, k), np.int32)
+      images = np.asarray(combine.tile(images, k))
   teacher_vars, teacher_info = None, None
   if student.recipe["labels"] == "teacher":
     teacher_model, teacher_vars, teacher_info = teacher()

@@ -28,7 +28,10 @@ SCORE_METHODS: dict[str, tuple[str, str]] = {
     "aum_easy": ("aum", "easy"), "aum_hard": ("aum", "hard"),
 }
 FEATURE_METHODS = ("herding", "kcenter")
-METHODS = ("random", *SCORE_METHODS, "ccs", *FEATURE_METHODS)
+# Distillation methods build new images instead of selecting indices (dcjax.rded); the runner
+# calls them in place of select_indices.
+DISTILL_METHODS = ("rded",)
+METHODS = ("random", *SCORE_METHODS, "ccs", *FEATURE_METHODS, *DISTILL_METHODS)
 
 
 def check_method(name: str) -> None:
@@ -74,6 +77,9 @@ def select_indices(method: str, train_src: sources.Source, ipc: int, key: jax.Ar
     return np.asarray(select.ccs(d, labels, key, num_classes=k, ipc=ipc,
                                  hard_cutoff=config.scores.ccs_hard_cutoff,
                                  bins=config.scores.ccs_bins))
+  if method in DISTILL_METHODS:
+    raise ValueError(f"{method!r} synthesizes images and selects no indices; it runs through "
+                     f"dcjax.rded (benchmark.run does this)")
   feats = ctx.teacher_features()
   if method == "herding":
     return np.asarray(select.herding(feats, labels, num_classes=k, ipc=ipc))
