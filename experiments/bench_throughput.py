@@ -8,6 +8,8 @@ What is timed (img/s after warm-up; every compile happens in the warm-up):
                  calls it: uint8 images on the device, shuffle + gather, RandomResizedCrop +
                  flip, normalise, forward, cross-entropy, backward, AdamW; one sync per epoch.
   dcjax soft     the same for 'soft': + CutMix + a teacher forward (same architecture) + KL.
+  dcjax-xla hard (ConvNet on CPU only) the hard row with XLA's own convolution / GroupNorm
+                 gradients (`impl='xla'`, dcjax before `dcjax.layers`), for the before/after.
   dcjax scoring  a jitted eval-mode forward of a uint8 batch to logits (normalise included),
                  as the scoring / teacher-feature passes run it; one sync per batch.
   torch *        the same three in PyTorch (when importable): the same network, batch and image
@@ -464,6 +466,14 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
         figures = dcjax_train_row(kind, model, spec, batch, images, labels, mesh)
       rows.append(_finish(_row(f"dcjax {kind}", "dcjax", model_name, spec, batch,
                                flops_per_img=flops_for(kind, flops), **figures), peak))
+    if spec.model == "convnet" and device.platform == "cpu":
+      # The same hard-label step with XLA's own conv / GroupNorm gradients (dcjax before
+      # dcjax.layers): the before/after comparison of the CPU convolution gap, in one run.
+      stock = models.get_model(spec.model, spec.num_classes, spec.image_size,
+                               dtype=jnp.dtype(spec.dtype), impl="xla", **spec.model_kwargs)
+      figures = dcjax_train_row("hard", stock, spec, batch, images, labels, mesh)
+      rows.append(_finish(_row("dcjax-xla hard", "dcjax", model_name, spec, batch,
+                               flops_per_img=flops_for("hard", flops), **figures), peak))
   torch_out = torch_rows(spec, data) if use_torch else dict(skipped="skipped (--no-torch)")
   torch_name = "torchvision-resnet18" if spec.model == "resnet18" else model_name
   for batch in spec.batches:
@@ -484,6 +494,10 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
       if a["img_per_s"] and b["img_per_s"]:
         ratios.append(dict(kind=kind, batch=batch,
                            dcjax_over_torch=a["img_per_s"] / b["img_per_s"]))
+      stock = by_key.get(("dcjax-xla hard", batch)) if kind == "hard" else None
+      if stock and stock["img_per_s"] and b["img_per_s"]:
+        ratios.append(dict(kind="hard, xla layers", batch=batch,
+                           dcjax_over_torch=stock["img_per_s"] / b["img_per_s"]))
   return dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       size=size, command=command or f"bench_throughput.run({size!r})",
@@ -518,7 +532,8 @@ def format_table(report: dict) -> str:
     lines.append(f"{r['name']:<14} {r['model']:<20} {r['image_size']:>4} {r['batch']:>5} "
                  f"{r['dtype']:<8} {r['img_per_s']:>10.1f} {gf:>9} {mfu:>6} {mem:>9}")
   for q in report["ratios"]:
-    lines.append(f"dcjax/torch {q['kind']:<8} batch {q['batch']:>4}: {q['dcjax_over_torch']:.2f}x")
+    lines.append(f"dcjax/torch {q['kind']:<16} batch {q['batch']:>4}: "
+                 f"{q['dcjax_over_torch']:.2f}x")
   return "\n".join(lines)
 
 

@@ -1,0 +1,266 @@
+"""The Fashion-MNIST grid of the PCA issue, resumable, and its report.
+
+  python experiments/fmnist_grid.py run --root RUNS [--grid main|ablation] [--methods ...]
+      [--ipcs 1,10,50] [--protocols hard,soft] [--seeds 5] [--epochs 50:60] [--hard-protocol ...]
+  python experiments/fmnist_grid.py report --root RUNS --out results
+
+`run` executes one `main.py` benchmark per cell (method x IPC x protocol; seeds inside a cell)
+into RUNS/<grid>/<protocol>/<method>_ipc<ipc>_e<epochs>/. A finished cell (results.json) is
+skipped and an interrupted one resumes from its checkpoints, so rerunning the same command
+continues the grid. Cells share the teacher and score caches ($DCJAX_CACHE).
+
+Grids:
+  main      methods {random, el2n_easy, el2n_hard, ccs, herding, kcenter, rded, pca} x IPC x
+            protocol {hard, soft}. "hard" is hard labels under --hard-protocol (default
+            small_data: the distillation literature's SGD + DSA recipe that the published
+            Fashion-MNIST rows use); "soft" is the benchmark's teacher-label protocol.
+  ablation  PCA's parts at hard labels: P (EL2N-easy, k=1, the protocol's augmentation),
+            P+C (k=2 tiles, the protocol's augmentation), P+C+A (k=2, tile_crop), and P+C+A
+            at k=1 and k=3.
+
+`report` collects every results.json under RUNS and writes OUT/fmnist.md (main table with the
+published DC / DSA / IDC reference rows of method.md section 4, the ablation table, and what
+ran: seeds, epochs, test or validation split) plus OUT/fmnist_acc_vs_ipc.png and
+OUT/fmnist_acc_vs_storage.png. A cell whose schedule is shorter than its protocol's is marked
+as reduced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import subprocess
+import sys
+import time
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT_DIR)
+
+from dcjax import protocols, report  # noqa: E402
+
+MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "pca")
+DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard", "ccs": "CCS",
+           "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "pca": "PCA",
+           "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
+           "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
+# PCA ablation variants: name -> (method, combine.k, augmentation; None = the protocol's own).
+ABLATION = {
+    "P": ("el2n_easy", 1, None),
+    "P+C": ("el2n_easy", 2, None),
+    "P+C+A": ("el2n_easy", 2, "tile_crop"),
+    "P+C+A k=1": ("el2n_easy", 1, "tile_crop"),
+    "P+C+A k=3": ("el2n_easy", 3, "tile_crop"),
+}
+# Published Fashion-MNIST, ConvNet-3, hard labels, IPC 1 / 10 / 50 (method.md section 4).
+PUBLISHED = {"DC": (70.5, 82.3, 83.6), "DSA": (70.6, 84.6, 88.7),
+             "IDC (factor 2, DSA+CutMix)": (81.0, 86.0, 86.2), "IDC-I": (70.7, 85.3, 89.1)}
+PUBLISHED_IPCS = (1, 10, 50)
+
+
+def _ints(text: str) -> list[int]:
+  return [int(t) for t in text.split(",") if t]
+
+
+def _epochs_map(text: str) -> dict[int, int]:
+  """'10:300,50:60' -> {10: 300, 50: 60}."""
+  out = {}
+  for item in filter(None, text.split(",")):
+    ipc, _, epochs = item.partition(":")
+    out[int(ipc)] = int(epochs)
+  return out
+
+
+def cells(args) -> list[dict]:
+  """Every cell of the requested grid: name, workdir and main.py arguments."""
+  out = []
+  for ipc in _ints(args.ipcs):
+    for protocol in args.protocols.split(","):
+      recipe = args.hard_protocol if protocol == "hard" else protocol
+      epochs = args.epochs_map.get(ipc, protocols.PROTOCOLS[recipe]["epochs"])
+      if args.grid == "main":
+        variants = [(m, m, {}) for m in args.methods.split(",")]
+      else:
+        variants = [(name.replace("+", "").replace(" ", "_").replace("=", ""), name,
+                     {"method": m, "combine.k": k, **({"eval.augment": a} if a else {})})
+                    for name, (m, k, a) in ABLATION.items()]
+      for slug, name, overrides in variants:
+        config = {"pca": "pca", "rded": "rded"}.get(slug if args.grid == "main" else "", "benchmark")
+        flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
+                 "progress": False, **overrides}
+        if args.grid == "main" and config == "benchmark":
+          flags["method"] = slug
+        if args.validation_per_class:
+          flags["data.validation_per_class"] = args.validation_per_class
+        workdir = os.path.join(args.root, args.grid, protocol, f"{slug}_ipc{ipc}_e{epochs}")
+        argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
+                f"--config={os.path.join(ROOT_DIR, 'configs', config + '.py')}",
+                f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
+        argv += args.extra
+        out.append(dict(name=f"{name} ipc={ipc} {protocol}", workdir=workdir, argv=argv))
+  return out
+
+
+def run(args) -> int:
+  todo = cells(args)
+  failed = []
+  for i, cell in enumerate(todo):
+    done = os.path.exists(os.path.join(cell["workdir"], "results.json"))
+    print(f"[{i + 1}/{len(todo)}] {cell['name']}: "
+          f"{'done' if done else 'running'} -> {cell['workdir']}", flush=True)
+    if done or args.dry_run:
+      if args.dry_run and not done:
+        print("  " + " ".join(cell["argv"]))
+      continue
+    os.makedirs(cell["workdir"], exist_ok=True)
+    t = time.perf_counter()
+    with open(cell["workdir"] + ".log", "a") as log:
+      rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR)
+    tail = open(cell["workdir"] + ".log").read().strip().splitlines()[-1:]
+    print(f"  rc={rc} in {time.perf_counter() - t:.0f} s: {tail[0] if tail else ''}", flush=True)
+    if rc:
+      failed.append(cell["name"])
+  if failed:
+    print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+# --- Report -------------------------------------------------------------------------------------
+
+
+def _cell_text(rs: list[dict]) -> str:
+  r = rs[-1]  # one result per cell; the newest if several
+  text = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
+  marks = []
+  full = protocols.PROTOCOLS.get(r["protocol"], {}).get("epochs")
+  if full and r["recipe"]["epochs"] < full:
+    marks.append(f"{r['recipe']['epochs']} ep")
+  if len(r["runs"]) != 5:
+    marks.append(f"{len(r['runs'])} seeds")
+  return text + (f" ({', '.join(marks)})" if marks else "")
+
+
+def _grid_and_variant(path: str) -> tuple[str, str]:
+  parts = os.path.normpath(path).split(os.sep)
+  for grid in ("main", "ablation"):
+    if grid in parts:
+      return grid, parts[parts.index(grid) + 1]
+  return "main", ""
+
+
+def report_markdown(results: list[dict]) -> str:
+  by_key = collections.defaultdict(list)
+  splits_seen, machines = set(), set()
+  for r in results:
+    grid, protocol_dir = _grid_and_variant(r["_path"])
+    label = "hard" if r["recipe"]["labels"] == "hard" else "soft"
+    by_key[(grid, r.get("_variant") or r["method"], r["ipc"], label)].append(r)
+    splits_seen.add(r.get("test_split", f"{r['dataset']} test"))
+    env = r.get("environment", {})
+    machines.add(f"{env.get('backend', '?')} ({env.get('machine', '?')}), jax {env.get('jax')}")
+  ipcs = sorted({k[2] for k in by_key if k[0] == "main"} | set(PUBLISHED_IPCS))
+  lines = ["# Fashion-MNIST: pruning, distillation and PCA under one protocol", "",
+           "ConvNet-3 students trained on the compressed set, top-1 (%) on "
+           + ", ".join(sorted(splits_seen)) + "; mean ± std over seeds (ddof 0). "
+           "Cells note a schedule shorter than the protocol's and a seed count other than 5. "
+           "Produced by `experiments/fmnist_grid.py report` from real runs on "
+           + "; ".join(sorted(machines)) + ".", ""]
+  for label in ("hard", "soft"):
+    keys = [k for k in by_key if k[0] == "main" and k[3] == label]
+    if not keys:
+      continue
+    recipe = by_key[keys[0]][-1]["recipe"]
+    lines += [f"## {label.capitalize()} labels (protocol `{by_key[keys[0]][-1]['protocol']}`: "
+              f"{recipe['optimizer']} lr {recipe['lr']}, batch {recipe['batch_size']}, "
+              f"augment {recipe['augment']}, mixing {recipe.get('mixing')})", "",
+              "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
+              "|---|" + "---:|" * len(ipcs)]
+    methods = [m for m in MAIN_METHODS if any(k[1] == m for k in keys)]
+    methods += sorted({k[1] for k in keys} - set(methods))
+    for m in methods:
+      row = [_cell_text(by_key[("main", m, i, label)]) if by_key.get(("main", m, i, label))
+             else "—" for i in ipcs]
+      lines.append(f"| {DISPLAY.get(m, m)} | " + " | ".join(row) + " |")
+    if label == "hard":
+      for name, accs in PUBLISHED.items():
+        pub = dict(zip(PUBLISHED_IPCS, accs))
+        lines.append(f"| {name} (published, distilled pixels) | "
+                     + " | ".join(f"{pub[i]:.1f}" if i in pub else "—" for i in ipcs) + " |")
+    lines.append("")
+  abl = [k for k in by_key if k[0] == "ablation"]
+  if abl:
+    aipcs = sorted({k[2] for k in abl})
+    lines += ["## PCA ablation (hard labels)", "",
+              "| variant | " + " | ".join(f"IPC {i}" for i in aipcs) + " |",
+              "|---|" + "---:|" * len(aipcs)]
+    for name in ABLATION:
+      row = [_cell_text(by_key[("ablation", name, i, "hard")])
+             if by_key.get(("ablation", name, i, "hard")) else "—" for i in aipcs]
+      lines.append(f"| {name} | " + " | ".join(row) + " |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _ablation_name(path: str) -> str | None:
+  base = os.path.basename(os.path.normpath(path)).rsplit("_ipc", 1)[0]
+  for name in ABLATION:
+    if name.replace("+", "").replace(" ", "_").replace("=", "") == base:
+      return name
+  return None
+
+
+def write_report(root: str, out: str) -> str:
+  paths = report._find(root)
+  results = []
+  for p in paths:
+    r = report.load_result(p)
+    r["_path"] = p
+    if _grid_and_variant(p)[0] == "ablation":
+      r["_variant"] = _ablation_name(os.path.dirname(p))
+    results.append(r)
+  if not results:
+    raise SystemExit(f"error: no results.json under {root}")
+  os.makedirs(out, exist_ok=True)
+  md = report_markdown(results)
+  with open(os.path.join(out, "fmnist.md"), "w", encoding="utf-8") as f:
+    f.write(md)
+  main = [r for r in results if _grid_and_variant(r["_path"])[0] == "main"]
+  if main:
+    report.plot_accuracy_vs_ipc(main, os.path.join(out, "fmnist_acc_vs_ipc.png"))
+    report.plot_accuracy_vs_storage(main, os.path.join(out, "fmnist_acc_vs_storage.png"))
+  return md
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  r = sub.add_parser("run", help="run (or resume) the grid")
+  r.add_argument("--root", required=True)
+  r.add_argument("--grid", choices=("main", "ablation"), default="main")
+  r.add_argument("--methods", default=",".join(MAIN_METHODS))
+  r.add_argument("--ipcs", default="1,10,50")
+  r.add_argument("--protocols", default="hard,soft")
+  r.add_argument("--hard-protocol", default="small_data", choices=("small_data", "hard"))
+  r.add_argument("--seeds", type=int, default=5)
+  r.add_argument("--epochs", default="", help="per-IPC epochs, e.g. '50:60' (reduced grid)")
+  r.add_argument("--validation-per-class", type=int, default=0,
+                 help="test on examples held out of the training split (settings search)")
+  r.add_argument("--dry-run", action="store_true", help="print the commands only")
+  r.add_argument("extra", nargs="*", help="more main.py flags, after --")
+  p = sub.add_parser("report", help="write OUT/fmnist.md and its plots")
+  p.add_argument("--root", required=True)
+  p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
+  args = parser.parse_args(argv)
+  if args.command == "report":
+    print(write_report(args.root, args.out))
+    return 0
+  args.epochs_map = _epochs_map(args.epochs)
+  if args.grid == "main":
+    unknown = set(args.methods.split(",")) - set(DISPLAY)
+    if unknown:
+      parser.error(f"unknown methods {sorted(unknown)}; choose from {sorted(DISPLAY)}")
+  return run(args)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
