@@ -6,6 +6,8 @@ independent randomness per example from `key`, so the same key gives the same ba
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Callable
 
@@ -185,13 +187,30 @@ AUGMENTATIONS: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 
-def get_augmentation(name: str, tiles: int = 1) -> Callable[[Array, Array], Array]:
+def get_augmentation(name: str, tiles: int = 1,
+                     crop_scale: tuple[float, float] | None = None) -> Callable[[Array, Array], Array]:
   """A pure `(key, images [N,H,W,C] float in [0,1]) -> images` by name. 'tile_crop' (PCA's
-  Augment) crops inside one tile of the `tiles` x `tiles` grid of a combined image."""
+  Augment) crops inside one tile of the `tiles` x `tiles` grid of a combined image; 'tile_dsa'
+  takes one whole tile (resized to the image size, flipped at random), then DSA. `crop_scale`
+  (area fraction bounds of the RandomResizedCrop; None: 0.08-1) applies to 'rrc_flip' and
+  'tile_crop'."""
+  scale = (0.08, 1.0) if crop_scale is None else tuple(float(v) for v in crop_scale)
+  if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+    raise UserError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
   if name == "tile_crop":
-    return make_tile_crop(tiles)
+    return make_tile_crop(tiles, scale=scale)
+  if name == "tile_dsa":
+    whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+
+    def tile_dsa(key: Array, images: Array) -> Array:
+      k_tile, k_dsa = jax.random.split(key)
+      return dsa(k_dsa, whole_tile(k_tile, images))
+
+    return tile_dsa
+  if name == "rrc_flip" and crop_scale is not None:
+    return functools.partial(_rrc_flip, scale=scale)
   if name not in AUGMENTATIONS:
-    raise unknown_name("augmentation", name, (*AUGMENTATIONS, "tile_crop"))
+    raise unknown_name("augmentation", name, (*AUGMENTATIONS, "tile_crop", "tile_dsa"))
   return AUGMENTATIONS[name]
 
 

@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import (augment, combine, methods, models, protocols, select, sources, store,
-                   tensorboard, train)
+from dcjax import (augment, combine, methods, models, protocols, select, sources, splits,
+                   store, tensorboard, train)
 from dcjax import teacher as teacher_lib
 from dcjax import rded
 from dcjax.files import write_json_atomic
@@ -66,7 +66,8 @@ def _model_kwargs(config) -> dict[str, Any]:
 def build_student(config, num_classes: int, image_shape: tuple, mesh=None) -> train.Student:
   """The Student for config.eval (protocol preset + overrides) on images of `image_shape`."""
   recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
-  aug = augment.get_augmentation(recipe["augment"], tiles=config.combine.k)
+  aug = augment.get_augmentation(recipe["augment"], tiles=config.combine.k,
+                                 crop_scale=config.eval.crop_scale)
   kwargs = _model_kwargs(config)
   if config.eval.dtype not in ("float32", "bfloat16"):
     raise UserError(f"eval.dtype must be float32 or bfloat16, got {config.eval.dtype!r}")
@@ -88,7 +89,8 @@ def _check_names(config) -> None:
   recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
   if config.combine.k < 1:
     raise UserError(f"combine.k must be >= 1, got {config.combine.k}")
-  augment.get_augmentation(recipe["augment"], tiles=config.combine.k)
+  augment.get_augmentation(recipe["augment"], tiles=config.combine.k,
+                           crop_scale=config.eval.crop_scale)
   if config.seeds < 1:
     raise UserError(f"seeds must be >= 1, got {config.seeds}")
 
@@ -102,9 +104,14 @@ def _check_workdir(workdir: str, overwrite: bool) -> None:
 
 
 def open_splits(config) -> tuple[sources.Source, sources.Source]:
+  """(train, test). With data.validation_per_class = N > 0: (train minus N held-out examples
+  per class, those held-out examples), so settings can be chosen without the test split."""
   kw = dict(data_dir=config.data.dir, synthetic=dict(config.data.synthetic))
-  return (sources.open_source(config.dataset, "train", **kw),
-          sources.open_source(config.dataset, "test", **kw))
+  train_src = sources.open_source(config.dataset, "train", **kw)
+  if config.data.validation_per_class:
+    return splits.holdout(train_src, config.data.validation_per_class,
+                          config.data.validation_seed)
+  return train_src, sources.open_source(config.dataset, "test", **kw)
 
 
 def _log(msg: str) -> None:
@@ -182,7 +189,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   if config.data.cache_dir:
     os.makedirs(config.data.cache_dir, exist_ok=True)
     cache = os.path.join(config.data.cache_dir,
-                         f"{_slug(config.dataset)}-test-{config.data.image_size}.npz")
+                         f"{_slug(test_src.name)}-{test_src.split}-{config.data.image_size}.npz")
   test_images, test_labels = sources.load_images(
       test_src, crop_ratio=config.data.test_crop_ratio, cache_path=cache, **load)
   image_shape = test_images.shape[1:]
@@ -293,7 +300,8 @@ def run(config, workdir: str) -> dict[str, Any]:
       runs=runs, storage=storage,
       teacher=({k: teacher_info[k] for k in ("dir", "top1", "top5", "param_bytes")}
                | {"model": config.teacher.model} if teacher_info else None),
-      test_examples=len(test_labels), selection_seed=config.seed,
+      test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
+      selection_seed=config.seed,
       score_file=lazy.get("score_file"),
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import augment, dynamics, models, protocols, scorefile, select, sources, train
+from dcjax import (augment, dynamics, models, protocols, scorefile, select, sources, splits,
+                   train)
 from dcjax.errors import UserError, unknown_name
 from dcjax.files import cache_dir
 
@@ -101,18 +102,35 @@ def scores_config(scfg, image_shape: tuple, mean, std) -> dict[str, Any]:
               mean=list(mean), std=list(std))
 
 
+def _cached_score_path(config, image_shape: tuple, mean, std) -> str:
+  sc = scores_config(config.scores, image_shape, mean, std)
+  return scorefile.score_path(config.scores.cache_dir or cache_dir("scores"), config.dataset,
+                              "train", sc)
+
+
 def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, std,
                    mesh) -> tuple[dict[str, np.ndarray], str]:
   """The training split's scores: from `scores.file` (imported or earlier), from the cache,
   or computed by the dynamics runner (then cached). Returns (scores, path)."""
   scfg = config.scores
+  if isinstance(train_src, splits.SubsetSource) and not scfg.file:
+    # Validation mode (benchmark data.validation_per_class): scores are per-example properties
+    # of the whole training split, so the subset reads its rows of the whole split's score
+    # file (computed once, shared with test-mode runs). The scoring models have seen the
+    # held-out examples; the students never do.
+    base = train_src.base
+    base_path = _cached_score_path(config, images.shape[1:], mean, std)
+    base_images = images if os.path.exists(base_path) else sources.load_images(
+        base, size=images.shape[1], progress=config.progress)[0]
+    full, path = dataset_scores(config, base, base_images, mean, std, mesh)
+    return {k: np.asarray(v)[train_src.indices] for k, v in full.items()}, path
   fp = sources.fingerprint(train_src)
   n = len(train_src)
   if scfg.file:
     loaded, _ = scorefile.load_scores(scfg.file, fingerprint=fp, n=n)
     return loaded, scfg.file
   sc = scores_config(scfg, images.shape[1:], mean, std)
-  path = scorefile.score_path(scfg.cache_dir or cache_dir("scores"), config.dataset, "train", sc)
+  path = _cached_score_path(config, images.shape[1:], mean, std)
   if os.path.exists(path):
     loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
     return loaded, path

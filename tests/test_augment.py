@@ -317,3 +317,21 @@ def test_dsa_applies_exactly_one_op_under_jit():
     chosen.update(matches)
   assert len(chosen) >= 3, chosen
   np.testing.assert_allclose(out, augment.dsa(key, x), atol=1e-6)  # eager == jit
+
+
+def test_crop_scale_and_tile_dsa():
+  import numpy as np
+  x = jnp.asarray(np.random.RandomState(0).rand(6, 8, 8, 1), jnp.float32)
+  key = jax.random.key(3)
+  # scale (1, 1) with k=2: every view is one whole tile (4x4) upsampled, maybe flipped.
+  full = augment.get_augmentation("tile_crop", tiles=2, crop_scale=(1.0, 1.0))
+  assert full(key, x).shape == x.shape
+  wide = augment.get_augmentation("rrc_flip", crop_scale=(0.5, 1.0))
+  assert wide(key, x).shape == x.shape
+  assert not np.allclose(wide(key, x), augment.get_augmentation("rrc_flip")(key, x))
+  tile_dsa = jax.jit(augment.get_augmentation("tile_dsa", tiles=2))
+  assert tile_dsa(key, x).shape == x.shape
+  # k=1 tile_dsa is DSA on the (possibly flipped) whole image.
+  assert augment.get_augmentation("tile_dsa", tiles=1)(key, x).shape == x.shape
+  with pytest.raises(UserError, match="crop_scale"):
+    augment.get_augmentation("tile_crop", tiles=2, crop_scale=(0.0, 1.0))

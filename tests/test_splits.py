@@ -54,3 +54,25 @@ def test_benchmark_tests_on_the_held_out_examples(tmp_path):
   assert max(behind) < 60 - 20  # indices into the train-minus-holdout source
   assert json.load(open(tmp_path / "w" / "results.json"))["test_split"] == results["test_split"]
   assert len(val) == 20
+
+
+def test_validation_mode_reads_its_rows_of_the_whole_splits_scores(tmp_path):
+  overrides = {"method": "el2n_easy", "seeds": 1, "scores.cache_dir": str(tmp_path / "sc"),
+               "scores.epochs": 1, "scores.num_models": 1, "eval.epochs": 1}
+  full = benchmark.run(tiny_config(**overrides), str(tmp_path / "full"))
+  val = benchmark.run(tiny_config(**overrides, **{"data.validation_per_class": 5}),
+                      str(tmp_path / "val"))
+  assert val["score_file"] == full["score_file"]  # one score run serves both
+  from dcjax import scorefile
+  base = benchmark.open_splits(tiny_config())[0]
+  scores, _ = scorefile.load_scores(full["score_file"], fingerprint=sources.fingerprint(base),
+                                    n=len(base))
+  train, _ = splits.holdout(base, 5, 0)
+  manifest = store.read_manifest(str(tmp_path / "val" / benchmark.COMPRESSED))
+  chosen = [int(i) for e in manifest["files"] for i in e["source_indices"]]
+  # The easiest remaining examples of each class under the whole split's EL2N rows.
+  el2n = np.asarray(scores["el2n"])[train.indices]
+  for c in range(4):
+    members = np.flatnonzero(train.labels == c)
+    easiest = set(members[np.argsort(el2n[members], kind="stable")[:3]].tolist())
+    assert {i for i in chosen if train.labels[i] == c} == easiest
