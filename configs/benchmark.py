@@ -96,6 +96,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.scores.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
   c.scores.allow_compute = True
   c.scores.num_models = 2
+  # Resolution the training split is scored at (None: data.image_size). ImageNet scores at 64
+  # px: 1.28M images then take 15.7 GB as uint8 (decoded once into data.cache_dir when set).
+  c.scores.image_size = config_dict.placeholder(int)
   c.scores.el2n_epoch = config_dict.placeholder(int)  # None: after the last epoch
   c.scores.ccs_score = "aum"  # the difficulty CCS stratifies (el2n | forgetting | aum)
   c.scores.ccs_hard_cutoff = 0.1

@@ -206,15 +206,22 @@ def run(config, workdir: str) -> dict[str, Any]:
                                                 student.mean, student.std, student.mesh)
     return lazy["teacher"]
 
-  def all_train_images():
-    if "train_images" not in lazy:
-      lazy["train_images"] = sources.load_images(train_src, **load)[0]
-    return lazy["train_images"]
+  def all_train_images(size=config.data.image_size):
+    """The whole training split at `size`, decoded once (cached in data.cache_dir if set)."""
+    if ("train_images", size) not in lazy:
+      path = None
+      if config.data.cache_dir:
+        path = os.path.join(config.data.cache_dir,
+                            f"{_slug(train_src.name)}-{train_src.split}-{size}.npz")
+      lazy["train_images", size] = sources.load_images(
+          train_src, **(load | dict(size=size)), cache_path=path)[0]
+    return lazy["train_images", size]
 
   def scores():
     if "scores" not in lazy:
       lazy["scores"], lazy["score_file"] = methods.dataset_scores(
-          config, train_src, all_train_images(), student.mean, student.std, student.mesh)
+          config, train_src, all_train_images(config.scores.image_size or config.data.image_size),
+          student.mean, student.std, student.mesh)
     return lazy["scores"]
 
   def features():

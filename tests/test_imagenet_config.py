@@ -76,3 +76,37 @@ def test_imagenet_pca_config_on_mock_data(tmp_path):
   assert r["recipe"]["augment"] == "tile_crop"
   manifest = store.read_manifest(str(tmp_path / "run" / "compressed"))
   assert all(len(f["source_indices"]) == 4 for f in manifest["files"])
+
+
+def test_imagenet_pca_scores_at_64px_with_a_decode_once_cache(tmp_path):
+  """configs/imagenet_folder.py:<path>,pca on a JPEG folder: the training split is scored at
+  64 px from a decoded-once cache; the students train and test at 224 px."""
+  rng = np.random.default_rng(0)
+  root = tmp_path / "imagenet"
+  for split, n in (("train", 4), ("val", 2)):
+    for c in ("n01", "n02", "n03"):
+      os.makedirs(root / split / c)
+      for i in range(n):
+        (root / split / c / f"{i}.JPEG").write_bytes(_jpeg(rng, 40 + 8 * i, 56))
+  sys.path.insert(0, ROOT)
+  from configs import imagenet_folder
+  c = imagenet_folder.get_config(f"{root},pca")
+  c.ipc, c.seeds, c.progress = 1, 1, False
+  c.eval.epochs, c.eval.num_devices = 1, 1
+  c.eval.model_kwargs.width = 4
+  c.scores.cache_dir, c.scores.epochs, c.scores.num_models = str(tmp_path / "scores"), 1, 1
+  c.scores.model_kwargs.width = 4
+  c.scores.batch_size = 4
+  c.lock()
+  r = benchmark.run(c, str(tmp_path / "run"))
+  assert r["dataset"] == f"folder:{root}" and r["image_shape"] == [224, 224, 3]
+  assert r["num_images"] == 3 and r["test_examples"] == 6
+  cached = sorted(os.listdir(root / ".dcjax-cache"))
+  assert any(name.endswith("-train-64.npz") for name in cached), cached
+  assert any(name.endswith("-test-224.npz") for name in cached), cached
+  from dcjax import scorefile, sources
+  train = sources.open_source(f"folder:{root}", "train")
+  _, meta = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(train), n=12)
+  assert meta["score_config"]["image_shape"] == [64, 64, 3]
+  with pytest.raises(ValueError, match="ImageNet folder"):
+    imagenet_folder.get_config("")
