@@ -5,7 +5,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dcjax import benchmark
+from dcjax import benchmark, distributed
 from dcjax.errors import UserError
 
 JOBS = {"benchmark": benchmark.run}
@@ -22,6 +22,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend-probing INFO lines out of the way
   config = _CONFIG.value
   try:
+    distributed.initialize(config)  # before any JAX computation; a no-op for one process
     if config.job not in JOBS:
       raise UserError(f"unknown job {config.job!r}; known: {', '.join(JOBS)}")
     JOBS[config.job](config, _WORKDIR.value)

@@ -42,6 +42,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from dcjax import distributed
 from dcjax import scores as S
 from dcjax.augment import get_augmentation
 from dcjax.checkpoint import Checkpointer
@@ -196,8 +197,8 @@ def _el2n_all(programs: _Programs, variables: Any, images: np.ndarray, labels: n
     if real < bs:  # pad the last batch; its padding rows are cut off below
       x = np.concatenate([x, np.zeros((bs - real, *x.shape[1:]), x.dtype)])
       y = np.concatenate([y, np.zeros(bs - real, y.dtype)])
-    e = programs.el2n_batch(variables, jax.device_put(x, sharding), jax.device_put(y, sharding))
-    out.append(np.asarray(e)[:, :real])
+    e = programs.el2n_batch(variables, *distributed.global_array(sharding, (x, y)))
+    out.append(distributed.to_host(e)[:, :real])  # [k, bs], gathered across processes
   return np.concatenate(out, axis=1)
 
 
@@ -309,12 +310,13 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
   k_models, k_data = jax.random.split(jax.random.key(seed))
   model_keys = [jax.random.split(jax.random.fold_in(k_models, first_model + i)) for i in range(k)]
   init_keys = jnp.stack([mk[0] for mk in model_keys])
-  aug_keys = jax.device_put(jnp.stack([mk[1] for mk in model_keys]), NamedSharding(mesh, P()))
+  replicated = NamedSharding(mesh, P())
+  aug_keys = distributed.global_array(replicated, jnp.stack([mk[1] for mk in model_keys]))
 
   state = programs.init(init_keys)
-  replicated = NamedSharding(mesh, P())
-  images_d = jax.device_put(images, replicated)
-  labels_d = jax.device_put(labels, replicated)
+  # The whole set on every device (steps gather their batch on the device); in a multi-process
+  # run every process holds the whole set and places its own devices' copies.
+  images_d, labels_d = distributed.global_array(replicated, (images, labels))
 
   # Everything that decides the result; a checkpoint must have been made with the same.
   config = dict(version=_CHECKPOINT_VERSION, seed=int(seed), num_examples=n, num_models=k,
@@ -340,7 +342,7 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
       if not want_el2n or done != el2n_epoch:
         return state
       e = _el2n_all(programs, _variables(state.train), images, labels, mesh, eval_batch_size)
-      return state._replace(el2n=jax.device_put(jnp.asarray(e), replicated))
+      return state._replace(el2n=distributed.global_array(replicated, e))
 
     if start_epoch == 0:
       state = maybe_el2n(0, state)
@@ -374,15 +376,16 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
     if ckpt is not None:
       ckpt.close()
 
+  # to_host: the accumulators may be sharded across processes; every process gets the scores.
   out: dict[str, np.ndarray] = {}
   if want_el2n:
-    out["el2n"] = np.asarray(jnp.mean(state.el2n, axis=0), np.float32)
+    out["el2n"] = distributed.to_host(jnp.mean(state.el2n, axis=0)).astype(np.float32)
   if "forgetting" in requested:
     per_model = jax.vmap(S.forgetting_scores)(state.forgetting)
-    out["forgetting"] = np.asarray(jnp.mean(per_model, axis=0), np.float32)
+    out["forgetting"] = distributed.to_host(jnp.mean(per_model, axis=0)).astype(np.float32)
   if "aum" in requested:
     per_model = jax.vmap(S.aum_scores)(state.aum)
-    out["aum"] = np.asarray(jnp.mean(per_model, axis=0), np.float32)
+    out["aum"] = distributed.to_host(jnp.mean(per_model, axis=0)).astype(np.float32)
   if return_params:
-    return out, jax.device_get(_variables(state.train))
+    return out, distributed.to_host(_variables(state.train))
   return out

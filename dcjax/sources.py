@@ -686,6 +686,24 @@ class _Subset:
     return {**self.source[int(self.indices[position])], "position": position}
 
 
+def process_indices(indices: np.ndarray | Sequence[int] | int, process_index: int,
+                    process_count: int) -> np.ndarray:
+  """This process's share of `indices` (or of range(indices) for an int): the process_index-th
+  of `process_count` contiguous blocks, sizes differing by at most one, in order.
+
+  For a multi-process run (pass `jax.process_index()`, `jax.process_count()`), so each process
+  decodes only its share of a pass whose batches are sharded across processes, e.g.
+  `load_images(source, process_indices(len(source), i, p))` for the test split followed by
+  `train.evaluate(..., process_local=True)`. The dynamics runner and student training need the
+  whole set on every device, so they take the whole split in every process.
+  """
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must lie in [0, {process_count}), got {process_index}")
+  indices = np.arange(indices) if np.ndim(indices) == 0 else np.asarray(indices)
+  bounds = np.linspace(0, len(indices), process_count + 1).round().astype(np.int64)
+  return indices[bounds[process_index]:bounds[process_index + 1]]
+
+
 def _check_indices(source: Source, indices: np.ndarray | Sequence[int] | None) -> np.ndarray:
   if indices is None:
     return np.arange(len(source), dtype=np.int64)

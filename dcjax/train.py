@@ -23,6 +23,7 @@ import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from dcjax import distributed
 from dcjax.checkpoint import Checkpointer
 from dcjax.mixing import get_mixing
 
@@ -157,7 +158,8 @@ class Student:
     params = variables["params"]
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
                        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-    return jax.device_put(state, NamedSharding(self.mesh, P())), tx
+    # Every process builds the same parameters from the same key; each places its own copy.
+    return distributed.global_array(NamedSharding(self.mesh, P()), state), tx
 
   def _compiled(self, num_examples: int):
     """(optimizer, train_epoch) for a training set of `num_examples`, memoised."""
@@ -252,25 +254,45 @@ class Student:
     return eval_batch
 
 
+def _pad_batch(x: np.ndarray, y: np.ndarray, size: int):
+  """(x, y, w) grown to `size` rows; the padding rows are zeros and weigh zero."""
+  w = np.ones(len(y), np.float32)
+  if len(y) < size:
+    pad = size - len(y)
+    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
+    y = np.concatenate([y, np.zeros(pad, y.dtype)])
+    w = np.concatenate([w, np.zeros(pad, np.float32)])
+  return x, y, w
+
+
 def evaluate(student: Student, eval_batch, variables, images: np.ndarray, labels: np.ndarray,
-             batch_size: int = 1000) -> tuple[float, float]:
-  """Top-1 / top-5 accuracy (%) of `variables` on host arrays images uint8 [N,H,W,C]."""
-  n = len(labels)
+             batch_size: int = 1000, *, process_local: bool = False) -> tuple[float, float]:
+  """Top-1 / top-5 accuracy (%) of `variables` on host arrays images uint8 [N,H,W,C].
+
+  In a multi-process run every process calls this together. By default each passes the whole
+  test set and places the rows of each batch its devices hold; with `process_local=True` each
+  passes only its own share (e.g. `sources.process_indices`) and the accuracy is over the union
+  of the shares. Every process gets the same result; in one process both modes are the same.
+  """
   ndev = student.mesh.shape["data"]
-  bs = -(-min(batch_size, n) // ndev) * ndev
   sharding = NamedSharding(student.mesh, P("data"))
+  if process_local:
+    n, most = distributed.process_sum_and_max(len(labels))
+  else:
+    n = most = len(labels)
+  bs = -(-min(batch_size, n) // ndev) * ndev
+  # Rows of each global batch this process supplies (all of them unless process_local).
+  local = distributed.process_slice(sharding, bs) if process_local else slice(0, bs)
+  local_bs = local.stop - local.start
   top1 = top5 = 0.0
-  for start in range(0, n, bs):
-    x = images[start:start + bs]
-    y = labels[start:start + bs]
-    w = np.ones(len(y), np.float32)
-    if len(y) < bs:  # pad the last batch to the fixed shape; padded rows weigh zero
-      pad = bs - len(y)
-      x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros(pad, y.dtype)])
-      w = np.concatenate([w, np.zeros(pad, np.float32)])
-    h1, h5 = eval_batch(variables, jax.device_put(x, sharding), jax.device_put(y, sharding),
-                        jax.device_put(w, sharding))
+  for start in range(0, most, local_bs):  # the same number of batches in every process
+    x, y, w = _pad_batch(images[start:start + local_bs], labels[start:start + local_bs],
+                         local_bs)
+    if process_local:
+      batch = [distributed.from_process_local(sharding, a, bs) for a in (x, y, w)]
+    else:  # every process holds the whole batch and places the rows its devices hold
+      batch = distributed.global_array(sharding, (x, y, w))
+    h1, h5 = eval_batch(variables, *batch)
     top1 += float(h1)
     top5 += float(h5)
   return 100.0 * top1 / n, 100.0 * top5 / n
@@ -298,13 +320,15 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
   state, _ = student.init(k_init, n, images.shape[1:])
   train_epoch = student.train_epoch_fn(n)
   replicated = NamedSharding(student.mesh, P())
-  images_d = jax.device_put(images, replicated)
-  labels_d = jax.device_put(labels.astype(np.int32), replicated)
+  images_d, labels_d = distributed.global_array(replicated, (images, labels.astype(np.int32)))
+  # The checkpointed key, as a global array: orbax refuses a process-local one in a
+  # multi-process run.
+  rng_data = distributed.global_array(replicated, jax.random.key_data(k_train))
   epochs = student.recipe["epochs"]
   start_epoch, prior_seconds, loss = 0, 0.0, float("nan")
   ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
   if ckpt is not None and ckpt.latest_step() is not None:
-    target = dict(state=state, rng=jax.random.key_data(k_train))
+    target = dict(state=state, rng=rng_data)
     restored, meta = ckpt.restore(ckpt.latest_step(), target)
     state, start_epoch = restored["state"], int(meta["epochs_done"])
     prior_seconds, loss = float(meta["train_seconds"]), float(meta["loss"])
@@ -333,7 +357,7 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
         on_epoch(epoch, info)
       done = epoch + 1
       if ckpt is not None and (done == epochs or (checkpoint_every and done % checkpoint_every == 0)):
-        ckpt.save(done, dict(state=state, rng=jax.random.key_data(k_train)),
+        ckpt.save(done, dict(state=state, rng=rng_data),
                   dict(epochs_done=done, seed=seed, num_examples=n, loss=loss,
                        train_seconds=prior_seconds + time.perf_counter() - start))
   finally:
