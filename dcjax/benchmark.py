@@ -131,7 +131,18 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 # Fields that may change between a run and its resumption.
-_RESUMABLE_CHANGES = ("overwrite", "progress", "seeds")
+_RESUMABLE_CHANGES = ("overwrite", "progress", "seeds", "distributed")
+
+
+def _is_writer() -> bool:
+  """Multi-process runs share one workdir (a shared filesystem): process 0 writes it."""
+  return jax.process_index() == 0
+
+
+def _barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"dcjax.benchmark.{name}")
 
 
 def _prepare_workdir(workdir: str, config_json: dict, overwrite: bool) -> None:
@@ -250,13 +261,17 @@ def run(config, workdir: str) -> dict[str, Any]:
     teacher_model, teacher_vars, teacher_info = teacher()
     student = dataclasses.replace(student, teacher=teacher_model)
 
-  # Inputs are valid: from here on the workdir is written.
-  _prepare_workdir(workdir, config_json, config.overwrite)
-  manifest = store.write_compressed(
-      os.path.join(workdir, COMPRESSED), images, labels, behind,
-      dataset=config.dataset, split="train", method=config.method, config=config_json,
-      class_names=train_src.class_names, num_classes=train_src.num_classes,
-      source_fingerprint=sources.fingerprint(train_src), overwrite=True)
+  # Inputs are valid: from here on the workdir is written (by process 0 of a multi-process
+  # run; the others wait for it and read the same files).
+  if _is_writer():
+    _prepare_workdir(workdir, config_json, config.overwrite)
+    store.write_compressed(
+        os.path.join(workdir, COMPRESSED), images, labels, behind,
+        dataset=config.dataset, split="train", method=config.method, config=config_json,
+        class_names=train_src.class_names, num_classes=train_src.num_classes,
+        source_fingerprint=sources.fingerprint(train_src), overwrite=True)
+  _barrier("compressed")
+  manifest = store.read_manifest(os.path.join(workdir, COMPRESSED))
   storage = storage_costs(student.recipe, len(labels), train_src.num_classes,
                           manifest["image_bytes"],
                           teacher_info["param_bytes"] if teacher_info else 0)
@@ -274,7 +289,8 @@ def run(config, workdir: str) -> dict[str, Any]:
       runs.append(json.load(open(run_file)))
       _log(f"seed {seed}: top-1 {runs[-1]['top1']:.2f}% (finished earlier)")
       continue
-    with tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard", f"seed_{seed}")) as tb:
+    tb_dir = os.path.join(workdir, "tensorboard", f"seed_{seed}")
+    with (tensorboard.SummaryWriter(tb_dir) if _is_writer() else _NoSummary()) as tb:
       def log_epoch(epoch, info, tb=tb):
         tb.scalar("train/loss", info["loss"], epoch + 1)
         tb.scalar("train/lr", info["lr"], epoch + 1)
@@ -290,7 +306,8 @@ def run(config, workdir: str) -> dict[str, Any]:
     runs.append(dict(seed=seed, top1=top1, top5=top5, train_seconds=stats["train_seconds"],
                      final_loss=stats["final_loss"],
                      images_per_second=stats["images_per_second"]))
-    write_json_atomic(run_file, runs[-1])
+    if _is_writer():
+      write_json_atomic(run_file, runs[-1])
     _log(f"seed {seed}: top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
          f"({stats['train_seconds']:.0f} s, {stats['images_per_second']:.0f} img/s)")
 
@@ -313,9 +330,24 @@ def run(config, workdir: str) -> dict[str, Any]:
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       config=config_json)
-  write_json_atomic(os.path.join(workdir, RESULTS), results)
-  print(summary_line(results), flush=True)
+  if _is_writer():
+    write_json_atomic(os.path.join(workdir, RESULTS), results)
+    print(summary_line(results), flush=True)
+  _barrier("results")
   return results
+
+
+class _NoSummary:
+  """A SummaryWriter that writes nothing (processes other than 0)."""
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    return False
+
+  def scalar(self, *args):
+    pass
 
 
 def summary_line(r: dict) -> str:

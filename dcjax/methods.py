@@ -146,8 +146,9 @@ def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, 
       recipe=sc["recipe"], mean=tuple(mean), std=tuple(std), num_models=sc["k"],
       epochs=sc["epochs"], seed=sc["seed"], mesh=mesh, el2n_epoch=scfg.el2n_epoch,
       checkpoint_dir=path + ".progress", progress=config.progress)
-  scorefile.save_scores(path, out, dataset=config.dataset, split="train", fingerprint=fp,
-                        score_config=sc)
+  if jax.process_index() == 0:  # every process holds the same scores
+    scorefile.save_scores(path, out, dataset=config.dataset, split="train", fingerprint=fp,
+                          score_config=sc)
   return out, path
 
 
