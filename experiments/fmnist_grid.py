@@ -128,10 +128,12 @@ def run(args) -> int:
 # --- Report -------------------------------------------------------------------------------------
 
 
-def _cell_text(rs: list[dict]) -> str:
+def _cell_text(rs: list[dict], protocol: str | None = None) -> str:
   r = rs[-1]  # one result per cell; the newest if several
   text = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
   marks = []
+  if protocol and r["protocol"] != protocol:
+    marks.append(f"protocol {r['protocol']}, augment {r['recipe']['augment']}")
   full = protocols.PROTOCOLS.get(r["protocol"], {}).get("epochs")
   if full and r["recipe"]["epochs"] < full:
     marks.append(f"{r['recipe']['epochs']} ep")
@@ -169,8 +171,10 @@ def report_markdown(results: list[dict]) -> str:
     keys = [k for k in by_key if k[0] == "main" and k[3] == label]
     if not keys:
       continue
-    recipe = by_key[keys[0]][-1]["recipe"]
-    lines += [f"## {label.capitalize()} labels (protocol `{by_key[keys[0]][-1]['protocol']}`: "
+    # The table's protocol is its most common one; cells run under another say so.
+    protocol = collections.Counter(by_key[k][-1]["protocol"] for k in keys).most_common(1)[0][0]
+    recipe = next(by_key[k][-1]["recipe"] for k in keys if by_key[k][-1]["protocol"] == protocol)
+    lines += [f"## {label.capitalize()} labels (protocol `{protocol}`: "
               f"{recipe['optimizer']} lr {recipe['lr']}, batch {recipe['batch_size']}, "
               f"augment {recipe['augment']}, mixing {recipe.get('mixing')})", "",
               "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
@@ -178,8 +182,8 @@ def report_markdown(results: list[dict]) -> str:
     methods = [m for m in MAIN_METHODS if any(k[1] == m for k in keys)]
     methods += sorted({k[1] for k in keys} - set(methods))
     for m in methods:
-      row = [_cell_text(by_key[("main", m, i, label)]) if by_key.get(("main", m, i, label))
-             else "—" for i in ipcs]
+      row = [_cell_text(by_key[("main", m, i, label)], protocol)
+             if by_key.get(("main", m, i, label)) else "—" for i in ipcs]
       lines.append(f"| {DISPLAY.get(m, m)} | " + " | ".join(row) + " |")
     if label == "hard":
       for name, accs in PUBLISHED.items():
@@ -217,6 +221,8 @@ def write_report(root: str, out: str) -> str:
     r["_path"] = p
     if _grid_and_variant(p)[0] == "ablation":
       r["_variant"] = _ablation_name(os.path.dirname(p))
+    else:  # the cell's method name (a PCA run's results.json says el2n_easy)
+      r["_variant"] = os.path.basename(os.path.dirname(p)).rsplit("_ipc", 1)[0]
     results.append(r)
   if not results:
     raise SystemExit(f"error: no results.json under {root}")

@@ -1,0 +1,84 @@
+"""experiments/fmnist_grid.py: the cells it would run and the report it writes."""
+
+import importlib.util
+import json
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def grid():
+  spec = importlib.util.spec_from_file_location(
+      "fmnist_grid", os.path.join(REPO, "experiments", "fmnist_grid.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_dry_run_lists_every_cell_with_its_config(grid, tmp_path, capsys):
+  assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1,10", "--protocols", "hard,soft",
+                    "--seeds", "2", "--epochs", "10:7", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  assert out.count("running ->") == len(grid.MAIN_METHODS) * 2 * 2
+  assert "configs/pca.py" in out and "configs/rded.py" in out
+  assert "--config.eval.protocol=small_data" in out and "--config.eval.protocol=soft" in out
+  assert "--config.eval.epochs=7" in out and "pca_ipc10_e7" in out
+  assert not os.listdir(tmp_path)  # a dry run writes nothing
+
+
+def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
+  assert grid.main(["run", "--root", str(tmp_path), "--grid", "ablation", "--ipcs", "10",
+                    "--protocols", "hard", "--validation-per-class", "50", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  assert out.count("running ->") == len(grid.ABLATION)
+  assert "--config.eval.augment=tile_crop" in out and "--config.combine.k=3" in out
+  assert "--config.data.validation_per_class=50" in out
+  with pytest.raises(SystemExit):
+    grid.main(["run", "--root", str(tmp_path), "--methods", "random,magic"])
+
+
+def _result(method, ipc, protocol, labels, top1s, epochs=300, augment="dsa"):
+  mean = sum(top1s) / len(top1s)
+  return dict(method=method, dataset="fashion_mnist", ipc=ipc, num_images=10 * ipc,
+              protocol=protocol, model="convnet", top1_mean=mean, top1_std=0.5,
+              top5_mean=99.0, top5_std=0.1, test_split="fashion_mnist test",
+              runs=[dict(seed=s, top1=t, top5=99.0) for s, t in enumerate(top1s)],
+              storage=dict(image_bytes=500 * ipc),
+              recipe=dict(epochs=epochs, optimizer="sgd", lr=0.01, batch_size=256,
+                          augment=augment, labels=labels, mixing="none"),
+              environment=dict(backend="cpu", machine="x86_64", jax="0.10.2"))
+
+
+def _write(root, sub, result):
+  os.makedirs(os.path.join(root, sub))
+  with open(os.path.join(root, sub, "results.json"), "w") as f:
+    json.dump(result, f)
+
+
+def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
+  root = tmp_path / "runs"
+  _write(root, "main/hard/random_ipc10_e300", _result("random", 10, "small_data", "hard",
+                                                      [75.0, 76.0, 77.0]))
+  _write(root, "main/hard/random_ipc50_e30", _result("random", 50, "small_data", "hard",
+                                                     [80.0, 81.0, 82.0], epochs=30))
+  # A PCA run's results.json names the selection method; the cell's directory names PCA.
+  _write(root, "main/hard/pca_ipc10_e300", _result("el2n_easy", 10, "hard", "hard",
+                                                   [60.0] * 5, augment="tile_crop"))
+  _write(root, "main/soft/random_ipc10_e300", _result("random", 10, "soft", "teacher",
+                                                      [80.0] * 5))
+  _write(root, "ablation/hard/PC_ipc10_e300", _result("el2n_easy", 10, "small_data", "hard",
+                                                      [70.0] * 3))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  lines = md.splitlines()
+  random_row = next(line for line in lines if line.startswith("| Random |"))
+  assert "76.00 ± 0.50 (3 seeds)" in random_row and "81.00 ± 0.50 (30 ep, 3 seeds)" in random_row
+  pca_row = next(line for line in lines if line.startswith("| PCA |"))
+  assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
+  assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
+  assert "## Soft labels" in md and "| P+C | 70.00 ± 0.50 (3 seeds) |" in md
+  assert open(tmp_path / "out" / "fmnist.md").read() == md
+  for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png"):
+    assert open(tmp_path / "out" / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
