@@ -18,6 +18,10 @@ from configs import imagenet_benchmark, pca  # noqa: E402
 
 def get_config():
   c = pca.with_pca(imagenet_benchmark.get_config())
+  # The paper's ImageNet evaluation: the benchmark's hard-label recipe (AdamW, 300 epochs) with
+  # RandomResizedCrop constrained to one tile.
+  c.eval.protocol = "hard"
+  c.eval.augment = "tile_crop"
   c.scores.model = "resnet18"
   c.scores.model_kwargs.width = 64
   c.scores.num_models = 2

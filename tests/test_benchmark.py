@@ -237,7 +237,8 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path):
   r = benchmark.run(c, str(tmp_path / "run"))
   assert (r["method"], r["combine_k"], r["num_images"], r["num_source_images"]) == (
       "el2n_easy", 2, 8, 32)
-  assert r["recipe"]["augment"] == "tile_crop" and r["recipe"]["labels"] == "hard"
+  assert r["recipe"]["augment"] == "tile_dsa" and r["recipe"]["labels"] == "hard"
+  assert r["protocol"] == "small_data"
   images, labels, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
   src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
   scores, _ = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
@@ -252,3 +253,22 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path):
     easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:8]]
     chosen = [i for e in manifest["files"] if e["label"] == cls for i in e["source_indices"]]
     assert sorted(chosen) == sorted(easiest.tolist())
+
+
+def test_pca_config_quick_and_full():
+  from configs import pca
+  quick, full = pca.get_config(), pca.get_config("full")
+  assert (quick.scores.num_models, quick.scores.epochs, quick.seeds) == (1, 2, 1)
+  default = benchmark_config()
+  assert (full.scores.num_models, full.scores.epochs, full.seeds) == (
+      default.scores.num_models, default.scores.epochs, 3)
+  for c in (quick, full):
+    assert (c.method, c.combine.k, c.eval.protocol, c.eval.augment) == (
+        "el2n_easy", 2, "small_data", "tile_dsa")
+  with pytest.raises(ValueError, match="full"):
+    pca.get_config("fast")
+
+
+def benchmark_config():
+  from configs import benchmark as cfg_module
+  return cfg_module.get_config()
