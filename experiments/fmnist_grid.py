@@ -128,12 +128,14 @@ def run(args) -> int:
 # --- Report -------------------------------------------------------------------------------------
 
 
-def _cell_text(rs: list[dict], protocol: str | None = None) -> str:
+def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None = None) -> str:
   r = rs[-1]  # one result per cell; the newest if several
   text = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
   marks = []
   if protocol and r["protocol"] != protocol:
     marks.append(f"protocol {r['protocol']}, augment {r['recipe']['augment']}")
+  elif augment and r["recipe"].get("augment") != augment:
+    marks.append(f"augment {r['recipe']['augment']}")
   full = protocols.PROTOCOLS.get(r["protocol"], {}).get("epochs")
   if full and r["recipe"]["epochs"] < full:
     marks.append(f"{r['recipe']['epochs']} ep")
@@ -167,6 +169,12 @@ def report_markdown(results: list[dict]) -> str:
            "Cells note a schedule shorter than the protocol's and a seed count other than 5. "
            "Produced by `experiments/fmnist_grid.py report` from real runs on "
            + "; ".join(sorted(machines)) + ".", ""]
+  main_cells = {k for k in by_key if k[0] == "main"}
+  full = len(MAIN_METHODS) * len(PUBLISHED_IPCS) * 2
+  if len(main_cells) < full or any(len(by_key[k][-1]["runs"]) != 5 for k in main_cells):
+    lines += [f"**Reduced grid**: {len(main_cells)} of the {full} cells of the full grid "
+              f"({len(MAIN_METHODS)} methods x IPC {'/'.join(map(str, PUBLISHED_IPCS))} x "
+              "hard/soft labels, 5 seeds) ran; a missing cell shows —.", ""]
   for label in ("hard", "soft"):
     keys = [k for k in by_key if k[0] == "main" and k[3] == label]
     if not keys:
@@ -182,7 +190,7 @@ def report_markdown(results: list[dict]) -> str:
     methods = [m for m in MAIN_METHODS if any(k[1] == m for k in keys)]
     methods += sorted({k[1] for k in keys} - set(methods))
     for m in methods:
-      row = [_cell_text(by_key[("main", m, i, label)], protocol)
+      row = [_cell_text(by_key[("main", m, i, label)], protocol, recipe["augment"])
              if by_key.get(("main", m, i, label)) else "—" for i in ipcs]
       lines.append(f"| {DISPLAY.get(m, m)} | " + " | ".join(row) + " |")
     if label == "hard":

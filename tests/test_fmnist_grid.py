@@ -77,6 +77,7 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert "76.00 ± 0.50 (3 seeds)" in random_row and "81.00 ± 0.50 (30 ep, 3 seeds)" in random_row
   pca_row = next(line for line in lines if line.startswith("| PCA |"))
   assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
+  assert "**Reduced grid**: 4 of the 48 cells" in md
   assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
   assert "## Soft labels" in md and "| P+C | 70.00 ± 0.50 (3 seeds) |" in md
   assert open(tmp_path / "out" / "fmnist.md").read() == md
