@@ -238,7 +238,11 @@ def write_report(root: str, out: str) -> str:
   md = report_markdown(results)
   with open(os.path.join(out, "fmnist.md"), "w", encoding="utf-8") as f:
     f.write(md)
-  main = [r for r in results if _grid_and_variant(r["_path"])[0] == "main"]
+  # One line per method and protocol across IPCs, named as in the table; the schedule of each
+  # point (some IPCs ran reduced) is in the table, not in the legend.
+  main = [dict(r, method=DISPLAY.get(r["_variant"], r["_variant"]),
+               recipe={k: v for k, v in r["recipe"].items() if k != "epochs"})
+          for r in results if _grid_and_variant(r["_path"])[0] == "main"]
   if main:
     report.plot_accuracy_vs_ipc(main, os.path.join(out, "fmnist_acc_vs_ipc.png"))
     report.plot_accuracy_vs_storage(main, os.path.join(out, "fmnist_acc_vs_storage.png"))
