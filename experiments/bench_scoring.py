@@ -65,6 +65,7 @@ import numpy as np  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
 from dcjax import benchmark, dynamics, methods, models, select, sources, train  # noqa: E402
+from dcjax.files import write_json_atomic  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167  # the "1.28M"
 MIB = 2**20
@@ -557,9 +558,7 @@ def main(argv: list[str] | None = None) -> int:
   print(format_report(report), flush=True)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
-      f.write("\n")
+    write_json_atomic(args.out, report)
     print(f"-> {args.out}", file=sys.stderr)
   return 0
 

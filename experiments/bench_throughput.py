@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import math
 import os
 import platform
@@ -55,6 +54,7 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from dcjax import augment, models, protocols, sources, train  # noqa: E402
+from dcjax.files import write_json_atomic  # noqa: E402
 
 KINDS = ("scoring", "hard", "soft")
 # Untimed steps before timing, at least one epoch: JAX compiles in its first step, but torch's
@@ -554,9 +554,7 @@ def main(argv: list[str] | None = None) -> int:
   print(format_table(report), flush=True)
   if args.out:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-      json.dump(report, f, indent=2)
-      f.write("\n")
+    write_json_atomic(args.out, report)
     print(f"-> {args.out}", file=sys.stderr)
   return 0
 

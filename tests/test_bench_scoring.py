@@ -4,26 +4,19 @@ Only that the figures are produced (finite, positive, in range) is checked, not 
 timings and memory on a shared CI machine say nothing.
 """
 
-import importlib.util
 import json
 import math
 import os
-import sys
 
 import numpy as np
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(REPO, "experiments", "bench_scoring.py")
+import experiment_scripts
+
 
 
 def _load():
-  # experiments/ is not a package: load the script as a module, as test_bench_throughput does.
-  spec = importlib.util.spec_from_file_location("bench_scoring", CLI)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("bench_scoring")
 
 
 @pytest.fixture(scope="module")

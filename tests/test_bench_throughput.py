@@ -4,29 +4,20 @@ Only that figures are produced is checked, not their values: throughput on a sha
 says nothing.
 """
 
-import importlib.util
 import json
 import math
-import os
-import sys
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CLI = os.path.join(REPO, "experiments", "bench_throughput.py")
+import experiment_scripts
+
 
 ROW_FIELDS = {"name", "framework", "model", "image_size", "batch", "dtype", "img_per_s",
               "flops_per_img", "mfu", "peak_mem_bytes"}
 
 
 def _load():
-  # experiments/ is not a package: load the script as a module, as test_report does.
-  spec = importlib.util.spec_from_file_location("bench_throughput", CLI)
-  module = importlib.util.module_from_spec(spec)
-  # Registered before running: dataclasses look their module up in sys.modules.
-  sys.modules[spec.name] = module
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("bench_throughput")
 
 
 @pytest.fixture(scope="module")

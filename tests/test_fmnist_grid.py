@@ -1,21 +1,17 @@
 """experiments/fmnist_grid.py: the cells it would run and the report it writes."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import experiment_scripts
+
 
 
 @pytest.fixture(scope="module")
 def grid():
-  spec = importlib.util.spec_from_file_location(
-      "fmnist_grid", os.path.join(REPO, "experiments", "fmnist_grid.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_scripts.load("fmnist_grid")
 
 
 def test_dry_run_lists_every_cell_with_its_config(grid, tmp_path, capsys):
