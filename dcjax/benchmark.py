@@ -95,10 +95,22 @@ def _check_names(config) -> None:
     raise UserError(f"seeds must be >= 1, got {config.seeds}")
 
 
-def _check_workdir(workdir: str, overwrite: bool) -> None:
-  if os.path.exists(os.path.join(workdir, RESULTS)) and not overwrite:
-    raise UserError(f"workdir {workdir} already holds a finished run ({RESULTS}); pass "
-                    f"--config.overwrite=True to replace it, or choose another --workdir")
+def _check_workdir(workdir: str, config) -> None:
+  """A finished run is replaced only with --config.overwrite=True, or extended: the same
+  config with more seeds keeps the finished seeds and trains the new ones."""
+  if os.path.exists(os.path.join(workdir, RESULTS)) and not config.overwrite:
+    finished = json.load(open(os.path.join(workdir, RESULTS)))
+    saved = os.path.join(workdir, CONFIG)
+    old = json.load(open(saved)) if os.path.exists(saved) else {}
+    new = json.loads(config.to_json())
+    same = not config_differences(
+        {k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
+        {k: v for k, v in new.items() if k not in _RESUMABLE_CHANGES})
+    if not (same and config.seeds > len(finished["runs"])):
+      raise UserError(f"workdir {workdir} already holds a finished run ({RESULTS}, "
+                      f"{len(finished['runs'])} seeds); pass --config.overwrite=True to replace "
+                      f"it, the same config with more --config.seeds to extend it, or choose "
+                      f"another --workdir")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} exists and is not a directory")
 
@@ -183,7 +195,7 @@ def run(config, workdir: str) -> dict[str, Any]:
   after an interruption resumes it: finished seeds are kept, the running seed continues from
   its last checkpoint."""
   t_start = time.perf_counter()
-  _check_workdir(workdir, config.overwrite)
+  _check_workdir(workdir, config)
   _check_names(config)
   train_src, test_src = open_splits(config)
   # Combine (PCA): every stored image tiles k*k selected same-class images, so k*k*ipc source

@@ -5,18 +5,21 @@
   python experiments/fmnist_grid.py report --root RUNS --out results
 
 `run` executes one `main.py` benchmark per cell (method x IPC x protocol; seeds inside a cell)
-into RUNS/<grid>/<protocol>/<method>_ipc<ipc>_e<epochs>/. A finished cell (results.json) is
-skipped and an interrupted one resumes from its checkpoints, so rerunning the same command
-continues the grid. Cells share the teacher and score caches ($DCJAX_CACHE).
+into RUNS/<grid>/<protocol>/<method>_ipc<ipc>_e<epochs>/. A finished cell (results.json with
+--seeds seeds) is skipped, an interrupted one resumes from its checkpoints and a finished one
+with fewer seeds is extended (its seeds kept), so rerunning the same command continues the
+grid. Cells share the teacher and score caches ($DCJAX_CACHE).
 
 Grids:
   main      methods {random, el2n_easy, el2n_hard, ccs, herding, kcenter, rded, pca} x IPC x
             protocol {hard, soft}. "hard" is hard labels under --hard-protocol (default
             small_data: the distillation literature's SGD + DSA recipe that the published
             Fashion-MNIST rows use); "soft" is the benchmark's teacher-label protocol.
-  ablation  PCA's parts at hard labels: P (EL2N-easy, k=1, the protocol's augmentation),
-            P+C (k=2 tiles, the protocol's augmentation), P+C+A (k=2, tile_crop), and P+C+A
-            at k=1 and k=3.
+  ablation  PCA's parts at hard labels (ABLATION): Random and P (EL2N-easy; k=1, the
+            protocol's augmentation), P+C (k=2 tiles, the protocol's augmentation), P+C+A
+            (k=2, tile_dsa: configs/pca.py), P+C+A at k=3, with tile_crop at two crop-scale
+            bounds, and Random+C+A (PCA with random instead of EL2N-easy pruning). Run it with
+            --validation-per-class N to choose settings on held-out training images.
 
 `report` collects every results.json under RUNS and writes OUT/fmnist.md (main table with the
 published DC / DSA / IDC reference rows of method.md section 4, the ablation table, and what
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -44,14 +49,29 @@ DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard
            "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "pca": "PCA",
            "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
            "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
-# PCA ablation variants: name -> (method, combine.k, augmentation; None = the protocol's own).
+# PCA ablation variants at hard labels: name -> main.py config overrides (the grid adds IPC,
+# seeds, protocol and epochs). "P+C+A" is configs/pca.py's setting (tile_dsa); k = 1 under
+# tile_dsa is P itself (one tile is the whole image), so the k row set is P / P+C+A / k=3.
 ABLATION = {
-    "P": ("el2n_easy", 1, None),
-    "P+C": ("el2n_easy", 2, None),
-    "P+C+A": ("el2n_easy", 2, "tile_crop"),
-    "P+C+A k=1": ("el2n_easy", 1, "tile_crop"),
-    "P+C+A k=3": ("el2n_easy", 3, "tile_crop"),
+    "Random": {"method": "random", "combine.k": 1},
+    "P": {"method": "el2n_easy", "combine.k": 1},
+    "P+C": {"method": "el2n_easy", "combine.k": 2},
+    "P+C+A": {"method": "el2n_easy", "combine.k": 2, "eval.augment": "tile_dsa"},
+    "P+C+A k=3": {"method": "el2n_easy", "combine.k": 3, "eval.augment": "tile_dsa"},
+    "P+C+A (tile_crop 0.08-1)": {"method": "el2n_easy", "combine.k": 2,
+                                 "eval.augment": "tile_crop", "eval.crop_scale": "(0.08,1.0)"},
+    "P+C+A (tile_crop 0.5-1)": {"method": "el2n_easy", "combine.k": 2,
+                                "eval.augment": "tile_crop", "eval.crop_scale": "(0.5,1.0)"},
+    "Random+C+A": {"method": "random", "combine.k": 2, "eval.augment": "tile_dsa"},
 }
+
+
+def _slug(name: str) -> str:
+  """A variant's directory name: 'P+C+A (tile_crop 0.5-1)' -> 'PCA_tile_crop_0.5-1'."""
+  s = re.sub(r"[+()=]", "", name).strip()
+  return re.sub(r"\s+", "_", s)
+
+
 # Published Fashion-MNIST, ConvNet-3, hard labels, IPC 1 / 10 / 50 (method.md section 4).
 PUBLISHED = {"DC": (70.5, 82.3, 83.6), "DSA": (70.6, 84.6, 88.7),
              "IDC (factor 2, DSA+CutMix)": (81.0, 86.0, 86.2), "IDC-I": (70.7, 85.3, 89.1)}
@@ -81,9 +101,8 @@ def cells(args) -> list[dict]:
       if args.grid == "main":
         variants = [(m, m, {}) for m in args.methods.split(",")]
       else:
-        variants = [(name.replace("+", "").replace(" ", "_").replace("=", ""), name,
-                     {"method": m, "combine.k": k, **({"eval.augment": a} if a else {})})
-                    for name, (m, k, a) in ABLATION.items()]
+        variants = [(_slug(name), name, dict(overrides))
+                    for name, overrides in ABLATION.items()]
       for slug, name, overrides in variants:
         config = {"pca": "pca", "rded": "rded"}.get(slug if args.grid == "main" else "", "benchmark")
         flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
@@ -101,11 +120,19 @@ def cells(args) -> list[dict]:
   return out
 
 
+def _finished_seeds(workdir: str) -> int:
+  path = os.path.join(workdir, "results.json")
+  if not os.path.exists(path):
+    return 0
+  with open(path, encoding="utf-8") as f:
+    return len(json.load(f)["runs"])
+
+
 def run(args) -> int:
   todo = cells(args)
   failed = []
   for i, cell in enumerate(todo):
-    done = os.path.exists(os.path.join(cell["workdir"], "results.json"))
+    done = _finished_seeds(cell["workdir"]) >= args.seeds  # fewer: rerun extends the cell
     print(f"[{i + 1}/{len(todo)}] {cell['name']}: "
           f"{'done' if done else 'running'} -> {cell['workdir']}", flush=True)
     if done or args.dry_run:
@@ -216,7 +243,7 @@ def report_markdown(results: list[dict]) -> str:
 def _ablation_name(path: str) -> str | None:
   base = os.path.basename(os.path.normpath(path)).rsplit("_ipc", 1)[0]
   for name in ABLATION:
-    if name.replace("+", "").replace(" ", "_").replace("=", "") == base:
+    if _slug(name) == base:
       return name
   return None
 

@@ -96,6 +96,22 @@ def test_finished_workdir_is_refused_unless_overwrite(tmp_path):
   assert store.read_manifest(os.path.join(work, "compressed"))["num_images"] == 8
 
 
+def test_finished_run_extends_with_more_seeds_keeping_the_finished_ones(tmp_path):
+  work = str(tmp_path / "run")
+  one = benchmark.run(tiny_config(**{"eval.epochs": 1}), work)
+  seed0 = open(os.path.join(work, "runs", "seed_0.json")).read()
+  two = benchmark.run(tiny_config(**{"eval.epochs": 1, "seeds": 2}), work)
+  assert [r["seed"] for r in two["runs"]] == [0, 1]
+  assert two["runs"][0] == one["runs"][0]  # kept, not retrained
+  assert open(os.path.join(work, "runs", "seed_0.json")).read() == seed0
+  assert json.load(open(os.path.join(work, "results.json")))["runs"] == two["runs"]
+  # Same seed count, fewer seeds, or another setting: still a finished run.
+  for overrides in ({"seeds": 2}, {"seeds": 1}, {"seeds": 3, "eval.lr": 0.5}):
+    with pytest.raises(UserError, match="already holds a finished run"):
+      benchmark.run(tiny_config(**{"eval.epochs": 1, **overrides}), work)
+  assert json.load(open(os.path.join(work, "results.json")))["runs"] == two["runs"]
+
+
 @pytest.mark.parametrize("field,value,pattern", [
     ("dataset", "mnist_typo", "unknown dataset 'mnist_typo'; known: .*fashion_mnist"),
     ("method", "el2n_typo", "unknown method 'el2n_typo'; known: aum_easy, .*, random"),

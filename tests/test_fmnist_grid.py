@@ -31,6 +31,8 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count("running ->") == len(grid.ABLATION)
   assert "--config.eval.augment=tile_crop" in out and "--config.combine.k=3" in out
+  assert "--config.eval.crop_scale=(0.5,1.0)" in out and "PCA_tile_crop_0.5-1_ipc10_e300" in out
+  assert "--config.eval.augment=tile_dsa" in out
   assert "--config.data.validation_per_class=50" in out
   with pytest.raises(SystemExit):
     grid.main(["run", "--root", str(tmp_path), "--methods", "random,magic"])
@@ -52,6 +54,18 @@ def _write(root, sub, result):
   os.makedirs(os.path.join(root, sub))
   with open(os.path.join(root, sub, "results.json"), "w") as f:
     json.dump(result, f)
+
+
+def test_a_cell_with_fewer_seeds_is_rerun_to_extend_it(grid, tmp_path, capsys):
+  _write(tmp_path, "main/hard/random_ipc10_e300",
+         _result("random", 10, "small_data", "hard", [75.0, 76.0, 77.0]))
+  args = ["run", "--root", str(tmp_path), "--methods", "random", "--ipcs", "10",
+          "--protocols", "hard", "--dry-run"]
+  assert grid.main(args + ["--seeds", "3"]) == 0
+  assert "random ipc=10 hard: done" in capsys.readouterr().out
+  assert grid.main(args + ["--seeds", "5"]) == 0
+  out = capsys.readouterr().out
+  assert "random ipc=10 hard: running" in out and "--config.seeds=5" in out
 
 
 def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
