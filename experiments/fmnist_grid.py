@@ -157,7 +157,8 @@ def run(args) -> int:
 
 def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None = None) -> str:
   r = rs[-1]  # one result per cell; the newest if several
-  text = f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}"
+  text = (f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}" if len(r["runs"]) > 1
+          else f"{r['top1_mean']:.2f}")  # no spread from one seed
   marks = []
   if protocol and r["protocol"] != protocol:
     marks.append(f"protocol {r['protocol']}, augment {r['recipe']['augment']}")
@@ -167,7 +168,7 @@ def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None 
   if full and r["recipe"]["epochs"] < full:
     marks.append(f"{r['recipe']['epochs']} ep")
   if len(r["runs"]) != 5:
-    marks.append(f"{len(r['runs'])} seeds")
+    marks.append(f"{len(r['runs'])} seed{'s' * (len(r['runs']) > 1)}")
   return text + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -229,13 +230,29 @@ def report_markdown(results: list[dict]) -> str:
   abl = [k for k in by_key if k[0] == "ablation"]
   if abl:
     aipcs = sorted({k[2] for k in abl})
+    rs = [r for k in abl for r in by_key[k]]
+    where = sorted({r.get("test_split", "?") + f" ({r.get('test_examples', '?')} images)"
+                    for r in rs})
     lines += ["## PCA ablation (hard labels)", "",
-              "| variant | " + " | ".join(f"IPC {i}" for i in aipcs) + " |",
-              "|---|" + "---:|" * len(aipcs)]
+              "Tested on " + "; ".join(where) + ". Protocol "
+              + ", ".join(sorted({f"`{r['protocol']}` ({r['recipe']['epochs']} epochs)"
+                                  for r in rs}))
+              + "; IPC counts stored images (a k×k tile stores k² source images).", "",
+              "| variant | k | augmentation | " + " | ".join(f"IPC {i}" for i in aipcs) + " |",
+              "|---|---:|---|" + "---:|" * len(aipcs)]
     for name in ABLATION:
+      found = [by_key[("ablation", name, i, "hard")][-1] for i in aipcs
+               if by_key.get(("ablation", name, i, "hard"))]
+      if not found:
+        continue
+      r = found[0]
+      aug = r["recipe"]["augment"]
+      scale = (r.get("config") or {}).get("eval", {}).get("crop_scale")
+      if scale:
+        aug += f" (scale {scale[0]}-{scale[1]})"
       row = [_cell_text(by_key[("ablation", name, i, "hard")])
              if by_key.get(("ablation", name, i, "hard")) else "—" for i in aipcs]
-      lines.append(f"| {name} | " + " | ".join(row) + " |")
+      lines.append(f"| {name} | {r.get('combine_k', 1)} | {aug} | " + " | ".join(row) + " |")
     lines.append("")
   return "\n".join(lines)
 
@@ -273,7 +290,42 @@ def write_report(root: str, out: str) -> str:
   if main:
     report.plot_accuracy_vs_ipc(main, os.path.join(out, "fmnist_acc_vs_ipc.png"))
     report.plot_accuracy_vs_storage(main, os.path.join(out, "fmnist_acc_vs_storage.png"))
+  ablation = [r for r in results if _grid_and_variant(r["_path"])[0] == "ablation"
+              and r["_variant"]]
+  if ablation:
+    plot_ablation(ablation, os.path.join(out, "fmnist_ablation.png"))
   return md
+
+
+def plot_ablation(results: list[dict], path: str) -> None:
+  """Horizontal bars: top-1 of every ablation variant (mean ± std over seeds), one panel per
+  IPC, variants in ABLATION's order, the split named in the title."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  ipcs = sorted({r["ipc"] for r in results})
+  names = [n for n in ABLATION if any(r["_variant"] == n for r in results)]
+  fig = Figure(figsize=(5.0 * len(ipcs), 0.45 * len(names) + 1.4), layout="constrained")
+  FigureCanvasAgg(fig)
+  for ax, ipc in zip(fig.subplots(1, len(ipcs), squeeze=False)[0], ipcs):
+    cell = {r["_variant"]: r for r in results if r["ipc"] == ipc}  # newest last wins
+    ys = list(range(len(names)))[::-1]
+    means = [cell[n]["top1_mean"] if n in cell else 0.0 for n in names]
+    stds = [cell[n]["top1_std"] if n in cell else 0.0 for n in names]
+    ax.barh(ys, means, xerr=stds, capsize=3, color="tab:blue", alpha=0.8)
+    for y, n, m in zip(ys, names, means):
+      if n in cell:
+        k = len(cell[n]["runs"])
+        ax.annotate(f"{m:.1f} ({k} seed{'s' * (k > 1)})", (m, y), xytext=(4, -3),
+                    textcoords="offset points", fontsize=7)
+    ax.set_yticks(ys, names, fontsize=8)
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("top-1 accuracy (%)")
+    split = sorted({r.get("test_split", "?") for r in cell.values()})
+    ax.set_title(f"IPC {ipc} — " + "; ".join(split), fontsize=8)
+    ax.grid(True, axis="x", alpha=0.3)
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -80,7 +80,7 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   _write(root, "main/soft/random_ipc10_e300", _result("random", 10, "soft", "teacher",
                                                       [80.0] * 5))
   _write(root, "ablation/hard/PC_ipc10_e300", _result("el2n_easy", 10, "small_data", "hard",
-                                                      [70.0] * 3))
+                                                      [70.0] * 3) | dict(combine_k=2))
   md = grid.write_report(str(root), str(tmp_path / "out"))
   lines = md.splitlines()
   random_row = next(line for line in lines if line.startswith("| Random |"))
@@ -89,7 +89,8 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
   assert "**Reduced grid**: 4 of the 48 cells" in md
   assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
-  assert "## Soft labels" in md and "| P+C | 70.00 ± 0.50 (3 seeds) |" in md
+  assert "## Soft labels" in md and "| P+C | 2 | dsa | 70.00 ± 0.50 (3 seeds) |" in md
+  assert "Tested on fashion_mnist test (? images)" in md
   assert open(tmp_path / "out" / "fmnist.md").read() == md
-  for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png"):
+  for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png", "fmnist_ablation.png"):
     assert open(tmp_path / "out" / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
