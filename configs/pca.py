@@ -1,6 +1,6 @@
 """PCA — Prune, Combine, Augment (Xiao et al. 2025, method.md §3), hard labels, no teacher.
 
-  python main.py --config=configs/pca.py --workdir=W                # quick: ~10 min, 2 CPU cores
+  python main.py --config=configs/pca.py --workdir=W                # quick: ~4 min, 2 CPU cores
   python main.py --config=configs/pca.py:full --workdir=W           # the full setting, 3 seeds
 
 Prune: score the whole training split (EL2N averaged over the scoring models, config.scores)

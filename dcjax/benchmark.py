@@ -363,10 +363,16 @@ class _NoSummary:
 
 
 def summary_line(r: dict) -> str:
-  return (f"{r['method']} ipc={r['ipc']} {r['dataset']} {r['protocol']} {r['model']}: "
-          f"top-1 {r['top1_mean']:.2f} ± {r['top1_std']:.2f} %, top-5 {r['top5_mean']:.2f} % "
-          f"({len(r['runs'])} seed{'s' * (len(r['runs']) > 1)}), {r['num_images']} images, "
-          f"{_kb(r['storage']['image_bytes'])} images"
+  """The one line a run ends with: what ran, top-1 / top-5 (mean ± std over seeds when there
+  are several) and what the compressed set costs to store."""
+  k = r.get("combine_k", 1)
+  n = len(r["runs"])
+  top1 = f"{r['top1_mean']:.2f}" + (f" ± {r['top1_std']:.2f}" if n > 1 else "")
+  return (f"{r['method']}{f' k={k}' if k > 1 else ''} ipc={r['ipc']} {r['dataset']} "
+          f"{r['protocol']} {r['model']}: top-1 {top1} %, top-5 {r['top5_mean']:.2f} % "
+          f"({n} seed{'s' * (n > 1)}), {r['num_images']} images"
+          + (f" tiling {r['num_source_images']} sources" if k > 1 else "")
+          + f", {_kb(r['storage']['image_bytes'])} images"
           + (f" + {_kb(r['storage']['soft_label_bytes'])} soft labels"
              if r["storage"].get("soft_label_bytes") else "") + " stored")
 

@@ -235,7 +235,7 @@ def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
   assert benchmark.run(c2, str(tmp_path / "run2"))["score_file"] == r["score_file"]
 
 
-def test_pca_config_end_to_end_tiles_easiest_images(tmp_path):
+def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
   """configs/pca.py on tiny data: k*k*ipc easiest images per class are selected, tiled 2x2 in
   easy-first order, and trained with the tile-constrained crop."""
   from configs import pca
@@ -255,6 +255,11 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path):
       "el2n_easy", 2, 8, 32)
   assert r["recipe"]["augment"] == "tile_dsa" and r["recipe"]["labels"] == "hard"
   assert r["protocol"] == "small_data"
+  # It ends by printing accuracy and storage on one line (one seed: no spread).
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  assert last == (f"el2n_easy k=2 ipc=2 synthetic small_data convnet: top-1 {r['top1_mean']:.2f} %, "
+                  f"top-5 {r['top5_mean']:.2f} % (1 seed), 8 images tiling 32 sources, "
+                  f"{r['storage']['image_bytes'] / 1e3:.1f} KB images stored")
   images, labels, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
   src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
   scores, _ = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
