@@ -96,13 +96,16 @@ def cells(args) -> list[dict]:
   out = []
   for ipc in _ints(args.ipcs):
     for protocol in args.protocols.split(","):
+      if args.grid == "ablation" and protocol != "hard":
+        continue  # PCA uses hard labels only (method.md section 3)
       recipe = args.hard_protocol if protocol == "hard" else protocol
       epochs = args.epochs_map.get(ipc, protocols.PROTOCOLS[recipe]["epochs"])
       if args.grid == "main":
         variants = [(m, m, {}) for m in args.methods.split(",")]
       else:
+        chosen = args.variants.split(",")
         variants = [(_slug(name), name, dict(overrides))
-                    for name, overrides in ABLATION.items()]
+                    for name, overrides in ABLATION.items() if name in chosen]
       for slug, name, overrides in variants:
         config = {"pca": "pca", "rded": "rded"}.get(slug if args.grid == "main" else "", "benchmark")
         flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
@@ -336,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
   r.add_argument("--root", required=True)
   r.add_argument("--grid", choices=("main", "ablation"), default="main")
   r.add_argument("--methods", default=",".join(MAIN_METHODS))
+  r.add_argument("--variants", default=",".join(ABLATION),
+                 help="ablation variants to run (names as in ABLATION, comma-separated)")
   r.add_argument("--ipcs", default="1,10,50")
   r.add_argument("--protocols", default="hard,soft")
   r.add_argument("--hard-protocol", default="small_data", choices=("small_data", "hard"))
@@ -357,6 +362,10 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.methods.split(",")) - set(DISPLAY)
     if unknown:
       parser.error(f"unknown methods {sorted(unknown)}; choose from {sorted(DISPLAY)}")
+  else:
+    unknown = set(args.variants.split(",")) - set(ABLATION)
+    if unknown:
+      parser.error(f"unknown variants {sorted(unknown)}; choose from {list(ABLATION)}")
   return run(args)
 
 

@@ -34,8 +34,14 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
   assert "--config.eval.crop_scale=(0.5,1.0)" in out and "PCA_tile_crop_0.5-1_ipc10_e300" in out
   assert "--config.eval.augment=tile_dsa" in out
   assert "--config.data.validation_per_class=50" in out
+  assert grid.main(["run", "--root", str(tmp_path), "--grid", "ablation", "--ipcs", "10",
+                    "--variants", "P,P+C+A k=3", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  assert out.count("running ->") == 2 and "PCA_k3_ipc10" in out and "PC_ipc10" not in out
   with pytest.raises(SystemExit):
     grid.main(["run", "--root", str(tmp_path), "--methods", "random,magic"])
+  with pytest.raises(SystemExit):
+    grid.main(["run", "--root", str(tmp_path), "--grid", "ablation", "--variants", "P,Q"])
 
 
 def _result(method, ipc, protocol, labels, top1s, epochs=300, augment="dsa"):
