@@ -33,6 +33,7 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
   assert "--config.eval.augment=tile_crop" in out and "--config.combine.k=3" in out
   assert "--config.eval.crop_scale=(0.5,1.0)" in out and "PCA_tile_crop_0.5-1_ipc10_e300" in out
   assert "--config.eval.augment=tile_dsa" in out
+  assert "PCA_1000_ep_ipc10_e1000" in out and "--config.eval.epochs=1000" in out
   assert "--config.data.validation_per_class=50" in out
   assert grid.main(["run", "--root", str(tmp_path), "--grid", "ablation", "--ipcs", "10",
                     "--variants", "P,P+C+A k=3", "--dry-run"]) == 0
@@ -95,7 +96,7 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
   assert "**Reduced grid**: 4 of the 48 cells" in md
   assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
-  assert "## Soft labels" in md and "| P+C | 2 | dsa | 70.00 ± 0.50 (3 seeds) |" in md
+  assert "## Soft labels" in md and "| P+C | 2 | dsa | 300 | 70.00 ± 0.50 (3 seeds) |" in md
   assert "Tested on fashion_mnist test (? images)" in md
   assert open(tmp_path / "out" / "fmnist.md").read() == md
   for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png", "fmnist_ablation.png"):
