@@ -103,14 +103,15 @@ def _check_workdir(workdir: str, config) -> None:
     saved = os.path.join(workdir, CONFIG)
     old = json.load(open(saved)) if os.path.exists(saved) else {}
     new = json.loads(config.to_json())
-    same = not config_differences(
+    diff = config_differences(
         {k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
         {k: v for k, v in new.items() if k not in _RESUMABLE_CHANGES})
-    if not (same and config.seeds > len(finished["runs"])):
+    if diff or config.seeds <= len(finished["runs"]):
       raise UserError(f"workdir {workdir} already holds a finished run ({RESULTS}, "
-                      f"{len(finished['runs'])} seeds); pass --config.overwrite=True to replace "
-                      f"it, the same config with more --config.seeds to extend it, or choose "
-                      f"another --workdir")
+                      f"{len(finished['runs'])} seeds"
+                      + (f"; config differs: {'; '.join(diff)}" if diff else "")
+                      + "); pass --config.overwrite=True to replace it, the same config with "
+                      "more --config.seeds to extend it, or choose another --workdir")
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UserError(f"workdir {workdir} exists and is not a directory")
 

@@ -123,7 +123,10 @@ def cells(args) -> list[dict]:
         cell_epochs = overrides.get("eval.epochs", epochs)  # a schedule variant's own
         workdir = os.path.join(args.root, args.grid, protocol, f"{slug}_ipc{ipc}_e{cell_epochs}")
         argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
-                f"--config={os.path.join(ROOT_DIR, 'configs', config + '.py')}",
+                f"--config={os.path.join(ROOT_DIR, 'configs', config + '.py')}"
+                # PCA's full setting scores like every other score-based cell of the grid
+                # (configs/benchmark.py's scores: one score file for EL2N, CCS and PCA).
+                + (":full" if config == "pca" else ""),
                 f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
         argv += args.extra
         out.append(dict(name=f"{name} ipc={ipc} {protocol}", workdir=workdir, argv=argv))

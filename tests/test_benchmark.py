@@ -107,8 +107,9 @@ def test_finished_run_extends_with_more_seeds_keeping_the_finished_ones(tmp_path
   assert json.load(open(os.path.join(work, "results.json")))["runs"] == two["runs"]
   # Same seed count, fewer seeds, or another setting: still a finished run.
   for overrides in ({"seeds": 2}, {"seeds": 1}, {"seeds": 3, "eval.lr": 0.5}):
-    with pytest.raises(UserError, match="already holds a finished run"):
+    with pytest.raises(UserError, match="already holds a finished run") as e:
       benchmark.run(tiny_config(**{"eval.epochs": 1, **overrides}), work)
+    assert ("eval.lr (None -> 0.5)" in str(e.value)) == ("eval.lr" in overrides)
   assert json.load(open(os.path.join(work, "results.json")))["runs"] == two["runs"]
 
 

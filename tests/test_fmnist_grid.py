@@ -19,7 +19,7 @@ def test_dry_run_lists_every_cell_with_its_config(grid, tmp_path, capsys):
                     "--seeds", "2", "--epochs", "10:7", "--dry-run"]) == 0
   out = capsys.readouterr().out
   assert out.count("running ->") == len(grid.MAIN_METHODS) * 2 * 2
-  assert "configs/pca.py" in out and "configs/rded.py" in out
+  assert "configs/pca.py:full" in out and "configs/rded.py" in out
   assert "--config.eval.protocol=small_data" in out and "--config.eval.protocol=soft" in out
   assert "--config.eval.epochs=7" in out and "pca_ipc10_e7" in out
   assert not os.listdir(tmp_path)  # a dry run writes nothing
