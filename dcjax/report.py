@@ -219,7 +219,8 @@ def _points(results: Sequence[dict]) -> list[dict]:
       top1 = [run["top1"] for r in rs for run in r["runs"]]
       mean = sum(top1) / len(top1)
       std = math.sqrt(sum((t - mean) ** 2 for t in top1) / len(top1))
-    points.append(dict(dataset=dataset, label=label, ipc=ipc, mean=mean, std=std,
+    points.append(dict(dataset=dataset, label=label, method=method, protocol=protocol,
+                       ipc=ipc, mean=mean, std=std,
                        bytes=sum(total_bytes(r) for r in rs) / len(rs)))
   return points
 
@@ -232,7 +233,15 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
   from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
   datasets = sorted({p["dataset"] for p in points})
-  fig = Figure(figsize=(5.5 * len(datasets), 4.2), layout="constrained")
+  # One colour per method, one line style and marker per protocol, so that many lines (8
+  # methods x 2 label protocols) stay tellable apart; the legend sits outside the axes.
+  methods = sorted({p.get("method", p["label"]) for p in points})
+  protocols = sorted({p.get("protocol", "") for p in points})
+  palette = [f"C{i}" for i in range(10)] + ["#17becf80", "#8c564b80", "#e377c280", "#7f7f7f80"]
+  color = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+  style = {q: ("-", "--", ":", "-.")[i % 4] for i, q in enumerate(protocols)}
+  marker = {q: "osD^"[i % 4] for i, q in enumerate(protocols)}
+  fig = Figure(figsize=(5.5 * len(datasets) + 2.2, 4.2), layout="constrained")
   FigureCanvasAgg(fig)
   axes = fig.subplots(1, len(datasets), squeeze=False)[0]
   for ax, dataset in zip(axes, datasets):
@@ -242,8 +251,10 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
         lines[p["label"]].append(p)
     for label, pts in sorted(lines.items()):
       pts = sorted(pts, key=lambda p: p[x])
+      q = pts[0].get("protocol", "")
       ax.errorbar([p[x] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
-                  marker="o", markersize=4, capsize=3, label=label)
+                  marker=marker[q], linestyle=style[q], markersize=4, capsize=3, label=label,
+                  color=color[pts[0].get("method", label)])
       if annotate_ipc:
         for p in pts:
           ax.annotate(f"ipc {p['ipc']}", (p[x], p["mean"]), textcoords="offset points",
@@ -261,7 +272,13 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+  handles, labels = axes[0].get_legend_handles_labels()
+  for ax in axes[1:]:  # every label once, across panels
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      if lab not in labels:
+        handles.append(h)
+        labels.append(lab)
+  fig.legend(handles, labels, loc="outside right upper", fontsize=7)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
 
