@@ -103,9 +103,7 @@ def _check_workdir(workdir: str, config) -> None:
     saved = os.path.join(workdir, CONFIG)
     old = json.load(open(saved)) if os.path.exists(saved) else {}
     new = json.loads(config.to_json())
-    diff = config_differences(
-        {k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
-        {k: v for k, v in new.items() if k not in _RESUMABLE_CHANGES})
+    diff = _run_differences(old, new)
     if diff or config.seeds <= len(finished["runs"]):
       raise UserError(f"workdir {workdir} already holds a finished run ({RESULTS}, "
                       f"{len(finished['runs'])} seeds"
@@ -147,6 +145,13 @@ def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
 _RESUMABLE_CHANGES = ("overwrite", "progress", "seeds", "distributed")
 
 
+def _run_differences(old: dict, new: dict) -> list[str]:
+  """Config differences that make two runs different runs (not overwrite, progress, seeds,
+  distributed), as config_differences names them."""
+  return config_differences({k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
+                            {k: v for k, v in new.items() if k not in _RESUMABLE_CHANGES})
+
+
 def _is_writer() -> bool:
   """Multi-process runs share one workdir (a shared filesystem): process 0 writes it."""
   return jax.process_index() == 0
@@ -166,9 +171,7 @@ def _prepare_workdir(workdir: str, config_json: dict, overwrite: bool) -> None:
       shutil.rmtree(os.path.join(workdir, name), ignore_errors=True)
   elif os.path.exists(saved):
     old = json.load(open(saved))
-    diff = [d for d in config_differences(
-        {k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
-        {k: v for k, v in config_json.items() if k not in _RESUMABLE_CHANGES})]
+    diff = _run_differences(old, config_json)
     if diff:
       raise UserError(f"workdir {workdir} holds an unfinished run with a different config "
                       f"({'; '.join(diff)}); rerun with the same config to resume it, pass "
