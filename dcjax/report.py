@@ -18,18 +18,16 @@ from collections.abc import Iterable, Sequence
 from numbers import Real
 from typing import Any
 
+from dcjax import results as results_schema
 from dcjax.errors import UserError
 
-RESULTS = "results.json"  # the name dcjax.benchmark writes
+RESULTS = results_schema.FILENAME  # the name dcjax.benchmark writes
 
 ROW_FIELDS = ("dataset", "model", "protocol", "method", "ipc", "n_seeds", "top1", "top5",
               "image_bytes", "soft_label_bytes", "total_bytes", "epochs")
 
-# Field -> accepted type(s), checked so a malformed file fails here, naming itself, rather than
-# as a KeyError deep inside a plot.
-_REQUIRED: dict[str, Any] = dict(
-    method=str, dataset=str, ipc=int, protocol=str, model=str, top1_mean=Real, top1_std=Real,
-    top5_mean=Real, top5_std=Real, runs=list, storage=dict)
+# Field -> accepted type(s), from the one schema (dcjax.results).
+_REQUIRED: dict[str, Any] = results_schema.REQUIRED
 
 
 # ---- finding and loading results ----

@@ -1,0 +1,71 @@
+"""The schema of a run's `results.json`: one dataclass, written by the benchmark runner and read
+back (validated) by `dcjax.report`.
+
+Field order is the file's key order. Types name what `report` checks when it loads a file, so a
+malformed file fails naming itself rather than as a KeyError deep inside a plot.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from numbers import Real
+from typing import Any
+
+FILENAME = "results.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One student seed: test top-1 / top-5 (%) and how its training went."""
+
+  seed: int
+  top1: float
+  top5: float
+  train_seconds: float
+  final_loss: float
+  images_per_second: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+  """What a finished benchmark run reports (`results.json`)."""
+
+  method: str
+  dataset: str
+  ipc: int
+  num_images: int            # stored images (ipc * num_classes)
+  combine_k: int             # each stored image tiles k x k source images
+  num_source_images: int     # training images behind the stored ones
+  num_classes: int
+  image_shape: list
+  protocol: str
+  model: str
+  recipe: dict               # the resolved training recipe (protocols.Recipe as a dict)
+  # Standard deviation over seeds with ddof=0, as the distillation literature's code does.
+  top1_mean: float
+  top1_std: float
+  top5_mean: float
+  top5_std: float
+  runs: list                 # [Run as a dict], one per student seed
+  storage: dict              # {image_bytes, soft_label_bytes, teacher_bytes}
+  teacher: dict | None       # {dir, top1, top5, param_bytes, model} for soft labels
+  test_examples: int
+  test_split: str
+  selection_seed: int
+  score_file: str | None
+  wall_seconds: float
+  environment: dict
+  created: str
+  config: dict
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+# Fields every results.json must have, with the type(s) report accepts. Older files (written
+# before some fields existed) still load: only these are required.
+REQUIRED: dict[str, Any] = dict(
+    method=str, dataset=str, ipc=int, protocol=str, model=str, top1_mean=Real, top1_std=Real,
+    top5_mean=Real, top5_std=Real, runs=list, storage=dict)
+
+assert set(REQUIRED) <= {f.name for f in dataclasses.fields(Results)}
