@@ -27,10 +27,11 @@ from dcjax import (augment, combine, methods, models, protocols, select, sources
                    store, tensorboard, train)
 from dcjax import teacher as teacher_lib
 from dcjax import rded
+from dcjax import results as results_schema
 from dcjax.files import write_json_atomic
 from dcjax.errors import UserError, unknown_name
 
-RESULTS = "results.json"
+RESULTS = results_schema.FILENAME
 COMPRESSED = "compressed"
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
