@@ -64,10 +64,18 @@ def _model_kwargs(config) -> dict[str, Any]:
   return {k: v for k, v in config.eval.model_kwargs.items() if v is not None}
 
 
+def eval_recipe(config) -> protocols.Recipe:
+  """config.eval's recipe (its protocol preset with the block's overrides), or UserError."""
+  try:
+    return protocols.resolve(config.eval.protocol, dict(config.eval))
+  except ValueError as e:
+    raise UserError(f"eval: {e}") from None
+
+
 def build_student(config, num_classes: int, image_shape: tuple, mesh=None) -> train.Student:
   """The Student for config.eval (protocol preset + overrides) on images of `image_shape`."""
-  recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
-  aug = augment.get_augmentation(recipe["augment"], tiles=config.combine.k,
+  recipe = eval_recipe(config)
+  aug = augment.get_augmentation(recipe.augment, tiles=config.combine.k,
                                  crop_scale=config.eval.crop_scale)
   kwargs = _model_kwargs(config)
   if config.eval.dtype not in ("float32", "bfloat16"):
@@ -87,10 +95,10 @@ def _check_names(config) -> None:
   methods.check_method(config.method)
   if config.eval.model not in models.MODELS:
     raise unknown_name("model", config.eval.model, models.MODELS)
-  recipe = protocols.resolve(config.eval.protocol, dict(config.eval))
+  recipe = eval_recipe(config)
   if config.combine.k < 1:
     raise UserError(f"combine.k must be >= 1, got {config.combine.k}")
-  augment.get_augmentation(recipe["augment"], tiles=config.combine.k,
+  augment.get_augmentation(recipe.augment, tiles=config.combine.k,
                            crop_scale=config.eval.crop_scale)
   if config.seeds < 1:
     raise UserError(f"seeds must be >= 1, got {config.seeds}")
@@ -181,16 +189,16 @@ def _prepare_workdir(workdir: str, config_json: dict, overwrite: bool) -> None:
   write_json_atomic(saved, config_json)
 
 
-def storage_costs(recipe: dict, num_images: int, num_classes: int, image_bytes: int,
+def storage_costs(recipe: protocols.Recipe, num_images: int, num_classes: int, image_bytes: int,
                   teacher_param_bytes: int) -> dict[str, int]:
   """What each way of using the compressed set costs to store.
 
   soft_label_bytes is what pre-computed soft labels would take, as the FKD-style label files of
   the distillation literature store them: one fp16 vector per image per epoch.
   """
-  soft = recipe["labels"] == "teacher"
+  soft = recipe.labels == "teacher"
   return dict(image_bytes=int(image_bytes),
-              soft_label_bytes=recipe["epochs"] * num_images * num_classes * 2 if soft else 0,
+              soft_label_bytes=recipe.epochs * num_images * num_classes * 2 if soft else 0,
               teacher_bytes=int(teacher_param_bytes) if soft else 0)
 
 
@@ -274,7 +282,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       labels = np.asarray(combine.tile_labels(labels, k), np.int32)
       images = np.asarray(combine.tile(images, k))
   teacher_vars, teacher_info = None, None
-  if student.recipe["labels"] == "teacher":
+  if student.recipe.labels == "teacher":
     teacher_model, teacher_vars, teacher_info = teacher()
     student = dataclasses.replace(student, teacher=teacher_model)
 
@@ -318,8 +326,8 @@ def run(config, workdir: str) -> dict[str, Any]:
           progress=config.progress, desc=f"seed {seed} ({i + 1}/{config.seeds})")
       top1, top5 = train.evaluate(student, eval_batch, variables, test_images, test_labels,
                                   config.eval.test_batch_size)
-      tb.scalar("test/top1", top1, student.recipe["epochs"])
-      tb.scalar("test/top5", top5, student.recipe["epochs"])
+      tb.scalar("test/top1", top1, student.recipe.epochs)
+      tb.scalar("test/top5", top5, student.recipe.epochs)
     runs.append(dict(seed=seed, top1=top1, top5=top5, train_seconds=stats["train_seconds"],
                      final_loss=stats["final_loss"],
                      images_per_second=stats["images_per_second"]))
@@ -334,7 +342,7 @@ def run(config, workdir: str) -> dict[str, Any]:
       method=config.method, dataset=config.dataset, ipc=config.ipc, num_images=len(labels),
       combine_k=k, num_source_images=len(indices),
       num_classes=train_src.num_classes, image_shape=list(images.shape[1:]),
-      protocol=student.recipe["protocol"], model=config.eval.model, recipe=student.recipe,
+      protocol=student.recipe.protocol, model=config.eval.model, recipe=student.recipe.to_dict(),
       # Standard deviation over seeds with ddof=0, as the distillation literature's code does.
       top1_mean=float(top1s.mean()), top1_std=float(top1s.std()),
       top5_mean=float(top5s.mean()), top5_std=float(top5s.std()),

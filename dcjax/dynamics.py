@@ -38,7 +38,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
@@ -47,8 +46,10 @@ from dcjax import scores as S
 from dcjax.augment import get_augmentation
 from dcjax.checkpoint import Checkpointer
 from dcjax.errors import UserError
-from dcjax.train import (TrainState, apply_train_mode, batch_plan, make_mesh, make_optimizer,
-                         normalise, plan_epoch)
+from dcjax.protocols import Recipe
+from dcjax.train import make_mesh
+from dcjax.training import (Step, TrainState, batch_plan, init_state, make_optimizer, normalise,
+                            pad_batch, plan_epoch, train_step)
 
 Array = jax.Array
 
@@ -98,14 +99,13 @@ class _Programs:
 # Memoised so repeated runs (more seeds, a resumed run, tests) reuse the compiled programs:
 # a fresh closure per call would retrace and recompile every jitted function.
 @functools.lru_cache(maxsize=4)
-def _programs(model: nn.Module, recipe_items: tuple, mean: tuple, std: tuple, num_examples: int,
+def _programs(model: nn.Module, recipe: Recipe, mean: tuple, std: tuple, num_examples: int,
               image_shape: tuple, num_classes: int, mesh: jax.sharding.Mesh) -> _Programs:
-  recipe = dict(recipe_items)
   n = num_examples
-  batch, steps = batch_plan(n, recipe["batch_size"], mesh.shape["data"])
-  real = min(recipe["batch_size"], n)  # fresh examples per step, as train.py
+  batch, steps = batch_plan(n, recipe.batch_size, mesh.shape["data"])
+  real = min(recipe.batch_size, n)  # fresh examples per step, as the student runner
   tx = make_optimizer(recipe, steps)
-  augment = get_augmentation(recipe["augment"])
+  train_step_spec = Step(model, tx, get_augmentation(recipe.augment), mean, std)
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
 
@@ -114,12 +114,7 @@ def _programs(model: nn.Module, recipe_items: tuple, mean: tuple, std: tuple, nu
     """init_keys: key [k] -> the k fresh models and empty accumulators, stacked on axis 0."""
     k = init_keys.shape[0]
 
-    def one(key):
-      variables = model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-      params = variables["params"]
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
-
+    one = lambda key: init_state(model, tx, key, image_shape)
     stack = lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (k, *x.shape)), tree)
     return DynamicsState(train=jax.vmap(one)(init_keys), forgetting=stack(S.forgetting_init(n)),
                          aum=stack(S.aum_init(n)), el2n=jnp.full((k, n), jnp.nan, jnp.float32))
@@ -128,11 +123,6 @@ def _programs(model: nn.Module, recipe_items: tuple, mean: tuple, std: tuple, nu
   def epoch_plan(key: Array) -> tuple[Array, Array]:
     # The same plan as train.Student's epochs.
     return plan_epoch(key, n, batch, steps, real)
-
-  def loss_fn(params, batch_stats, x, targets, w):
-    logits, batch_stats = apply_train_mode(model, params, batch_stats, x, w)
-    per_example = optax.softmax_cross_entropy(logits, targets)
-    return jnp.sum(per_example * w) / jnp.sum(w), (logits, batch_stats)
 
   @functools.partial(jax.jit, donate_argnums=0)
   def step(state: DynamicsState, images: Array, labels: Array, idx: Array, w: Array,
@@ -157,15 +147,10 @@ def _programs(model: nn.Module, recipe_items: tuple, mean: tuple, std: tuple, nu
 
     def one(ts: TrainState, f: S.ForgettingState, a: S.AumState, key: Array):
       key = jax.random.fold_in(jax.random.fold_in(key, epoch), s)
-      x = augment(key, x_u8.astype(jnp.float32) / 255.0)
-      x = (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-      (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          ts.params, ts.batch_stats, x, targets, w)
-      updates, opt_state = tx.update(grads, ts.opt_state, ts.params)
-      params = optax.apply_updates(ts.params, updates)
+      ts, loss, logits = train_step(train_step_spec, ts, x_u8, targets, w, key)
       f = S.forgetting_update(f, rows, logits, y)
       a = S.aum_update(a, rows, logits, y)
-      return TrainState(ts.step + 1, params, batch_stats, opt_state), f, a, loss
+      return ts, f, a, loss
 
     ts, f, a, loss = jax.vmap(one)(state.train, state.forgetting, state.aum, aug_keys)
     return state._replace(train=ts, forgetting=f, aum=a), loss
@@ -192,21 +177,12 @@ def _el2n_all(programs: _Programs, variables: Any, images: np.ndarray, labels: n
   sharding = NamedSharding(mesh, P("data"))
   out = []
   for start in range(0, n, bs):
-    x, y = images[start:start + bs], labels[start:start + bs]
-    real = len(y)
-    if real < bs:  # pad the last batch; its padding rows are cut off below
-      x = np.concatenate([x, np.zeros((bs - real, *x.shape[1:]), x.dtype)])
-      y = np.concatenate([y, np.zeros(bs - real, y.dtype)])
+    # The last batch is padded (one compiled shape); its padding rows are cut off below.
+    x, y, _ = pad_batch(bs, images[start:start + bs], labels[start:start + bs])
+    real = min(bs, n - start)
     e = programs.el2n_batch(variables, *distributed.global_array(sharding, (x, y)))
     out.append(distributed.to_host(e)[:, :real])  # [k, bs], gathered across processes
   return np.concatenate(out, axis=1)
-
-
-def _variables(train: TrainState) -> dict:
-  v = {"params": train.params}
-  if train.batch_stats:
-    v["batch_stats"] = train.batch_stats
-  return v
 
 
 def _check_inputs(images, labels, num_classes, num_models, first_model, epochs, el2n_epoch,
@@ -261,7 +237,7 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
     images: uint8 [N, H, W, C]; labels: int [N] in [0, num_classes).
     num_classes: K >= 2.
     model: Flax module, logits = model.apply(variables, x, train=..., mask=...).
-    recipe: a resolved protocol (`protocols.resolve`). Used: optimizer, lr, weight_decay,
+    recipe: a `protocols.Recipe`. Used: optimizer, lr, weight_decay,
       momentum, schedule, batch_size, augment. Its `epochs` is replaced by `epochs` (the
       schedule spans the run), and its labels / mixing are not used: the scores are defined on
       each example's own hard label, so training is hard-label without mixing.
@@ -303,8 +279,8 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
   want_el2n = "el2n" in requested
   n, k = len(labels), int(num_models)
   mesh = mesh if mesh is not None else make_mesh()
-  recipe = dict(recipe, epochs=int(epochs), labels="hard", mixing="none")
-  programs = _programs(model, tuple(sorted(recipe.items())), tuple(mean), tuple(std), n,
+  recipe = recipe.replace(epochs=int(epochs), labels="hard", mixing="none")
+  programs = _programs(model, recipe, tuple(mean), tuple(std), n,
                        tuple(images.shape[1:]), int(num_classes), mesh)
 
   k_models, k_data = jax.random.split(jax.random.key(seed))
@@ -321,7 +297,7 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
   # Everything that decides the result; a checkpoint must have been made with the same.
   config = dict(version=_CHECKPOINT_VERSION, seed=int(seed), num_examples=n, num_models=k,
                 first_model=int(first_model), epochs=int(epochs), el2n_epoch=int(el2n_epoch),
-                el2n=want_el2n, num_classes=int(num_classes), recipe=recipe,
+                el2n=want_el2n, num_classes=int(num_classes), recipe=recipe.to_dict(),
                 mean=list(map(float, mean)), std=list(map(float, std)), model=repr(model),
                 image_shape=list(images.shape[1:]),
                 labels_sha256=hashlib.sha256(labels.astype("<i4").tobytes()).hexdigest())
@@ -341,7 +317,7 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
     def maybe_el2n(done: int, state: DynamicsState) -> DynamicsState:
       if not want_el2n or done != el2n_epoch:
         return state
-      e = _el2n_all(programs, _variables(state.train), images, labels, mesh, eval_batch_size)
+      e = _el2n_all(programs, state.train.variables, images, labels, mesh, eval_batch_size)
       return state._replace(el2n=distributed.global_array(replicated, e))
 
     if start_epoch == 0:
@@ -387,5 +363,5 @@ def score_dynamics(images: np.ndarray, labels: np.ndarray, *, num_classes: int, 
     per_model = jax.vmap(S.aum_scores)(state.aum)
     out["aum"] = distributed.to_host(jnp.mean(per_model, axis=0)).astype(np.float32)
   if return_params:
-    return out, distributed.to_host(_variables(state.train))
+    return out, distributed.to_host(state.train.variables)
   return out

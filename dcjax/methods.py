@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dcjax import (augment, dynamics, models, protocols, scorefile, select, sources, splits,
-                   train)
+                   train, training)
 from dcjax.errors import UserError, unknown_name
 from dcjax.files import cache_dir
 
@@ -94,7 +94,7 @@ def needs_scores(method: str) -> bool:
 def scores_config(scfg, image_shape: tuple, mean, std) -> dict[str, Any]:
   """Everything that determines the scores (it names and keys the score file)."""
   recipe = protocols.resolve(scfg.protocol, {f: scfg.get(f) for f in protocols.RECIPE_FIELDS})
-  recipe["epochs"] = int(scfg.epochs)
+  recipe = recipe.replace(epochs=int(scfg.epochs)).to_dict()
   return dict(scores=list(dynamics.SCORES), model=scfg.model,
               model_kwargs={k: v for k, v in scfg.model_kwargs.items() if v is not None},
               epochs=int(scfg.epochs), k=int(scfg.num_models), seed=int(scfg.seed),
@@ -143,7 +143,7 @@ def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, 
                            **sc["model_kwargs"])
   out = dynamics.score_dynamics(
       images, train_src.labels, num_classes=train_src.num_classes, model=model,
-      recipe=sc["recipe"], mean=tuple(mean), std=tuple(std), num_models=sc["k"],
+      recipe=protocols.Recipe(**sc["recipe"]), mean=tuple(mean), std=tuple(std), num_models=sc["k"],
       epochs=sc["epochs"], seed=sc["seed"], mesh=mesh, el2n_epoch=scfg.el2n_epoch,
       checkpoint_dir=path + ".progress", progress=config.progress)
   if jax.process_index() == 0:  # every process holds the same scores
@@ -155,7 +155,7 @@ def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, 
 def teacher_features(teacher_model, teacher_vars, images: np.ndarray, mean, std,
                      batch_size: int = 1000) -> np.ndarray:
   """Penultimate-layer features float32 [N, D] of the teacher on images uint8 [N, H, W, C]."""
-  fn = jax.jit(lambda v, x: models.features(teacher_model, v, train.normalise(x, mean, std)))
+  fn = jax.jit(lambda v, x: models.features(teacher_model, v, training.normalise(x, mean, std)))
   out = [np.asarray(fn(teacher_vars, images[i:i + batch_size]), np.float32)
          for i in range(0, len(images), batch_size)]
   return np.concatenate(out)

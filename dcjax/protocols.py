@@ -7,9 +7,9 @@ effective recipe, which results.json records in full so every number says how it
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any, Mapping
-
-from dcjax.errors import UserError, unknown_name
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     # The benchmark's released hard-label recipe (method.md §2): AdamW 1e-3 / wd 0.01 with no
@@ -38,25 +38,85 @@ RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "bat
 LABELS = ("hard", "teacher")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine_epoch", "step_half", "constant")
+# Augmentation names a recipe may use (dcjax.augment.get_augmentation) and mixings
+# (dcjax.mixing.MIXINGS); kept here as names so the recipe is validated without building one.
+AUGMENTS = ("none", "flip", "rrc_flip", "dsa", "tile_crop", "tile_dsa")
+MIXINGS = ("none", "cutmix", "mixup", "cutout")
 
 
-def resolve(protocol: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """The preset called `protocol`, with every non-None entry of `overrides` applied."""
+def _unknown(kind: str, name, known) -> ValueError:
+  return ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(known))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """How one network is trained: a validated, immutable protocol (`resolve` builds one).
+
+  Construction checks every field (ValueError naming it), so a Recipe that exists is valid:
+  an unknown optimizer or schedule can never fall through to a default.
+  """
+
+  protocol: str
+  optimizer: str
+  lr: float
+  weight_decay: float
+  momentum: float
+  schedule: str
+  batch_size: int
+  epochs: int
+  augment: str
+  labels: str
+  mixing: str
+  temperature: float
+
+  def __post_init__(self):
+    for name, value, known in (("optimizer", self.optimizer, OPTIMIZERS),
+                               ("schedule", self.schedule, SCHEDULES),
+                               ("label source", self.labels, LABELS),
+                               ("augmentation", self.augment, AUGMENTS),
+                               ("mixing", self.mixing, MIXINGS)):
+      if value not in known:
+        raise _unknown(name, value, known)
+    for name in ("epochs", "batch_size"):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    checks = (("lr", lambda v: v > 0, "> 0"), ("temperature", lambda v: v > 0, "> 0"),
+              ("weight_decay", lambda v: v >= 0, ">= 0"),
+              ("momentum", lambda v: 0 <= v < 1, "in [0, 1)"))
+    for name, ok, what in checks:
+      value = getattr(self, name)
+      if not isinstance(value, float) or not math.isfinite(value) or not ok(value):
+        raise ValueError(f"{name} must be a finite number {what}, got {value!r}")
+
+  def replace(self, **changes) -> "Recipe":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    """The recipe as results.json and cache keys record it (the preset's fields, then
+    `protocol`)."""
+    d = {f: getattr(self, f) for f in RECIPE_FIELDS}
+    d["protocol"] = self.protocol
+    return d
+
+
+_TYPES = dict(lr=float, weight_decay=float, momentum=float, temperature=float, batch_size=int,
+              epochs=int)
+
+
+def resolve(protocol: str, overrides: Mapping[str, Any] | None = None) -> Recipe:
+  """The preset called `protocol`, with every non-None entry of `overrides` that names a
+  recipe field applied (other keys are ignored, so a whole config block can be passed)."""
   if protocol not in PROTOCOLS:
-    raise unknown_name("protocol", protocol, PROTOCOLS)
-  recipe = dict(PROTOCOLS[protocol], protocol=protocol)
+    raise _unknown("protocol", protocol, PROTOCOLS)
+  fields = dict(PROTOCOLS[protocol])
   for k, v in (overrides or {}).items():
     if k in RECIPE_FIELDS and v is not None:
-      recipe[k] = v
-  if recipe["optimizer"] not in OPTIMIZERS:
-    raise unknown_name("optimizer", recipe["optimizer"], OPTIMIZERS)
-  if recipe["schedule"] not in SCHEDULES:
-    raise unknown_name("schedule", recipe["schedule"], SCHEDULES)
-  if recipe["labels"] not in LABELS:
-    raise unknown_name("label source", recipe["labels"], LABELS)
-  if recipe["temperature"] <= 0:
-    raise UserError(f"eval.temperature must be > 0, got {recipe['temperature']}")
-  for k in ("epochs", "batch_size"):
-    if int(recipe[k]) < 1:
-      raise UserError(f"eval.{k} must be >= 1, got {recipe[k]}")
-  return recipe
+      fields[k] = v
+  for k, kind in _TYPES.items():  # 1 -> 1.0 for floats; integral floats -> int for counts
+    v = fields[k]
+    if kind is float and isinstance(v, int) and not isinstance(v, bool):
+      fields[k] = float(v)
+    elif kind is int and isinstance(v, float) and v.is_integer():
+      fields[k] = int(v)
+  return Recipe(protocol=protocol, **fields)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dcjax import combine, scores, select, sources, train
+from dcjax import combine, scores, select, sources, training
 from dcjax.augment import sample_rrc_boxes
 from dcjax.errors import UserError
 
@@ -184,7 +184,7 @@ def distill(train_src: sources.Source, key: Array, observer: Observer, variables
 def teacher_observer(model, mean, std) -> Observer:
   """A Flax classifier as an observer: uint8 images are normalised by (mean, std) first."""
   def observe(variables, images_u8):
-    return model.apply(variables, train.normalise(images_u8, mean, std), train=False)
+    return model.apply(variables, training.normalise(images_u8, mean, std), train=False)
 
   return observe
 

@@ -32,7 +32,7 @@ def default_cache_dir() -> str:
   return cache_dir("teachers")
 
 
-def teacher_recipe(tcfg) -> dict:
+def teacher_recipe(tcfg) -> protocols.Recipe:
   """The teacher's training recipe from config.teacher (every field explicit)."""
   return protocols.resolve(tcfg.protocol, {k: tcfg.get(k) for k in protocols.RECIPE_FIELDS})
 
@@ -50,7 +50,7 @@ def teacher_spec(tcfg, dataset_fingerprint: str, image_shape: tuple, mean, std) 
     spec.update(model_kwargs={},
                 weights=dict(format="torchvision", sha256=_file_sha256(tcfg.weights)))
   else:
-    spec.update(seed=int(tcfg.seed), recipe=teacher_recipe(tcfg))
+    spec.update(seed=int(tcfg.seed), recipe=teacher_recipe(tcfg).to_dict())
   return spec
 
 
@@ -76,8 +76,9 @@ def _teacher_student(tcfg, spec: dict, num_classes: int, mesh) -> train.Student:
   else:
     model = models.get_model(tcfg.model, num_classes, spec["image_shape"][0],
                              **spec["model_kwargs"])
-  recipe = spec.get("recipe") or teacher_recipe(tcfg)  # an imported teacher is only tested
-  return train.Student(model, recipe, augment.get_augmentation(recipe["augment"]),
+  recipe = (protocols.Recipe(**spec["recipe"]) if "recipe" in spec
+            else teacher_recipe(tcfg))  # an imported teacher is only tested
+  return train.Student(model, recipe, augment.get_augmentation(recipe.augment),
                        tuple(spec["mean"]), tuple(spec["std"]), mesh)
 
 

@@ -14,18 +14,19 @@ import math
 import time
 from typing import Any, Callable
 
-import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
 from dcjax import distributed
 from dcjax.checkpoint import Checkpointer
 from dcjax.mixing import get_mixing
+from dcjax.protocols import Recipe
+from dcjax.training import (Step, TrainState, batch_plan, eval_step, init_state, lr_at_epoch,
+                            make_optimizer, pad_batch, plan_epoch, train_step)
 
 Array = jax.Array
 
@@ -36,101 +37,13 @@ def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
   return jax.make_mesh((len(devices),), ("data",), axis_types=(AxisType.Auto,), devices=devices)
 
 
-@flax.struct.dataclass
-class TrainState:
-  step: Array
-  params: Any
-  batch_stats: Any  # {} for models without BatchNorm
-  opt_state: Any
-
-  @property
-  def variables(self):
-    v = {"params": self.params}
-    if self.batch_stats:
-      v["batch_stats"] = self.batch_stats
-    return v
-
-
-def lr_at_epoch(recipe: dict, epoch: int | Array):
-  """Learning rate during `epoch` (0-based): schedules are stepped per epoch, as in the
-  benchmark's released code."""
-  lr, epochs = recipe["lr"], recipe["epochs"]
-  if recipe["schedule"] == "cosine_epoch":
-    return lr * 0.5 * (1 + jnp.cos(jnp.pi * epoch / epochs))
-  if recipe["schedule"] == "step_half":
-    return lr * jnp.where(epoch >= epochs // 2, 0.1, 1.0)
-  return lr * jnp.ones_like(jnp.asarray(epoch, jnp.float32))
-
-
-def _decay_mask(params):
-  # No weight decay on biases and normalisation parameters (every parameter with ndim <= 1).
-  return jax.tree.map(lambda p: p.ndim > 1, params)
-
-
-def make_optimizer(recipe: dict, steps_per_epoch: int) -> optax.GradientTransformation:
-  schedule = lambda count: lr_at_epoch(recipe, count // steps_per_epoch)
-  if recipe["optimizer"] == "adamw":
-    return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe["weight_decay"],
-                       mask=_decay_mask)
-  # torch.optim.SGD semantics: coupled L2 on every parameter, then heavy-ball momentum.
-  return optax.chain(optax.add_decayed_weights(recipe["weight_decay"]),
-                     optax.sgd(schedule, momentum=recipe["momentum"]))
-
-
-def batch_plan(num_examples: int, batch_size: int, num_devices: int) -> tuple[int, int]:
-  """(per-step batch, steps per epoch). The last partial batch is kept (as torch's DataLoader
-  with drop_last=False): the batch is padded with wrapped-around examples whose loss weight is
-  zero, and rounded up to a multiple of the device count so it shards evenly."""
-  b = min(batch_size, num_examples)
-  b = -(-b // num_devices) * num_devices
-  return b, -(-num_examples // min(batch_size, num_examples))
-
-
-def kl_divergence(teacher_logits: Array, student_logits: Array, temperature: float) -> Array:
-  """Per-example KL(softmax(teacher/T) || softmax(student/T)), [B]. No T^2 factor (as the
-  benchmark's released soft-label config)."""
-  log_p = jax.nn.log_softmax(teacher_logits / temperature)
-  log_q = jax.nn.log_softmax(student_logits / temperature)
-  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-
-
-def plan_epoch(perm_key: Array, num_examples: int, batch: int, steps: int,
-               real: int) -> tuple[Array, Array]:
-  """One epoch's batches: (indices int32 [steps, batch], weights float32 [steps, batch]).
-
-  Step s takes perm[s*real : (s+1)*real] of a random permutation; slots past `real` or past the
-  end of the epoch wrap around and carry weight zero (static shapes, even sharding)."""
-  perm = jax.random.permutation(perm_key, num_examples)
-  slot = jnp.arange(batch)[None, :]
-  flat = jnp.arange(steps)[:, None] * real + slot
-  weight = ((slot < real) & (flat < num_examples)).astype(jnp.float32)
-  return perm[flat % num_examples].astype(jnp.int32), weight
-
-
-def apply_train_mode(model: nn.Module, params, batch_stats, x: Array, weight: Array):
-  """Train-mode forward: (logits, updated batch_stats). Zero-weight (padding) rows are masked
-  out of BatchNorm's batch statistics."""
-  variables = {"params": params}
-  if not batch_stats:
-    return model.apply(variables, x, train=True), batch_stats
-  variables["batch_stats"] = batch_stats
-  logits, updates = model.apply(variables, x, train=True, mask=weight > 0,
-                                mutable=["batch_stats"])
-  return logits, updates["batch_stats"]
-
-
-def normalise(images_u8: Array, mean, std) -> Array:
-  x = images_u8.astype(jnp.float32) / 255.0
-  return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-
 @dataclasses.dataclass(frozen=True)
 class Student:
   """The jitted functions that train and test one student recipe; build once, reuse per seed.
 
   Attributes:
     model: Flax module, logits = model.apply(variables, x, train=...).
-    recipe: resolved protocol (see dcjax.protocols.resolve).
+    recipe: the training recipe (dcjax.protocols.Recipe).
     augment: pure (key, images float [B,H,W,C] in [0,1]) -> images.
     mean, std: per-channel normalisation applied after augmentation.
     mesh: device mesh with a 'data' axis.
@@ -139,7 +52,7 @@ class Student:
   """
 
   model: nn.Module
-  recipe: dict
+  recipe: Recipe
   augment: Callable[[Array, Array], Array]
   mean: tuple
   std: tuple
@@ -154,17 +67,14 @@ class Student:
 
   def init(self, key: Array, num_examples: int, image_shape: tuple) -> tuple[TrainState, Any]:
     tx, _ = self._compiled(num_examples)
-    variables = self.model.init(key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
-    params = variables["params"]
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                       batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params))
+    state = init_state(self.model, tx, key, image_shape)
     # Every process builds the same parameters from the same key; each places its own copy.
     return distributed.global_array(NamedSharding(self.mesh, P()), state), tx
 
   def _compiled(self, num_examples: int):
     """(optimizer, train_epoch) for a training set of `num_examples`, memoised."""
     if num_examples not in self._cache:
-      _, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
+      _, steps = batch_plan(num_examples, self.recipe.batch_size, self._num_devices())
       tx = make_optimizer(self.recipe, steps)
       self._cache[num_examples] = (tx, self._train_epoch_fn(tx, num_examples))
     return self._cache[num_examples]
@@ -174,32 +84,18 @@ class Student:
 
   def _train_epoch_fn(self, tx, num_examples: int):
     """(state, images_u8 [N,H,W,C], labels [N], key, teacher_vars) -> (state, mean loss) for
-    one epoch:
-    one jitted shuffle, then one jitted step per batch."""
-    batch, steps = batch_plan(num_examples, self.recipe["batch_size"], self._num_devices())
+    one epoch: one jitted shuffle, then one jitted `training.train_step` per batch."""
+    recipe = self.recipe
+    batch, steps = batch_plan(num_examples, recipe.batch_size, self._num_devices())
     data_sharding = NamedSharding(self.mesh, P("data"))
-    model, augment, mean, std = self.model, self.augment, self.mean, self.std
-
-    mixing = get_mixing(self.recipe["mixing"])
-    use_teacher = self.recipe["labels"] == "teacher"
-    temperature = float(self.recipe["temperature"])
-    teacher = self.teacher
-    if use_teacher and teacher is None:
+    use_teacher = recipe.labels == "teacher"
+    if use_teacher and self.teacher is None:
       raise ValueError("recipe uses teacher labels but the Student has no teacher")
-
-    def loss_fn(params, batch_stats, x, targets, teacher_logits, w):
-      logits, batch_stats = apply_train_mode(model, params, batch_stats, x, w)
-      if teacher_logits is not None:
-        per_example = kl_divergence(teacher_logits, logits, temperature)
-      else:
-        per_example = optax.softmax_cross_entropy(logits, targets)
-      return jnp.sum(per_example * w) / jnp.sum(w), batch_stats
-
-    def normalise_and_augment(key, x_u8):
-      x = augment(key, x_u8.astype(jnp.float32) / 255.0)
-      return (x - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
-
-    real = min(self.recipe["batch_size"], num_examples)  # fresh examples per step
+    step = Step(self.model, tx, self.augment, tuple(self.mean), tuple(self.std),
+                mixing=get_mixing(recipe.mixing), teacher=self.teacher if use_teacher else None,
+                temperature=float(recipe.temperature))
+    num_classes = self.model.num_classes
+    real = min(recipe.batch_size, num_examples)  # fresh examples per step
 
     @jax.jit
     def epoch_plan(key):
@@ -208,22 +104,12 @@ class Student:
       return idx, weight, jax.random.split(k_aug, steps)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, images, labels, idx, w, k, teacher_vars):
+    def one_step(state, images, labels, idx, w, k, teacher_vars):
       k_aug, k_mix = jax.random.split(k)
       x = jax.lax.with_sharding_constraint(images[idx], data_sharding)
-      x = normalise_and_augment(k_aug, x)
-      targets = jax.nn.one_hot(labels[idx], model.num_classes)
-      # Mixing acts on the normalised batch; the teacher (if any) sees exactly the mixed images
-      # the student sees, so hard and soft runs differ in their labels only.
-      x, targets = mixing(k_mix, x, targets)
-      teacher_logits = None
-      if use_teacher:
-        teacher_logits = jax.lax.stop_gradient(teacher.apply(teacher_vars, x, train=False))
-      (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          state.params, state.batch_stats, x, targets, teacher_logits, w)
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      params = optax.apply_updates(state.params, updates)
-      return TrainState(state.step + 1, params, batch_stats, opt_state), loss
+      targets = jax.nn.one_hot(labels[idx], num_classes)
+      state, loss, _ = train_step(step, state, x, targets, w, k_aug, k_mix, teacher_vars)
+      return state, loss
 
     def train_epoch(state, images, labels, key, teacher_vars=None):
       # A Python loop over jitted steps, not lax.scan: XLA:CPU runs convolutions inside a
@@ -232,8 +118,7 @@ class Student:
       idx, weight, keys = epoch_plan(key)
       losses = []
       for s in range(steps):
-        state, loss = train_step(state, images, labels, idx[s], weight[s], keys[s],
-                                 teacher_vars)
+        state, loss = one_step(state, images, labels, idx[s], weight[s], keys[s], teacher_vars)
         losses.append(loss)
       return state, jnp.mean(jnp.stack(losses))
 
@@ -241,28 +126,7 @@ class Student:
 
   def eval_fn(self):
     """jitted (variables, images_u8 [B,H,W,C], labels [B], weight [B]) -> (top1, top5 hits)."""
-    model, mean, std = self.model, self.mean, self.std
-
-    @jax.jit
-    def eval_batch(variables, images_u8, labels, weight):
-      logits = model.apply(variables, normalise(images_u8, mean, std), train=False)
-      k = min(5, logits.shape[-1])
-      topk = jax.lax.top_k(logits, k)[1]
-      hit = topk == labels[:, None]
-      return jnp.sum(hit[:, 0] * weight), jnp.sum(hit.any(-1) * weight)
-
-    return eval_batch
-
-
-def _pad_batch(x: np.ndarray, y: np.ndarray, size: int):
-  """(x, y, w) grown to `size` rows; the padding rows are zeros and weigh zero."""
-  w = np.ones(len(y), np.float32)
-  if len(y) < size:
-    pad = size - len(y)
-    x = np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)])
-    y = np.concatenate([y, np.zeros(pad, y.dtype)])
-    w = np.concatenate([w, np.zeros(pad, np.float32)])
-  return x, y, w
+    return jax.jit(functools.partial(eval_step, self.model, tuple(self.mean), tuple(self.std)))
 
 
 def evaluate(student: Student, eval_batch, variables, images: np.ndarray, labels: np.ndarray,
@@ -286,8 +150,8 @@ def evaluate(student: Student, eval_batch, variables, images: np.ndarray, labels
   local_bs = local.stop - local.start
   top1 = top5 = 0.0
   for start in range(0, most, local_bs):  # the same number of batches in every process
-    x, y, w = _pad_batch(images[start:start + local_bs], labels[start:start + local_bs],
-                         local_bs)
+    x, y, w = pad_batch(local_bs, images[start:start + local_bs],
+                        labels[start:start + local_bs])
     if process_local:
       batch = [distributed.from_process_local(sharding, a, bs) for a in (x, y, w)]
     else:  # every process holds the whole batch and places the rows its devices hold
@@ -324,7 +188,7 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
   # The checkpointed key, as a global array: orbax refuses a process-local one in a
   # multi-process run.
   rng_data = distributed.global_array(replicated, jax.random.key_data(k_train))
-  epochs = student.recipe["epochs"]
+  epochs = student.recipe.epochs
   start_epoch, prior_seconds, loss = 0, 0.0, float("nan")
   ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir else None
   if ckpt is not None and ckpt.latest_step() is not None:

@@ -64,6 +64,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
+from dcjax import protocols, training  # noqa: E402
 from dcjax import benchmark, dynamics, methods, models, select, sources, train  # noqa: E402
 from dcjax.files import write_json_atomic  # noqa: E402
 
@@ -155,14 +156,14 @@ def throughput(size: Size, width: int | None = None, num_models: int | None = No
   scfg = c.scores
   mean, std = benchmark.NORMALISATION["fashion_mnist"]
   sc = methods.scores_config(scfg, (28, 28, 1), mean, std)
-  recipe, k = sc["recipe"], sc["k"]
+  recipe, k = protocols.Recipe(**sc["recipe"]), sc["k"]
   src = sources.open_source("synthetic", "train", synthetic=dict(
       num_examples=size.tp_examples, image_size=28, channels=1, num_classes=10, seed=0))
   images, labels = sources.load_images(src, progress=False)
   model = models.get_model(scfg.model, 10, 28, **sc["model_kwargs"])
   mesh = train.make_mesh()
   n, epochs = len(labels), size.tp_epochs
-  batch, steps = train.batch_plan(n, recipe["batch_size"], mesh.shape["data"])
+  batch, steps = training.batch_plan(n, recipe.batch_size, mesh.shape["data"])
 
   stamps: list[float] = []
   t_call = time.perf_counter()
@@ -176,8 +177,8 @@ def throughput(size: Size, width: int | None = None, num_models: int | None = No
   train_imgs = timed_epochs * n
 
   # The EL2N eval pass over all n images, with the runner's own (memoised) programs.
-  run_recipe = dict(recipe, epochs=int(epochs), labels="hard", mixing="none")
-  programs = dynamics._programs(model, tuple(sorted(run_recipe.items())), tuple(mean),
+  run_recipe = recipe.replace(epochs=int(epochs), labels="hard", mixing="none")
+  programs = dynamics._programs(model, run_recipe, tuple(mean),
                                 tuple(std), n, tuple(images.shape[1:]), 10, mesh)
   variables = jax.device_put(variables)
   dynamics._el2n_all(programs, variables, images, labels, mesh, 1024)  # warm-up
@@ -273,7 +274,7 @@ def memory_one(n: int, side: int, width: int, steps: int, aligned: bool) -> dict
   t0 = time.perf_counter()
   try:
     out = dynamics.score_dynamics(images, labels, num_classes=10, model=model,
-                                  recipe=sc["recipe"], mean=mean, std=std, epochs=1, seed=0,
+                                  recipe=protocols.Recipe(**sc["recipe"]), mean=mean, std=std, epochs=1, seed=0,
                                   num_models=sc["k"], mesh=mesh, progress=False)
   finally:
     dynamics._programs = real_programs

@@ -53,6 +53,7 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
+from dcjax import training
 from dcjax import augment, models, protocols, sources, train  # noqa: E402
 from dcjax.files import write_json_atomic  # noqa: E402
 
@@ -155,7 +156,7 @@ def model_flops_per_image(model, image_shape: tuple, batch: int = 4) -> dict[str
       lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
 
   def train_loss(params, batch_stats, x, y):
-    logits, _ = train.apply_train_mode(model, params, batch_stats, x, jnp.ones(x.shape[0]))
+    logits, _ = training.apply_train_mode(model, params, batch_stats, x, jnp.ones(x.shape[0]))
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
 
   grad = jax.jit(jax.value_and_grad(train_loss))
@@ -201,10 +202,10 @@ def dcjax_train_row(kind: str, model, size: Size, batch: int, images: np.ndarray
   # epochs only shapes the learning-rate schedule; batch_size sets the step's batch.
   recipe = protocols.resolve(kind, dict(batch_size=batch, epochs=epochs + warmup_epochs(size)))
   mean, std = (0.5,) * size.channels, (0.5,) * size.channels
-  student = train.Student(model, recipe, augment.get_augmentation(recipe["augment"]), mean, std,
-                          mesh, teacher=model if recipe["labels"] == "teacher" else None)
+  student = train.Student(model, recipe, augment.get_augmentation(recipe.augment), mean, std,
+                          mesh, teacher=model if recipe.labels == "teacher" else None)
   n = len(labels)
-  assert train.batch_plan(n, batch, mesh.shape["data"]) == (batch, size.steps_per_epoch)
+  assert training.batch_plan(n, batch, mesh.shape["data"]) == (batch, size.steps_per_epoch)
   k_init, k_teacher, k_train = jax.random.split(jax.random.key(0), 3)
   state, _ = student.init(k_init, n, images.shape[1:])
   run_epoch = student.train_epoch_fn(n)
@@ -241,7 +242,7 @@ def dcjax_scoring_row(model, size: Size, batch: int, images: np.ndarray, mesh) -
   variables = jax.device_put(
       model.init(jax.random.key(0), jnp.zeros((1, *images.shape[1:])), train=False),
       NamedSharding(mesh, P()))
-  score = jax.jit(lambda v, x: model.apply(v, train.normalise(x, mean, std), train=False))
+  score = jax.jit(lambda v, x: model.apply(v, training.normalise(x, mean, std), train=False))
   x = jax.device_put(images[:batch], NamedSharding(mesh, P("data")))
   for _ in range(WARMUP_STEPS):  # the first compiles
     jax.block_until_ready(score(variables, x))

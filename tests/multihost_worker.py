@@ -65,7 +65,7 @@ def main(argv):
   recipe = protocols.resolve("small_data", dict(batch_size=16, epochs=1))
   student = train.Student(models.get_model("convnet", num_classes, 16, width=8, depth=2,
                                            norm="batch"),
-                          recipe, augment.get_augmentation(recipe["augment"]), mean, std, mesh)
+                          recipe, augment.get_augmentation(recipe.augment), mean, std, mesh)
   # Checkpointed into one directory shared by the processes (orbax writes it collectively),
   # then "resumed" from its last checkpoint: nothing left to train, the saved state comes back.
   ckpt_dir = out + ".checkpoints"

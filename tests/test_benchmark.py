@@ -265,11 +265,13 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
   src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
   scores, _ = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
                                     n=len(src))
-  for img, lab, entry in zip(images, labels, manifest["files"]):
+  for lab, entry in zip(labels, manifest["files"]):
     idx = entry["source_indices"]
     assert len(idx) == 4 and all(src.labels[i] == lab for i in idx)
-    originals = np.stack([src[i]["image"] for i in idx])
-    np.testing.assert_array_equal(img, np.asarray(combine.tile(originals, 2))[0])
+  # Tiled as the runner tiles (one batch: XLA:CPU may round a .5 differently at another batch
+  # size, so a group tiled alone can differ by 1 in a pixel).
+  originals = np.stack([src[i]["image"] for e in manifest["files"] for i in e["source_indices"]])
+  np.testing.assert_array_equal(images, np.asarray(combine.tile(originals, 2)))
   for cls in range(4):
     members = np.flatnonzero(src.labels == cls)
     easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:8]]

@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from dcjax import training
 from dcjax import dynamics, models, protocols, scores, train
 from dcjax.errors import UserError
 
@@ -97,7 +98,7 @@ def test_single_model_el2n_is_scores_el2n_of_its_eval_logits():
   assert jax.tree.leaves(variables)[0].shape[0] == 1
   single = jax.tree.map(lambda a: a[0], variables)
   model = models.get_model("convnet", K, 8, width=4, depth=1)
-  logits = model.apply(single, train.normalise(images, MEAN, STD), train=False)
+  logits = model.apply(single, training.normalise(images, MEAN, STD), train=False)
   np.testing.assert_allclose(out["el2n"], scores.el2n(logits, labels), rtol=1e-5, atol=1e-6)
 
 

@@ -16,6 +16,7 @@ import optax
 import pytest
 from jax.sharding import AxisType
 
+from dcjax import training
 from dcjax import augment, models, protocols, train
 
 pytestmark = pytest.mark.gpu
@@ -50,7 +51,7 @@ def _finite(tree) -> bool:
 def _ce(model, x, y, batch_stats=None):
   """The train-mode cross-entropy of `model` on (x, y) as a function of its parameters."""
   def loss(params):
-    logits, _ = train.apply_train_mode(model, params, batch_stats or {}, x, jnp.ones(x.shape[0]))
+    logits, _ = training.apply_train_mode(model, params, batch_stats or {}, x, jnp.ones(x.shape[0]))
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
   return loss
 
@@ -121,11 +122,11 @@ def _train_on(device, model, images, labels):
   matmuls and convolutions (no TF32 on the GPU); returns (host variables, stats, logits of the
   first 16 images)."""
   recipe = protocols.resolve("small_data", dict(batch_size=32, epochs=3))
-  student = train.Student(model, recipe, augment.get_augmentation(recipe["augment"]), MEAN, STD,
+  student = train.Student(model, recipe, augment.get_augmentation(recipe.augment), MEAN, STD,
                           _mesh(device))
   with jax.default_device(device), jax.default_matmul_precision("highest"):
     variables, stats = train.train_student(student, images, labels, seed=0, progress=False)
-    logits = model.apply(variables, train.normalise(jnp.asarray(images[:16]), MEAN, STD),
+    logits = model.apply(variables, training.normalise(jnp.asarray(images[:16]), MEAN, STD),
                          train=False)
   return jax.device_get(variables), stats, np.asarray(logits)
 
@@ -153,7 +154,7 @@ def test_convnet3_float32_small_data_epoch_on_gpu():
   model = models.get_model("convnet", 10, 28)
   images, labels = _images(300, 28, 1)
   recipe = protocols.resolve("small_data", dict(epochs=1))
-  student = train.Student(model, recipe, augment.get_augmentation(recipe["augment"]),
+  student = train.Student(model, recipe, augment.get_augmentation(recipe.augment),
                           (0.2861,), (0.3530,), train.make_mesh(1))
   variables, stats = train.train_student(student, images, labels, seed=0, progress=False)
   assert np.isfinite(stats["final_loss"]) and stats["images_per_second"] > 0

@@ -1,6 +1,7 @@
 """Tests for dcjax.protocols and dcjax.train: recipes, schedules, optimisers, the batch plan,
 sharded student training (1 vs 8 simulated devices), determinism and evaluation."""
 
+import dataclasses
 import math
 
 import flax.linen as nn
@@ -10,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from dcjax import training
 from dcjax import augment, models, protocols, train
 from dcjax.errors import UserError
 
@@ -32,33 +34,51 @@ def tree_equal(a, b) -> bool:
 def test_resolve_returns_the_preset_with_its_name():
   for name, preset in protocols.PROTOCOLS.items():
     recipe = protocols.resolve(name)
-    assert recipe == dict(preset, protocol=name)
-    assert recipe is not preset
+    assert recipe.to_dict() == dict(preset, protocol=name)
+    assert recipe.protocol == name
+
+
+def test_recipe_is_frozen_and_checked_on_construction():
+  recipe = protocols.resolve("hard")
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    recipe.lr = 0.5
+  with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
+    recipe.replace(optimizer="adam")
+  assert recipe.replace(lr=0.5).lr == 0.5 and recipe.lr == 1e-3
 
 
 def test_resolve_applies_only_non_none_known_overrides():
   before = dict(protocols.PROTOCOLS["small_data"])
   recipe = protocols.resolve("small_data", {"lr": 0.5, "epochs": None, "batch_size": 32,
                                             "not_a_field": 1, "augment": "none"})
-  assert recipe["lr"] == 0.5 and recipe["batch_size"] == 32 and recipe["augment"] == "none"
-  assert recipe["epochs"] == before["epochs"] == 300  # None leaves the preset's value
-  assert "not_a_field" not in recipe
+  assert recipe.lr == 0.5 and recipe.batch_size == 32 and recipe.augment == "none"
+  assert recipe.epochs == before["epochs"] == 300  # None leaves the preset's value
+  assert "not_a_field" not in recipe.to_dict()
   assert protocols.PROTOCOLS["small_data"] == before  # the preset itself is untouched
 
 
 @pytest.mark.parametrize("overrides,match", [
     ({"optimizer": "adam"}, "unknown optimizer 'adam'; known: adamw, sgd"),
     ({"schedule": "linear"}, "unknown schedule 'linear'"),
-    ({"epochs": 0}, "eval.epochs must be >= 1, got 0"),
-    ({"batch_size": -1}, "eval.batch_size must be >= 1, got -1"),
+    ({"epochs": 0}, "epochs must be an integer >= 1, got 0"),
+    ({"batch_size": -1}, "batch_size must be an integer >= 1, got -1"),
+    ({"lr": 0.0}, "lr must be a finite number > 0, got 0.0"),
+    ({"lr": -1e-3}, "lr must be a finite number > 0"),
+    ({"lr": float("nan")}, "lr must be a finite number > 0, got nan"),
+    ({"weight_decay": -0.1}, "weight_decay must be a finite number >= 0"),
+    ({"momentum": 1.0}, "momentum must be a finite number in"),
+    ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+    ({"augment": "dsaa"}, "unknown augmentation 'dsaa'"),
+    ({"mixing": "cutmx"}, "unknown mixing 'cutmx'"),
+    ({"labels": "soft"}, "unknown label source 'soft'"),
 ])
 def test_resolve_rejects_bad_overrides(overrides, match):
-  with pytest.raises(UserError, match=match):
+  with pytest.raises(ValueError, match=match):
     protocols.resolve("hard", overrides)
 
 
 def test_resolve_unknown_protocol_lists_known_ones():
-  with pytest.raises(UserError, match="unknown protocol 'easy'") as e:
+  with pytest.raises(ValueError, match="unknown protocol 'easy'") as e:
     protocols.resolve("easy")
   for name in protocols.PROTOCOLS:
     assert name in str(e.value)
@@ -69,8 +89,8 @@ def test_resolve_unknown_protocol_lists_known_ones():
 
 
 def test_lr_cosine_epoch():
-  recipe = dict(lr=0.1, epochs=10, schedule="cosine_epoch")
-  lrs = [float(train.lr_at_epoch(recipe, e)) for e in range(10)]
+  recipe = protocols.resolve("hard", dict(lr=0.1, epochs=10, schedule="cosine_epoch"))
+  lrs = [float(training.lr_at_epoch(recipe, e)) for e in range(10)]
   assert lrs[0] == pytest.approx(0.1, rel=1e-6)
   assert lrs[5] == pytest.approx(0.05, rel=1e-6)
   assert lrs[9] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 0.9)), rel=1e-5)
@@ -80,15 +100,15 @@ def test_lr_cosine_epoch():
 
 @pytest.mark.parametrize("epochs", [10, 7])
 def test_lr_step_half(epochs):
-  recipe = dict(lr=0.2, epochs=epochs, schedule="step_half")
+  recipe = protocols.resolve("hard", dict(lr=0.2, epochs=epochs, schedule="step_half"))
   for e in range(epochs):
     want = 0.2 if e < epochs // 2 else 0.02
-    assert float(train.lr_at_epoch(recipe, e)) == pytest.approx(want, rel=1e-6), e
+    assert float(training.lr_at_epoch(recipe, e)) == pytest.approx(want, rel=1e-6), e
 
 
 def test_lr_constant():
-  recipe = dict(lr=0.3, epochs=4, schedule="constant")
-  assert [float(train.lr_at_epoch(recipe, e)) for e in range(4)] == pytest.approx([0.3] * 4)
+  recipe = protocols.resolve("hard", dict(lr=0.3, epochs=4, schedule="constant"))
+  assert [float(training.lr_at_epoch(recipe, e)) for e in range(4)] == pytest.approx([0.3] * 4)
 
 
 def toy_params():
@@ -101,9 +121,9 @@ def zero_grads(params):
 
 
 def test_adamw_decays_only_matrices_and_steps_the_schedule_per_epoch():
-  recipe = dict(optimizer="adamw", lr=0.1, weight_decay=0.01, momentum=0.9,
-                schedule="cosine_epoch", epochs=2)
-  tx = train.make_optimizer(recipe, steps_per_epoch=3)
+  recipe = protocols.resolve("hard", dict(optimizer="adamw", lr=0.1, weight_decay=0.01,
+                                          momentum=0.9, schedule="cosine_epoch", epochs=2))
+  tx = training.make_optimizer(recipe, steps_per_epoch=3)
   params = toy_params()
   opt_state = tx.init(params)
   kernel = 2.0
@@ -119,9 +139,9 @@ def test_adamw_decays_only_matrices_and_steps_the_schedule_per_epoch():
 
 
 def test_sgd_couples_decay_into_every_parameter_with_torch_momentum():
-  recipe = dict(optimizer="sgd", lr=0.1, weight_decay=0.05, momentum=0.9, schedule="constant",
-                epochs=5)
-  tx = train.make_optimizer(recipe, steps_per_epoch=2)
+  recipe = protocols.resolve("hard", dict(optimizer="sgd", lr=0.1, weight_decay=0.05,
+                                          momentum=0.9, schedule="constant", epochs=5))
+  tx = training.make_optimizer(recipe, steps_per_epoch=2)
   params = toy_params()
   opt_state = tx.init(params)
   rng = np.random.default_rng(0)
@@ -138,7 +158,7 @@ def test_sgd_couples_decay_into_every_parameter_with_torch_momentum():
     params = optax.apply_updates(params, updates)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5), params, p_ref)
   # Zero gradient: coupled decay still moves every parameter, 1-D ones included.
-  tx = train.make_optimizer(recipe, steps_per_epoch=2)
+  tx = training.make_optimizer(recipe, steps_per_epoch=2)
   p0 = toy_params()
   updates, _ = tx.update(zero_grads(p0), tx.init(p0), p0)
   jax.tree.map(lambda u, p: np.testing.assert_allclose(u, -0.1 * 0.05 * p, rtol=1e-6), updates, p0)
@@ -157,14 +177,14 @@ def test_sgd_couples_decay_into_every_parameter_with_torch_momentum():
     (5, 16, 8, (8, 1)),
 ])
 def test_batch_plan_examples(n, b, d, want):
-  assert train.batch_plan(n, b, d) == want
+  assert training.batch_plan(n, b, d) == want
 
 
 def test_batch_plan_properties():
   for n in (1, 7, 64, 100, 129):
     for b in (1, 8, 32, 256):
       for d in (1, 3, 8):
-        batch, steps = train.batch_plan(n, b, d)
+        batch, steps = training.batch_plan(n, b, d)
         real = min(n, b)
         assert batch % d == 0 and real <= batch < real + d
         assert (steps - 1) * real < n <= steps * real
@@ -205,7 +225,7 @@ def make_student(num_devices, norm="instance", aug="none", num_classes=4, **over
   recipe = protocols.resolve("small_data", dict(dict(augment=aug, batch_size=16, epochs=1),
                                                 **overrides))
   model = models.get_model("convnet", num_classes, 16, width=8, norm=norm)
-  return train.Student(model, recipe, augment.get_augmentation(recipe["augment"]), MEAN, STD,
+  return train.Student(model, recipe, augment.get_augmentation(recipe.augment), MEAN, STD,
                        train.make_mesh(num_devices))
 
 
