@@ -5,7 +5,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dcjax import benchmark, distributed
+from dcjax import benchmark
+from dcjax.runners import distributed
 from dcjax.errors import UserError
 
 JOBS = {"benchmark": benchmark.run}

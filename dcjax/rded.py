@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from dcjax import combine, scores, select, sources, training
+from dcjax import combine, scores, select, training
+from dcjax.data import sources
 from dcjax.augment import sample_rrc_boxes
 from dcjax.errors import UserError
 

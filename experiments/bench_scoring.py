@@ -65,8 +65,11 @@ import numpy as np  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
 from dcjax import protocols, training  # noqa: E402
-from dcjax import benchmark, dynamics, methods, models, select, sources, train  # noqa: E402
-from dcjax.files import write_json_atomic  # noqa: E402
+from dcjax import benchmark, models, select, train  # noqa: E402
+from dcjax.runners import dynamics
+from dcjax.benchmark import methods
+from dcjax.data import sources
+from dcjax.data.files import write_json_atomic  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167  # the "1.28M"
 MIB = 2**20
@@ -421,7 +424,7 @@ def stability(size: Size, strong: dict, cache_dir: str, compute_cheap: bool,
 
   def get(c, wait_s: float):
     sc = methods.scores_config(c.scores, images.shape[1:], mean, std)
-    from dcjax import scorefile
+    from dcjax.data import scorefile
     path = scorefile.score_path(cache_dir, c.dataset, "train", sc)
     deadline = time.time() + wait_s
     while not os.path.exists(path) and not c.scores.allow_compute and time.time() < deadline:
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
                        ("num_models", args.strong_models)):
       if value is not None:
         strong[key] = value
-    from dcjax.files import cache_dir
+    from dcjax.data.files import cache_dir
     result = stability(size, strong, args.cache_dir or cache_dir("scores"),
                        args.compute_cheap or args.size == "ci", args.wait_cheap)
   info["loadavg_end"] = list(os.getloadavg())

@@ -54,8 +54,9 @@ import optax  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from dcjax import training
-from dcjax import augment, models, protocols, sources, train  # noqa: E402
-from dcjax.files import write_json_atomic  # noqa: E402
+from dcjax import augment, models, protocols, train  # noqa: E402
+from dcjax.data import sources
+from dcjax.data.files import write_json_atomic  # noqa: E402
 
 KINDS = ("scoring", "hard", "soft")
 # Untimed steps before timing, at least one epoch: JAX compiles in its first step, but torch's

@@ -16,7 +16,7 @@ import sys
 import ml_collections
 import numpy as np
 
-from dcjax import distributed
+from dcjax.runners import distributed
 
 
 def main(argv):
@@ -32,7 +32,9 @@ def main(argv):
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
   # pylint: disable-next=g-import-not-at-top
-  from dcjax import augment, dynamics, models, protocols, sources, train
+  from dcjax import augment, models, protocols, train
+  from dcjax.runners import dynamics
+  from dcjax.data import sources
 
   mean, std = (0.5,), (0.25,)
   rng = np.random.default_rng(0)

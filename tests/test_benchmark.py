@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcjax import benchmark, sources, store
+from dcjax import benchmark
+from dcjax.data import sources, store
 from dcjax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -215,7 +216,7 @@ def test_score_and_feature_methods_end_to_end(tmp_path, method):
 
 
 def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
-  from dcjax import scorefile
+  from dcjax.data import scorefile
   c = tiny_config(method="el2n_easy", ipc=2, **{
       "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
       "scores.model_kwargs.width": 4, "eval.epochs": 1})
@@ -240,7 +241,8 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
   """configs/pca.py on tiny data: k*k*ipc easiest images per class are selected, tiled 2x2 in
   easy-first order, and trained with the tile-constrained crop."""
   from configs import pca
-  from dcjax import combine, scorefile
+  from dcjax import combine
+  from dcjax.data import scorefile
   c = pca.get_config()
   base = tiny_config()
   c.dataset, c.progress = "synthetic", False

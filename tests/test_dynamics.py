@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from dcjax import training
-from dcjax import dynamics, models, protocols, scores, train
+from dcjax import models, protocols, scores, train
+from dcjax.runners import dynamics
 from dcjax.errors import UserError
 
 MEAN, STD = (0.5,), (0.25,)

@@ -104,7 +104,7 @@ def test_imagenet_pca_scores_at_64px_with_a_decode_once_cache(tmp_path):
   cached = sorted(os.listdir(root / ".dcjax-cache"))
   assert any(name.endswith("-train-64.npz") for name in cached), cached
   assert any(name.endswith("-test-224.npz") for name in cached), cached
-  from dcjax import scorefile, sources
+  from dcjax.data import scorefile, sources
   train = sources.open_source(f"folder:{root}", "train")
   _, meta = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(train), n=12)
   assert meta["score_config"]["image_shape"] == [64, 64, 3]

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from dcjax import distributed
+from dcjax.runners import distributed
 
 WORKER = os.path.join(os.path.dirname(__file__), "multihost_worker.py")
 TIMEOUT_S = 300

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcjax import benchmark, combine, rded, sources, store
+from dcjax import benchmark, combine, rded
+from dcjax.data import sources, store
 from dcjax.errors import UserError
 from test_benchmark import tiny_config
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dcjax import report
+from dcjax.benchmark import report
 from dcjax.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -113,7 +113,7 @@ def test_nan_loss_stops_with_seed_and_epoch_and_keeps_last_good_checkpoint(tmp_p
 
 
 def test_tensorboard_events_are_written(tmp_path):
-  from dcjax import tensorboard
+  from dcjax.runners import tensorboard
   work = tmp_path / "w"
   benchmark.run(tiny_config(), str(work))
   d = work / "tensorboard" / "seed_0"

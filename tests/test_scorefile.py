@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import dcjax
-from dcjax import scorefile
+from dcjax.data import scorefile
 from dcjax.errors import UserError
 
 FP = "f" * 64

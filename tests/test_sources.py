@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcjax import sources
+from dcjax.data import sources
 from dcjax.errors import UserError
 
 # --- helpers ------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from dcjax import benchmark, sources, splits, store
+from dcjax import benchmark
+from dcjax.data import sources, splits, store
 from dcjax.errors import UserError
 from test_benchmark import tiny_config
 
@@ -63,7 +64,7 @@ def test_validation_mode_reads_its_rows_of_the_whole_splits_scores(tmp_path):
   val = benchmark.run(tiny_config(**overrides, **{"data.validation_per_class": 5}),
                       str(tmp_path / "val"))
   assert val["score_file"] == full["score_file"]  # one score run serves both
-  from dcjax import scorefile
+  from dcjax.data import scorefile
   base = benchmark.open_splits(tiny_config())[0]
   scores, _ = scorefile.load_scores(full["score_file"], fingerprint=sources.fingerprint(base),
                                     n=len(base))

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import dcjax
-from dcjax import store
+from dcjax.data import store
 from dcjax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -498,7 +498,7 @@ def test_killed_process_between_renames(old_set):
   path, old_images, old_labels = old_set
   script = textwrap.dedent(f"""
       import os, numpy as np
-      from dcjax import store
+      from dcjax.data import store
       real = store._rename
       def rename(src, dst):
           real(src, dst)

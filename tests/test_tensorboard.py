@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from dcjax import tensorboard as tb
+from dcjax.runners import tensorboard as tb
 from dcjax.errors import UserError
 
 

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dcjax import benchmark, torch_import
+from dcjax import benchmark
+from dcjax.data import torch_import
 from dcjax.errors import UserError
 from test_benchmark import tiny_config
 

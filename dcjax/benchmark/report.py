@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from numbers import Real
 from typing import Any
 
-from dcjax import results as results_schema
+from dcjax.benchmark import results as results_schema
 from dcjax.errors import UserError
 
 RESULTS = results_schema.FILENAME  # the name dcjax.benchmark writes

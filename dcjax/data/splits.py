@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from dcjax.errors import UserError
-from dcjax.sources import Source
+from dcjax.data.sources import Source
 
 
 class SubsetSource(Source):

@@ -22,10 +22,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import augment, models, protocols, sources, torch_import, train
-from dcjax.checkpoint import Checkpointer
+from dcjax import augment, models, protocols
+from dcjax.data import sources, torch_import
+from dcjax.runners import student as train
+from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
-from dcjax.files import cache_dir, write_json_atomic
+from dcjax.data.files import cache_dir, write_json_atomic
 
 
 def default_cache_dir() -> str:

@@ -17,10 +17,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import (augment, dynamics, models, protocols, scorefile, select, sources, splits,
-                   train, training)
+from dcjax import augment, models, protocols, select, training
+from dcjax.runners import dynamics, student as train
+from dcjax.data import scorefile, sources, splits
 from dcjax.errors import UserError, unknown_name
-from dcjax.files import cache_dir
+from dcjax.data.files import cache_dir
 
 # name -> (score, rule). 'aum' is higher-is-easier, so it is negated into a difficulty first.
 SCORE_METHODS: dict[str, tuple[str, str]] = {

@@ -23,12 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 
 import dcjax
-from dcjax import (augment, combine, methods, models, protocols, select, sources, splits,
-                   store, tensorboard, train)
-from dcjax import teacher as teacher_lib
+from dcjax import augment, combine, models, protocols, select
+from dcjax.benchmark import methods
+from dcjax.data import sources, splits, store
+from dcjax.runners import tensorboard, student as train
+from dcjax.runners import teacher as teacher_lib
 from dcjax import rded
-from dcjax import results as results_schema
-from dcjax.files import write_json_atomic
+from dcjax.benchmark import results as results_schema
+from dcjax.data.files import write_json_atomic
 from dcjax.errors import UserError, unknown_name
 
 RESULTS = results_schema.FILENAME

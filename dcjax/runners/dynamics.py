@@ -41,13 +41,13 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
-from dcjax import distributed
+from dcjax.runners import distributed
 from dcjax import scores as S
 from dcjax.augment import get_augmentation
-from dcjax.checkpoint import Checkpointer
+from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
 from dcjax.protocols import Recipe
-from dcjax.train import make_mesh
+from dcjax.runners.student import make_mesh
 from dcjax.training import (Step, TrainState, batch_plan, init_state, make_optimizer, normalise,
                             pad_batch, plan_epoch, train_step)
 
