@@ -6,6 +6,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from dcjax import benchmark
+from dcjax.benchmark import config_args
 from dcjax.runners import distributed
 from dcjax.errors import UserError
 
@@ -23,7 +24,8 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)  # keep JAX's backend-probing INFO lines out of the way
   config = _CONFIG.value
   try:
-    distributed.initialize(config)  # before any JAX computation; a no-op for one process
+    # Before any JAX computation; a no-op for one process.
+    distributed.initialize(**config_args.distributed_args(config))
     if config.job not in JOBS:
       raise UserError(f"unknown job {config.job!r}; known: {', '.join(JOBS)}")
     JOBS[config.job](config, _WORKDIR.value)

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from dcjax.combine import tile_bounds
-from dcjax.errors import UserError, unknown_name
+from dcjax.errors import unknown
 
 Array = jax.Array
 
@@ -196,7 +196,7 @@ def get_augmentation(name: str, tiles: int = 1,
   'tile_crop'."""
   scale = (0.08, 1.0) if crop_scale is None else tuple(float(v) for v in crop_scale)
   if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-    raise UserError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+    raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
   if name == "tile_crop":
     return make_tile_crop(tiles, scale=scale)
   if name == "tile_dsa":
@@ -210,7 +210,7 @@ def get_augmentation(name: str, tiles: int = 1,
   if name == "rrc_flip" and crop_scale is not None:
     return functools.partial(_rrc_flip, scale=scale)
   if name not in AUGMENTATIONS:
-    raise unknown_name("augmentation", name, (*AUGMENTATIONS, "tile_crop", "tile_dsa"))
+    raise unknown("augmentation", name, (*AUGMENTATIONS, "tile_crop", "tile_dsa"))
   return AUGMENTATIONS[name]
 
 
@@ -235,11 +235,11 @@ def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
   every image then selected (up to 4x the resize work).
   """
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-    raise UserError(f"tile_crop k must be a positive integer, got {k!r}")
+    raise ValueError(f"tile_crop k must be a positive integer, got {k!r}")
   if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-    raise UserError(f"tile_crop size must be a positive integer, got {size!r}")
+    raise ValueError(f"tile_crop size must be a positive integer, got {size!r}")
   if images.ndim != 4:
-    raise UserError(f"tile_crop expects images [N, H, W, C], got shape {tuple(images.shape)}")
+    raise ValueError(f"tile_crop expects images [N, H, W, C], got shape {tuple(images.shape)}")
   n, height, width, channels = images.shape
   ys, xs = tile_bounds(height, k), tile_bounds(width, k)
   k_crop, k_flip = jax.random.split(key)
@@ -278,7 +278,7 @@ def make_tile_crop(k: int, size: int | None = None, scale=(0.08, 1.0),
   """`tile_crop` with k fixed, as a `(key, images [N, H, W, C]) -> [N, size, size, C]`
   augmentation for the training runner; size None crops back to the input height H."""
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-    raise UserError(f"tile_crop k must be a positive integer, got {k!r}")
+    raise ValueError(f"tile_crop k must be a positive integer, got {k!r}")
 
   def tile_crop_k(key: Array, images: Array) -> Array:
     return tile_crop(key, images, k, images.shape[1] if size is None else size, scale, ratio)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax.errors import UserError
 
 Array = jax.Array
 
@@ -20,7 +19,7 @@ Array = jax.Array
 def _check_k(k) -> int:
   # bool is an int subclass; k=True would silently mean 1.
   if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-    raise UserError(f"tile grid k must be a positive integer, got {k!r}")
+    raise ValueError(f"tile grid k must be a positive integer, got {k!r}")
   return int(k)
 
 
@@ -34,15 +33,15 @@ def tile_bounds(size: int, k: int) -> list[tuple[int, int]]:
   """
   k = _check_k(k)
   if size < k:
-    raise UserError(f"cannot tile {size} pixels into {k} tiles; use k <= {size}")
+    raise ValueError(f"cannot tile {size} pixels into {k} tiles; use k <= {size}")
   edge = [(2 * i * size + k) // (2 * k) for i in range(k + 1)]  # floor(i*size/k + 1/2)
   return [(edge[i], edge[i + 1]) for i in range(k)]
 
 
 def _check_groups(n: int, k: int, what: str) -> int:
-  """The number of k²-groups in n items; UserError if n is not a multiple of k²."""
+  """The number of k²-groups in n items; ValueError if n is not a multiple of k²."""
   if n % (k * k):
-    raise UserError(f"cannot tile {n} {what} with k={k}: need a multiple of k*k={k * k} "
+    raise ValueError(f"cannot tile {n} {what} with k={k}: need a multiple of k*k={k * k} "
                     f"(per class), got {n % (k * k)} left over")
   return n // (k * k)
 
@@ -58,7 +57,7 @@ def tile(images: Array, k: int) -> Array:
   """
   k = _check_k(k)
   if images.ndim != 4:
-    raise UserError(f"tile expects images [N, H, W, C], got shape {tuple(images.shape)}")
+    raise ValueError(f"tile expects images [N, H, W, C], got shape {tuple(images.shape)}")
   n, height, width, channels = images.shape
   groups = _check_groups(n, k, "images")
   ys, xs = tile_bounds(height, k), tile_bounds(width, k)
@@ -84,20 +83,20 @@ def tile(images: Array, k: int) -> Array:
 
 
 def tile_labels(labels, k: int):
-  """Labels [N, ...] -> [N / k², ...]: the one class behind each tiled image.
-
-  For concrete labels, checks on the host that every group of k² consecutive labels is a single
-  class (UserError naming the first mixed group) and returns a numpy array. Traced labels (inside
-  jit) cannot be checked and simply give each group's first label.
-  """
+  """Labels [N, ...] -> [N / k², ...]: the first label of every group of k² consecutive items,
+  i.e. the one class behind each tiled image (pure; check groups with `check_tile_labels`)."""
   k = _check_k(k)
-  try:
-    host = np.asarray(labels)
-  except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
-    groups = _check_groups(labels.shape[0], k, "labels")
-    return labels.reshape(groups, k * k, *labels.shape[1:])[:, 0]
+  groups = _check_groups(labels.shape[0], k, "labels")
+  return labels.reshape(groups, k * k, *labels.shape[1:])[:, 0]
+
+
+def check_tile_labels(labels, k: int) -> None:
+  """ValueError unless every group of k² consecutive labels (host values) is one class,
+  naming the first mixed group."""
+  k = _check_k(k)
+  host = np.asarray(labels)
   if host.ndim < 1:
-    raise UserError(f"tile_labels expects labels [N], got shape {host.shape}")
+    raise ValueError(f"tile_labels expects labels [N], got shape {host.shape}")
   groups = _check_groups(host.shape[0], k, "labels")
   grouped = host.reshape(groups, k * k, *host.shape[1:])
   same = (grouped == grouped[:, :1]).reshape(groups, -1).all(axis=1)
@@ -105,14 +104,13 @@ def tile_labels(labels, k: int):
     g = int(np.argmin(same))
     classes = sorted({str(v) for v in grouped[g].reshape(k * k, -1).tolist()}) if host.ndim > 1 \
         else sorted(set(grouped[g].tolist()))
-    raise UserError(f"tile group {g} (items {g * k * k}-{(g + 1) * k * k - 1}) mixes classes "
-                    f"{classes}; each k*k={k * k} consecutive images must share one class")
-  return grouped[:, 0]
+    raise ValueError(f"tile group {g} (items {g * k * k}-{(g + 1) * k * k - 1}) mixes classes "
+                     f"{classes}; each k*k={k * k} consecutive images must share one class")
 
 
 def tile_sources(indices, k: int) -> list[list[int]]:
   """Source indices [N] -> the k² indices behind each tiled image, in tile order (row-major),
-  for the manifest. UserError if N is not a multiple of k²."""
+  for the manifest. ValueError if N is not a multiple of k²."""
   k = _check_k(k)
   flat = np.asarray(indices).reshape(-1)
   groups = _check_groups(flat.shape[0], k, "indices")

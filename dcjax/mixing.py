@@ -18,7 +18,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dcjax.errors import UserError, unknown_name
+from dcjax.errors import unknown
 
 Array = jax.Array
 Mixing = Callable[[Array, Array, Array], tuple[Array, Array]]
@@ -51,15 +51,15 @@ class MixUpDraw(NamedTuple):
 def _check(images: Array, targets: Array) -> None:
   # Shapes are static, so this runs once at trace time and costs nothing under jit.
   if images.ndim != 4:
-    raise UserError(f"mixing expects images [B, H, W, C], got shape {tuple(images.shape)}")
+    raise ValueError(f"mixing expects images [B, H, W, C], got shape {tuple(images.shape)}")
   if targets.ndim != 2 or targets.shape[0] != images.shape[0]:
-    raise UserError(f"mixing expects targets [B, K] with B={images.shape[0]}, "
+    raise ValueError(f"mixing expects targets [B, K] with B={images.shape[0]}, "
                     f"got shape {tuple(targets.shape)}; one-hot encode integer labels first")
 
 
 def _check_alpha(alpha: float) -> None:
   if not alpha >= 0:  # also rejects NaN
-    raise UserError(f"mixing alpha must be >= 0 (0 turns mixing off), got {alpha}")
+    raise ValueError(f"mixing alpha must be >= 0 (0 turns mixing off), got {alpha}")
 
 
 def _sample_lam(key: Array, alpha: float) -> Array:
@@ -172,7 +172,7 @@ def cutout(key: Array, images: Array, targets: Array, size_ratio: float = 0.5
   """
   _check(images, targets)
   if not 0 <= size_ratio <= 1:
-    raise UserError(f"cutout size_ratio must be in [0, 1], got {size_ratio}")
+    raise ValueError(f"cutout size_ratio must be in [0, 1], got {size_ratio}")
   b, h, w = images.shape[:3]
   half = round(size_ratio * min(h, w)) // 2
   k_y, k_x = jax.random.split(key)
@@ -203,5 +203,5 @@ def get_mixing(name: str) -> Mixing:
   """A pure `(key, images [B,H,W,C], targets [B,K]) -> (images, targets)` by name, with the
   default hyper-parameters (use `functools.partial` on the function for others)."""
   if name not in MIXINGS:
-    raise unknown_name("mixing", name, MIXINGS)
+    raise unknown("mixing", name, MIXINGS)
   return MIXINGS[name]

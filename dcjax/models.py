@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from dcjax import layers
-from dcjax.errors import unknown_name
+from dcjax.errors import unknown
 
 # torchvision initialises convolutions with kaiming-normal (fan_out, relu).
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -521,7 +521,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def get_model(name: str, num_classes: int, image_size: int, **kwargs) -> nn.Module:
   """The model called `name` for `num_classes` classes and `image_size` px inputs."""
   if name not in MODELS:
-    raise unknown_name("model", name, MODELS)
+    raise unknown("model", name, MODELS)
   return MODELS[name](num_classes, image_size, **kwargs)
 
 

@@ -6,7 +6,7 @@ RandomResizedCrops from each (resized back to the full image size), score every 
 observer's cross-entropy of the true class (lower = more realistic), keep each image's best
 crop, keep the k²·ipc best crops of the class, and tile them k x k (`dcjax.combine.tile`) into
 ipc stored images. The observer is any `(variables, images uint8 [B, H, W, C]) -> logits`; the
-benchmark uses the soft-label teacher of `config.teacher`.
+benchmark uses its soft-label teacher.
 
 Differences from the released code (LINs-lab/RDED), chosen by the benchmark config: crops are
 scored at the full resolution (the released code scores a patch of 1/k the size zero-padded to
@@ -27,9 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dcjax import combine, scores, select, training
-from dcjax.data import sources
 from dcjax.augment import sample_rrc_boxes
-from dcjax.errors import UserError
 
 Array = jax.Array
 # (variables, images uint8 [B, H, W, C]) -> logits [B, num_classes]
@@ -100,28 +98,28 @@ def tile_order(losses: Array, ipc: int, k: int) -> Array:
 def check_settings(labels: np.ndarray, num_classes: int, *, ipc: int, k: int,
                    candidates_per_class: int, crops_per_image: int, scale: Sequence[float],
                    ratio: Sequence[float], batch_size: int, class_names=None) -> None:
-  """UserError unless the settings can build ipc stored images per class."""
+  """ValueError unless the settings can build ipc stored images per class."""
   for name, v in (("ipc", ipc), ("combine.k", k), ("rded.candidates_per_class",
                   candidates_per_class), ("rded.crops_per_image", crops_per_image),
                   ("rded.batch_size", batch_size)):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise UserError(f"{name} must be a positive integer, got {v!r}")
+      raise ValueError(f"{name} must be a positive integer, got {v!r}")
   if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
-    raise UserError(f"rded.scale must be (low, high) with 0 < low <= high <= 1, got {scale!r}")
+    raise ValueError(f"rded.scale must be (low, high) with 0 < low <= high <= 1, got {scale!r}")
   if len(ratio) != 2 or not 0 < ratio[0] <= ratio[1]:
-    raise UserError(f"rded.ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
+    raise ValueError(f"rded.ratio must be (low, high) with 0 < low <= high, got {ratio!r}")
   need = k * k * ipc
   if candidates_per_class < need:
-    raise UserError(f"rded.candidates_per_class={candidates_per_class} is smaller than the "
+    raise ValueError(f"rded.candidates_per_class={candidates_per_class} is smaller than the "
                     f"k*k*ipc={k}*{k}*{ipc}={need} crops kept per class; use "
-                    f"--config.rded.candidates_per_class >= {need}")
+                    f"rded.candidates_per_class >= {need}")
   counts = np.bincount(np.asarray(labels), minlength=num_classes)
   smallest = int(counts.argmin())
   if counts[smallest] < candidates_per_class:
     name = f" ({class_names[smallest]})" if class_names else ""
-    raise UserError(f"rded.candidates_per_class={candidates_per_class} is larger than the "
+    raise ValueError(f"rded.candidates_per_class={candidates_per_class} is larger than the "
                     f"smallest class: class {smallest}{name} has {counts[smallest]} examples; "
-                    f"use --config.rded.candidates_per_class <= {counts[smallest]}")
+                    f"use rded.candidates_per_class <= {counts[smallest]}")
 
 
 def sample_candidates(labels: np.ndarray, key: Array, num_classes: int,
@@ -132,28 +130,25 @@ def sample_candidates(labels: np.ndarray, key: Array, num_classes: int,
   return np.asarray(idx).reshape(num_classes, candidates_per_class)
 
 
-def distill(train_src: sources.Source, key: Array, observer: Observer, variables: Any, *,
-            ipc: int, k: int, candidates_per_class: int, crops_per_image: int = 5,
-            scale=(0.5, 1.0), ratio=(1.0, 1.0), batch_size: int = 50,
-            load: dict | None = None, progress: bool = False
+def distill(labels: np.ndarray, load: Callable[[np.ndarray], np.ndarray], key: Array,
+            observer: Observer, variables: Any, *, num_classes: int, ipc: int, k: int,
+            candidates_per_class: int, crops_per_image: int = 5, scale=(0.5, 1.0),
+            ratio=(1.0, 1.0), batch_size: int = 50, class_names=None, progress: bool = False
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """RDED's distilled set of `train_src`.
+  """RDED's distilled set of a training split with `labels` int [N].
 
-  Streams one class at a time (decode its candidates, score their crops in jitted batches of
-  `batch_size` images, padded so the step compiles once, keep the best, tile), so memory holds
-  one class's candidates and the output. `load` is passed to `sources.load_images`.
+  Streams one class at a time (`load(indices)` decodes its candidates uint8 [n, H, W, C]; their
+  crops are scored in jitted batches of `batch_size` images, padded so the step compiles once;
+  the best are kept and tiled), so memory holds one class's candidates and the output.
   Returns (images uint8 [C·ipc, H, W, ch], labels int32 [C·ipc], grouped by class,
   sources int64 [C·ipc, k²]: the source index behind every tile, row-major).
   Deterministic for a given key (candidates and crops), independent of batch_size.
   """
-  num_classes = train_src.num_classes
-  check_settings(train_src.labels, num_classes, ipc=ipc, k=k,
-                 candidates_per_class=candidates_per_class, crops_per_image=crops_per_image,
-                 scale=scale, ratio=ratio, batch_size=batch_size,
-                 class_names=train_src.class_names)
+  check_settings(labels, num_classes, ipc=ipc, k=k, candidates_per_class=candidates_per_class,
+                 crops_per_image=crops_per_image, scale=scale, ratio=ratio,
+                 batch_size=batch_size, class_names=class_names)
   k_cand, k_crop = jax.random.split(key)
-  candidates = sample_candidates(train_src.labels, k_cand, num_classes, candidates_per_class)
-  load = dict(load or {}, progress=False)
+  candidates = sample_candidates(labels, k_cand, num_classes, candidates_per_class)
   step = jax.jit(functools.partial(best_crops, observer, num_crops=crops_per_image,
                                    scale=tuple(scale), ratio=tuple(ratio)))
   order = jax.jit(functools.partial(tile_order, ipc=ipc, k=k))
@@ -161,7 +156,7 @@ def distill(train_src: sources.Source, key: Array, observer: Observer, variables
   for c in tqdm(range(num_classes), desc="rded: crops per class", unit="class",
                 disable=not progress, leave=False):
     idx = candidates[c]
-    images, _ = sources.load_images(train_src, idx, **load)
+    images = load(idx)
     crops, losses = [], []
     for s in range(0, len(idx), batch_size):
       n = min(batch_size, len(idx) - s)
@@ -188,24 +183,3 @@ def teacher_observer(model, mean, std) -> Observer:
     return model.apply(variables, training.normalise(images_u8, mean, std), train=False)
 
   return observe
-
-
-def distill_from_config(config, train_src: sources.Source, teacher: Callable[[], tuple],
-                        mean, std, load: dict, image_shape: tuple
-                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """`distill` with config.rded, config.ipc, config.combine.k and config.seed; the observer is
-  the benchmark's teacher (`teacher()` -> (module, variables, info)), asked for only once the
-  settings and the first candidate image are checked."""
-  r = config.rded
-  kw = dict(ipc=config.ipc, k=config.combine.k, candidates_per_class=r.candidates_per_class,
-            crops_per_image=r.crops_per_image, scale=tuple(r.scale), ratio=tuple(r.ratio),
-            batch_size=r.batch_size)
-  check_settings(train_src.labels, train_src.num_classes, class_names=train_src.class_names,
-                 **kw)
-  first = sources.load_images(train_src, [0], **dict(load, progress=False))[0]
-  if first.shape[1:] != tuple(image_shape):
-    raise UserError(f"train images {first.shape[1:]} and test images {tuple(image_shape)} "
-                    f"differ in shape; set --config.data.image_size")
-  model, variables, _ = teacher()
-  return distill(train_src, jax.random.key(config.seed), teacher_observer(model, mean, std),
-                 variables, load=load, progress=config.progress, **kw)

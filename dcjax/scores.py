@@ -36,7 +36,6 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dcjax.errors import UserError
 
 Array = jax.Array
 ApplyFn = Callable[[Any, Array], Array]
@@ -46,9 +45,9 @@ def _check_logits(logits: Array, labels: Array | None, who: str, batch_axes: int
   # Shapes are static, so these checks run once at trace time and cost nothing under jit.
   want = "[k, B, K]" if batch_axes == 2 else "[B, K]"
   if logits.ndim != batch_axes + 1:
-    raise UserError(f"{who} expects logits {want}, got shape {tuple(logits.shape)}")
+    raise ValueError(f"{who} expects logits {want}, got shape {tuple(logits.shape)}")
   if labels is not None and (labels.ndim != 1 or labels.shape[0] != logits.shape[-2]):
-    raise UserError(f"{who} expects labels [B] with B={logits.shape[-2]} (the logits' rows), "
+    raise ValueError(f"{who} expects labels [B] with B={logits.shape[-2]} (the logits' rows), "
                     f"got shape {tuple(labels.shape)}")
 
 
@@ -117,7 +116,7 @@ def margin(logits: Array, labels: Array) -> Array:
   """
   _check_logits(logits, labels, "margin")
   if logits.shape[-1] < 2:
-    raise UserError(f"margin needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
+    raise ValueError(f"margin needs at least 2 classes, got logits of shape {tuple(logits.shape)}")
   z = logits.astype(jnp.float32)
   is_label = jax.nn.one_hot(labels, z.shape[-1], dtype=jnp.bool_)
   assigned = jnp.sum(jnp.where(is_label, z, 0.0), axis=-1)
@@ -149,7 +148,7 @@ def _subtree(params: Any, path: tuple[str, ...]) -> Any:
     if not isinstance(node, Mapping) or name not in node:
       here = "/".join(path[:i]) or "the top level"
       keys = sorted(node) if isinstance(node, Mapping) else []
-      raise UserError(f"last_layer {'/'.join(path)!r}: no {name!r} under {here}; "
+      raise ValueError(f"last_layer {'/'.join(path)!r}: no {name!r} under {here}; "
                       f"keys there: {', '.join(map(str, keys)) or '(not a mapping)'}")
     node = node[name]
   return node
@@ -196,10 +195,10 @@ def grand(apply_fn: ApplyFn, params: Any, images: Array, labels: Array, *,
     float32 [B], the per-example gradient norms (the global L2 norm over all leaves).
   """
   if images.ndim < 1 or labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-    raise UserError(f"grand expects images [B, ...] and labels [B], got shapes "
+    raise ValueError(f"grand expects images [B, ...] and labels [B], got shapes "
                     f"{tuple(images.shape)} and {tuple(labels.shape)}")
   if chunk is not None and chunk < 1:
-    raise UserError(f"grand: chunk must be >= 1 or None, got {chunk}")
+    raise ValueError(f"grand: chunk must be >= 1 or None, got {chunk}")
   path = tuple(last_layer.split("/")) if last_layer else ()
   wrt = _subtree(params, path)
 
@@ -222,15 +221,15 @@ def grand(apply_fn: ApplyFn, params: Any, images: Array, labels: Array, *,
 def _check_update(indices: Array, logits: Array, labels: Array, who: str) -> None:
   _check_logits(logits, labels, who)
   if indices.shape != labels.shape:
-    raise UserError(f"{who} expects indices [B] with B={labels.shape[0]}, "
+    raise ValueError(f"{who} expects indices [B] with B={labels.shape[0]}, "
                     f"got shape {tuple(indices.shape)}")
   if not jnp.issubdtype(indices.dtype, jnp.integer):
-    raise UserError(f"{who} expects integer indices, got dtype {indices.dtype}")
+    raise ValueError(f"{who} expects integer indices, got dtype {indices.dtype}")
 
 
 def _check_n(n: int, who: str) -> None:
   if int(n) < 0:
-    raise UserError(f"{who}: the number of examples must be >= 0, got {n}")
+    raise ValueError(f"{who}: the number of examples must be >= 0, got {n}")
 
 
 class ForgettingState(NamedTuple):

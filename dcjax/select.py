@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax.errors import UserError, unknown_name
+from dcjax.errors import unknown
 
 RULES = ("easy", "hard", "random")
 
@@ -40,16 +40,9 @@ def class_balanced(scores: jax.Array, labels: jax.Array, key: jax.Array, *, num_
   Returns:
     int32 [num_classes * ipc] source indices; class c occupies [c*ipc, (c+1)*ipc), ordered by
     the rule (easiest first for 'easy'). Every class must hold at least `ipc` examples
-    (check with `check_ipc` first: inside jit a short class cannot raise).
-  Raises:
-    UserError if `scores` are concrete (not traced under an outer jit) and hold NaN, for the
-    rules that read them: a NaN would otherwise sort silently after every real score.
+    (check with `check_ipc` first: inside jit a short class cannot raise). NaN scores would
+    sort after every real score: check them with `check_scores` first.
   """
-  if rule != "random":
-    try:
-      check_scores(scores)
-    except jax.errors.TracerArrayConversionError:
-      pass  # Traced under an outer jit: values are unknown here; the caller checks.
   return _class_balanced(scores, labels, key, num_classes=num_classes, ipc=ipc, rule=rule)
 
 
@@ -65,7 +58,7 @@ def _class_balanced(scores: jax.Array, labels: jax.Array, key: jax.Array, *, num
   elif rule == "hard":
     key_ = -scores.astype(jnp.float32)
   else:
-    raise unknown_name("selection rule", rule, RULES)
+    raise unknown("selection rule", rule, RULES)
   # Sort by (label, rule key, random tie-break): each class becomes one contiguous run.
   order = jnp.lexsort((noise, key_, labels))
   counts = jnp.bincount(labels, length=num_classes)
@@ -75,29 +68,29 @@ def _class_balanced(scores: jax.Array, labels: jax.Array, key: jax.Array, *, num
 
 
 def check_ipc(labels: np.ndarray, num_classes: int, ipc: int, class_names=None) -> None:
-  """Raise UserError unless every class has at least `ipc` (>= 1) examples."""
+  """Raise ValueError unless every class has at least `ipc` (>= 1) examples."""
   if ipc < 1:
-    raise UserError(f"ipc must be >= 1, got {ipc}")
+    raise ValueError(f"ipc must be >= 1, got {ipc}")
   counts = np.bincount(np.asarray(labels), minlength=num_classes)
   smallest = int(counts.argmin())
   if counts[smallest] < ipc:
     name = f" ({class_names[smallest]})" if class_names else ""
-    raise UserError(f"ipc={ipc} is larger than the smallest class: class {smallest}{name} has "
-                    f"{counts[smallest]} examples; use --config.ipc <= {counts[smallest]}")
+    raise ValueError(f"ipc={ipc} is larger than the smallest class: class {smallest}{name} has "
+                    f"{counts[smallest]} examples; use ipc <= {counts[smallest]}")
 
 
 # ------------------------------------------------------------------------------------------
 # Input checks shared by the host-driven rules.
 
 
-def _name_bad(bad: np.ndarray, what: str, hint: str) -> UserError:
+def _name_bad(bad: np.ndarray, what: str, hint: str) -> ValueError:
   where = np.flatnonzero(bad)
   shown = ", ".join(map(str, where[:5])) + (", ..." if len(where) > 5 else "")
-  return UserError(f"{what} at {len(where)} example(s), indices [{shown}]; {hint}")
+  return ValueError(f"{what} at {len(where)} example(s), indices [{shown}]; {hint}")
 
 
 def check_scores(scores, *, finite: bool = False) -> np.ndarray:
-  """Raise UserError if `scores` hold NaN (with finite=True also +-inf), naming the indices.
+  """Raise ValueError if `scores` hold NaN (with finite=True also +-inf), naming the indices.
 
   Args:
     scores: float [N], concrete (not traced).
@@ -106,7 +99,7 @@ def check_scores(scores, *, finite: bool = False) -> np.ndarray:
   """
   s = np.asarray(scores)
   if s.ndim != 1:
-    raise UserError(f"scores must be one number per example [N], got shape {s.shape}")
+    raise ValueError(f"scores must be one number per example [N], got shape {s.shape}")
   s = s.astype(np.float64)
   if np.isnan(s).any():
     raise _name_bad(np.isnan(s), "scores are NaN",
@@ -119,7 +112,7 @@ def check_scores(scores, *, finite: bool = False) -> np.ndarray:
 def _host_labels(labels, n: int, num_classes: int, ipc: int) -> np.ndarray:
   y = np.asarray(labels)
   if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
-    raise UserError(f"labels must be integers [N] with N={n}, got {y.dtype} {y.shape}")
+    raise ValueError(f"labels must be integers [N] with N={n}, got {y.dtype} {y.shape}")
   if n and (y.min() < 0 or y.max() >= num_classes):
     raise _name_bad((y < 0) | (y >= num_classes), f"labels are outside [0, {num_classes})",
                     "check num_classes")
@@ -185,15 +178,15 @@ def ccs(scores, labels, key, *, num_classes: int, ipc: int, hard_cutoff: float =
     int32 NumPy [num_classes * ipc] source indices, grouped by class in label order, each
     class's indices in ascending score order.
   Raises:
-    UserError for NaN/inf scores (naming up to 5 indices), bad labels, ipc larger than a
+    ValueError for NaN/inf scores (naming up to 5 indices), bad labels, ipc larger than a
     class, or fewer than ipc examples left in a class after the hard cutoff.
   """
   s = check_scores(scores, finite=True)
   y = _host_labels(labels, len(s), num_classes, ipc)
   if not 0.0 <= hard_cutoff < 1.0:
-    raise UserError(f"ccs: hard_cutoff must be in [0, 1), got {hard_cutoff}")
+    raise ValueError(f"ccs: hard_cutoff must be in [0, 1), got {hard_cutoff}")
   if int(bins) != bins or bins < 1:
-    raise UserError(f"ccs: bins must be an integer >= 1, got {bins}")
+    raise ValueError(f"ccs: bins must be an integer >= 1, got {bins}")
   bins = int(bins)
   rng = _host_rng(key)
   out = []
@@ -203,7 +196,7 @@ def ccs(scores, labels, key, *, num_classes: int, ipc: int, hard_cutoff: float =
     n_c = len(members)
     drop = math.floor(hard_cutoff * n_c)
     if n_c - drop < ipc:
-      raise UserError(f"ccs: class {c} keeps {n_c - drop} of its {n_c} examples after dropping "
+      raise ValueError(f"ccs: class {c} keeps {n_c - drop} of its {n_c} examples after dropping "
                       f"the hardest {hard_cutoff:g}, fewer than ipc={ipc}; use hard_cutoff <= "
                       f"{(n_c - ipc) / n_c:.4g} or a smaller ipc")
     kept = np.lexsort((rng.random(n_c), sc))[: n_c - drop]  # ascending score
@@ -281,12 +274,12 @@ def _kcenter_class(x: jax.Array, valid: jax.Array, key: jax.Array, *, ipc: int) 
 def _per_class_features(features, labels, num_classes: int, ipc: int, block: int, who: str,
                         pick) -> np.ndarray:
   if int(block) != block or block < 1:
-    raise UserError(f"{who}: block must be an integer >= 1, got {block}")
+    raise ValueError(f"{who}: block must be an integer >= 1, got {block}")
   if not isinstance(features, (np.ndarray, jax.Array)):
     features = np.asarray(features)
   shape = tuple(features.shape)
   if len(shape) != 2:
-    raise UserError(f"{who} expects features [N, d], got shape {shape}")
+    raise ValueError(f"{who} expects features [N, d], got shape {shape}")
   y = _host_labels(labels, shape[0], num_classes, ipc)
   host = isinstance(features, np.ndarray)
   xp = np if host else jnp
@@ -323,7 +316,7 @@ def herding(features, labels, *, num_classes: int, ipc: int, block: int = 4096) 
     int32 NumPy [num_classes * ipc], grouped by class in label order, each class's indices in
     pick order (earlier = more representative).
   Raises:
-    UserError for non-finite features (naming up to 5 indices), bad labels, ipc > a class.
+    ValueError for non-finite features (naming up to 5 indices), bad labels, ipc > a class.
   """
   return _per_class_features(features, labels, num_classes, ipc, block, "herding",
                              lambda x, valid, c: _herding_class(x, valid, ipc=ipc))
@@ -346,7 +339,7 @@ def kcenter(features, labels, key, *, num_classes: int, ipc: int,
     int32 NumPy [num_classes * ipc], grouped by class in label order, each class's indices in
     pick order (the random start first).
   Raises:
-    UserError for non-finite features (naming up to 5 indices), bad labels, ipc > a class.
+    ValueError for non-finite features (naming up to 5 indices), bad labels, ipc > a class.
   """
   key = _as_key(key)
   return _per_class_features(

@@ -23,10 +23,8 @@ def main(argv):
   out = argv[1]
   if len(argv) > 2:
     coordinator, num_processes, process_id = argv[2], int(argv[3]), int(argv[4])
-    config = ml_collections.ConfigDict(dict(distributed=dict(
-        coordinator_address=coordinator, num_processes=num_processes, process_id=process_id,
-        local_device_ids=None, cpu_collectives="gloo")))
-    assert distributed.initialize(config)
+    assert distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                  process_id=process_id, cpu_collectives="gloo")
 
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top

@@ -120,15 +120,37 @@ def test_finished_run_extends_with_more_seeds_keeping_the_finished_ones(tmp_path
     ("eval.model", "vgg", "unknown model 'vgg'; known: convnet, .*resnet18.*vit_s16"),
     ("eval.protocol", "soft_typo", "unknown protocol 'soft_typo'; known: hard, small_data, soft"),
     ("eval.augment", "autoaugment", "unknown augmentation 'autoaugment'"),
-    ("ipc", 16, "ipc=16 is larger than the smallest class: class .* has 15 examples"),
-    ("ipc", 0, "ipc must be >= 1"),
-    ("seeds", 0, "seeds must be >= 1"),
+    ("ipc", 16, "ipc=16 is larger than the smallest class allows: class .* has 15 examples; "
+                "use --config.ipc <= 15"),
+    ("combine.k", 4, r"class 0 \(class_0\) has 15 training examples, fewer than one stored "
+                     "image needs with combine.k=4"),
+    ("ipc", 0, "ipc must be an integer >= 1, got 0"),
+    ("seeds", 0, "seeds must be an integer >= 1, got 0"),
+    ("eval.lr", -0.01, "eval: lr must be a finite number > 0, got -0.01"),
+    ("eval.lr", 0.0, "eval: lr must be a finite number > 0, got 0.0"),
+    ("eval.test_batch_size", 0, "eval.test_batch_size must be an integer >= 1, got 0"),
+    ("eval.num_devices", 0, "eval.num_devices must be an integer >= 1, got 0"),
+    ("checkpoint_every", -1, "checkpoint_every must be an integer >= 0"),
+    ("scores.lr", -1.0, "scores: lr must be a finite number > 0"),
 ])
 def test_bad_input_is_refused_with_nothing_written(tmp_path, field, value, pattern):
   work = tmp_path / "run"
   with pytest.raises(UserError, match=pattern):
     benchmark.run(tiny_config(**{field: value}), str(work))
   assert not work.exists()
+
+
+def test_ipc_bound_counts_the_tiles():
+  from dcjax.benchmark import runner  # pylint: disable=g-import-not-at-top
+  src = sources.ArraySource("toy", "train", ["a", "b"], np.zeros((30, 4, 4, 1), np.uint8),
+                            np.repeat(np.arange(2), 15))
+  runner.check_ipc(src, 3, 2)  # 12 of 15 per class
+  with pytest.raises(UserError, match=r"ipc=4 is larger than the smallest class allows with "
+                     r"combine.k=2 \(4 source images per stored image\): class 0 \(a\) has 15 "
+                     r"examples; use --config.ipc <= 3"):
+    runner.check_ipc(src, 4, 2)
+  with pytest.raises(UserError, match="use --config.ipc <= 15"):
+    runner.check_ipc(src, 16, 1)
 
 
 def test_missing_fashion_mnist_dir_says_how_to_install(tmp_path):

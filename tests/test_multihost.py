@@ -89,11 +89,14 @@ def test_two_processes_match_one(tmp_path):
 
 
 def test_initialize_is_a_no_op_without_coordinator():
+  from dcjax.benchmark import config_args  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(dict(distributed=dict(
       coordinator_address=None, num_processes=None, process_id=None, local_device_ids=None,
       cpu_collectives="gloo")))
-  assert distributed.initialize(config) is False
-  assert distributed.initialize(ml_collections.ConfigDict(dict(job="benchmark"))) is False
+  assert distributed.initialize(**config_args.distributed_args(config)) is False
+  no_block = ml_collections.ConfigDict(dict(job="benchmark"))
+  assert distributed.initialize(**config_args.distributed_args(no_block)) is False
+  assert distributed.initialize() is False
 
 
 def test_single_process_helpers_are_the_plain_calls():

@@ -98,7 +98,9 @@ def test_tile_order_takes_the_lowest_losses_in_rded_layout():
 
 
 def _distill(src, key, k=2, ipc=2, candidates=10, batch_size=4):
-  return rded.distill(src, key, _brightness_observer, 3.0, ipc=ipc, k=k,
+  load = lambda idx: sources.load_images(src, idx, progress=False)[0]
+  return rded.distill(src.labels, load, key, _brightness_observer, 3.0,
+                      num_classes=src.num_classes, class_names=src.class_names, ipc=ipc, k=k,
                       candidates_per_class=candidates, crops_per_image=3, scale=SCALE,
                       ratio=RATIO, batch_size=batch_size)
 
@@ -154,7 +156,7 @@ def test_distill_is_deterministic_per_key_and_independent_of_batch_size():
     (dict(batch_size=0), "rded.batch_size must be a positive integer"),
 ])
 def test_distill_refuses_bad_settings(kw, pattern):
-  with pytest.raises(UserError, match=pattern):
+  with pytest.raises(ValueError, match=pattern):
     _distill(_gradient_source(), jax.random.key(0), **kw)
 
 
@@ -168,7 +170,7 @@ def test_check_settings_refuses_bad_crops(field, value, pattern):
   kw = dict(ipc=1, k=1, candidates_per_class=2, crops_per_image=2, scale=(0.5, 1.0),
             ratio=(1.0, 1.0), batch_size=4)
   kw[field] = value
-  with pytest.raises(UserError, match=pattern):
+  with pytest.raises(ValueError, match=pattern):
     rded.check_settings(np.arange(8) % 2, 2, **kw)
 
 

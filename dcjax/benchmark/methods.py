@@ -1,162 +1,205 @@
-"""Selection methods by name: which training examples a compressed set keeps.
+"""Compression methods by name: the one registry the benchmark dispatches through.
 
-Each method maps (training split, ipc, key, config, context) to source indices
-int [num_classes * ipc], grouped by class. Score-based methods read per-example scores from a
-score file (computed once by the training-dynamics runner and cached, or imported); geometry
-methods (herding, k-center) use the teacher's penultimate features.
+A method is a function `(inputs: Inputs) -> Compressed`: the stored images, their labels and
+the training-split indices behind every stored image. Selection methods only choose indices;
+`selection(choose)` turns a chooser `(inputs, per_class) -> indices` into a method that
+decodes the chosen images and, with `inputs.k > 1`, tiles every k x k same-class group into one
+stored image (PCA's Combine). Distillation methods (RDED) build their images themselves.
+
+Adding a method is one function and one line:
+
+  def my_method(inputs, per_class):          # -> int [num_classes * per_class], by class
+    ...
+  methods.register("my_method", methods.selection(my_method))
+
+then `--config.method=my_method`. Its settings are the config block of the same name, if the
+config has one (`inputs.options`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import sys
-from typing import Any, Callable
+import functools
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import augment, models, protocols, select, training
-from dcjax.runners import dynamics, student as train
-from dcjax.data import scorefile, sources, splits
-from dcjax.errors import UserError, unknown_name
-from dcjax.data.files import cache_dir
+from dcjax import combine, rded, select, training
+from dcjax.data.sources import Source
 
-# name -> (score, rule). 'aum' is higher-is-easier, so it is negated into a difficulty first.
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """What a method may use. The expensive parts are functions, computed at most once and only
+  when a method calls them.
+
+  train: the training split (labels, class names; images via `load`).
+  ipc: stored images per class; k: the Combine factor (k x k sources per stored image).
+  key: the selection key (from the config's selection seed).
+  options: this method's settings (plain values).
+  load(indices): training images uint8 [n, H, W, C] at the run's resolution, in that order.
+  scores(): {name: float32 [N]} per-example scores of the training split.
+  teacher(): (module, variables, info) of the benchmark's teacher.
+  features(): float32 [N, D] teacher features of the whole training split.
+  mean, std: the students' normalisation; progress: show progress bars.
+  """
+
+  train: Source
+  ipc: int
+  k: int
+  key: Array
+  options: Mapping[str, Any]
+  load: Callable[[np.ndarray], np.ndarray]
+  scores: Callable[[], dict[str, np.ndarray]]
+  teacher: Callable[[], tuple]
+  features: Callable[[], np.ndarray]
+  mean: tuple = (0.5,)
+  std: tuple = (0.5,)
+  progress: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Compressed:
+  """A compressed set: images uint8 [M, H, W, C], labels int32 [M], and behind int [M, k*k]
+  (the training-split indices each stored image is made of, tile order row-major)."""
+
+  images: np.ndarray
+  labels: np.ndarray
+  behind: np.ndarray
+
+  @property
+  def num_sources(self) -> int:
+    return int(np.asarray(self.behind).size)
+
+
+Method = Callable[[Inputs], Compressed]
+METHODS: dict[str, Method] = {}
+
+
+def register(name: str, method: Method) -> Method:
+  """Make `method` available as `--config.method=name` (replaces an earlier one of the name)."""
+  METHODS[name] = method
+  return method
+
+
+def get(name: str) -> Method:
+  if name not in METHODS:
+    raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+  return METHODS[name]
+
+
+def selection(choose: Callable[[Inputs, int], np.ndarray]) -> Method:
+  """A method from an index chooser: `choose(inputs, per_class)` returns int
+  [num_classes * per_class] training indices grouped by class, per_class = k²·ipc; they are
+  decoded and, for k > 1, tiled k x k (consecutive groups of k² become one stored image)."""
+
+  @functools.wraps(choose)
+  def method(inputs: Inputs) -> Compressed:
+    k = inputs.k
+    indices = np.asarray(choose(inputs, k * k * inputs.ipc))
+    images = inputs.load(indices)
+    labels = np.asarray(inputs.train.labels)[indices].astype(np.int32)
+    behind = np.asarray(combine.tile_sources(indices, k), np.int64).reshape(-1, k * k)
+    if k > 1:
+      labels = np.asarray(combine.tile_labels(labels, k), np.int32)
+      images = np.asarray(combine.tile(images, k))
+    return Compressed(images, labels, behind)
+
+  return method
+
+
+def difficulty(scores: Mapping[str, np.ndarray], name: str) -> np.ndarray:
+  """Score `name` as a difficulty (lower = easier): AUM (a margin) is negated."""
+  if name not in scores:
+    raise ValueError(f"score {name!r} is not in the score file (it has {', '.join(scores)})")
+  return -scores[name] if name == "aum" else scores[name]
+
+
+def _labels(inputs: Inputs) -> np.ndarray:
+  return np.asarray(inputs.train.labels)
+
+
+def random(inputs: Inputs, per_class: int) -> np.ndarray:
+  labels = _labels(inputs)
+  return np.asarray(select.class_balanced(jnp.zeros(labels.shape), jnp.asarray(labels),
+                                          inputs.key, num_classes=inputs.train.num_classes,
+                                          ipc=per_class, rule="random"))
+
+
+def by_score(inputs: Inputs, per_class: int, *, score: str, rule: str) -> np.ndarray:
+  """The `rule` ('easy' | 'hard') end of each class by `score`."""
+  d = difficulty(inputs.scores(), score)
+  select.check_scores(d)
+  return np.asarray(select.class_balanced(jnp.asarray(d), jnp.asarray(_labels(inputs)),
+                                          inputs.key, num_classes=inputs.train.num_classes,
+                                          ipc=per_class, rule=rule))
+
+
+def ccs(inputs: Inputs, per_class: int) -> np.ndarray:
+  """Coverage-centric selection over options['score'] (options: score, hard_cutoff, bins)."""
+  o = inputs.options
+  d = difficulty(inputs.scores(), o["score"])
+  return np.asarray(select.ccs(d, _labels(inputs), inputs.key,
+                               num_classes=inputs.train.num_classes, ipc=per_class,
+                               hard_cutoff=o["hard_cutoff"], bins=o["bins"]))
+
+
+def herding(inputs: Inputs, per_class: int) -> np.ndarray:
+  return np.asarray(select.herding(inputs.features(), _labels(inputs),
+                                   num_classes=inputs.train.num_classes, ipc=per_class))
+
+
+def kcenter(inputs: Inputs, per_class: int) -> np.ndarray:
+  return np.asarray(select.kcenter(inputs.features(), _labels(inputs), inputs.key,
+                                   num_classes=inputs.train.num_classes, ipc=per_class))
+
+
+def rded_method(inputs: Inputs) -> Compressed:
+  """RDED (dcjax.rded) with the teacher as observer; options: candidates_per_class,
+  crops_per_image, scale, ratio, batch_size."""
+  o = inputs.options
+  train = inputs.train
+  kw = dict(ipc=inputs.ipc, k=inputs.k, candidates_per_class=o["candidates_per_class"],
+            crops_per_image=o["crops_per_image"], scale=tuple(o["scale"]),
+            ratio=tuple(o["ratio"]), batch_size=o["batch_size"])
+  # Settings first: a bad one is refused before the teacher is trained.
+  rded.check_settings(train.labels, train.num_classes, class_names=train.class_names, **kw)
+  inputs.load(np.zeros(1, np.int64))  # the image shape check, before the teacher
+  model, variables, _ = inputs.teacher()
+  mean, std = inputs.mean, inputs.std
+  observer = lambda v, x: model.apply(v, training.normalise(x, mean, std), train=False)
+  images, labels, behind = rded.distill(
+      np.asarray(train.labels), inputs.load, inputs.key, observer, variables,
+      num_classes=train.num_classes, class_names=train.class_names, progress=inputs.progress,
+      **kw)
+  return Compressed(images, labels, behind)
+
+
+def pca(inputs: Inputs) -> Compressed:
+  """PCA's Prune + Combine: the method named options['prune'] (default el2n_easy) chooses
+  k²·ipc images per class, tiled k x k (inputs.k, config combine.k)."""
+  prune = get(inputs.options.get("prune", "el2n_easy"))
+  if prune is METHODS.get("pca") or prune is METHODS.get("rded"):
+    raise ValueError("pca.prune must be a selection method")
+  return prune(dataclasses.replace(inputs, options={}))
+
+
+# name -> (score, rule). 'aum' is higher-is-easier; `difficulty` negates it.
 SCORE_METHODS: dict[str, tuple[str, str]] = {
     "el2n_easy": ("el2n", "easy"), "el2n_hard": ("el2n", "hard"),
     "forgetting_easy": ("forgetting", "easy"), "forgetting_hard": ("forgetting", "hard"),
     "aum_easy": ("aum", "easy"), "aum_hard": ("aum", "hard"),
 }
-FEATURE_METHODS = ("herding", "kcenter")
-# Distillation methods build new images instead of selecting indices (dcjax.rded); the runner
-# calls them in place of select_indices.
-DISTILL_METHODS = ("rded",)
-METHODS = ("random", *SCORE_METHODS, "ccs", *FEATURE_METHODS, *DISTILL_METHODS)
 
-
-def check_method(name: str) -> None:
-  if name not in METHODS:
-    raise unknown_name("method", name, METHODS)
-
-
-@dataclasses.dataclass
-class Context:
-  """What a method may need beyond the labels, computed lazily and at most once.
-
-  scores(): {name: difficulty float32 [N]} of the training split (lower = easier).
-  teacher_features(): float32 [N, D] penultimate features of the training split.
-  """
-
-  scores: Callable[[], dict[str, np.ndarray]]
-  teacher_features: Callable[[], np.ndarray]
-
-
-def difficulty(scores: dict[str, np.ndarray], name: str) -> np.ndarray:
-  """Score `name` as a difficulty (lower = easier): AUM and margins are negated."""
-  if name not in scores:
-    raise UserError(f"score {name!r} is not in the score file (it has {', '.join(scores)})")
-  return -scores[name] if name == "aum" else scores[name]
-
-
-def select_indices(method: str, train_src: sources.Source, ipc: int, key: jax.Array, config,
-                   ctx: Context) -> np.ndarray:
-  """Source indices int32 [num_classes * ipc] chosen by `method`, grouped by class."""
-  check_method(method)
-  labels = np.asarray(train_src.labels)
-  k = train_src.num_classes
-  if method == "random":
-    return np.asarray(select.class_balanced(jnp.zeros(labels.shape), jnp.asarray(labels), key,
-                                            num_classes=k, ipc=ipc, rule="random"))
-  if method in SCORE_METHODS:
-    score, rule = SCORE_METHODS[method]
-    d = difficulty(ctx.scores(), score)
-    return np.asarray(select.class_balanced(jnp.asarray(d), jnp.asarray(labels), key,
-                                            num_classes=k, ipc=ipc, rule=rule))
-  if method == "ccs":
-    d = difficulty(ctx.scores(), config.scores.ccs_score)
-    return np.asarray(select.ccs(d, labels, key, num_classes=k, ipc=ipc,
-                                 hard_cutoff=config.scores.ccs_hard_cutoff,
-                                 bins=config.scores.ccs_bins))
-  if method in DISTILL_METHODS:
-    raise ValueError(f"{method!r} synthesizes images and selects no indices; it runs through "
-                     f"dcjax.rded (benchmark.run does this)")
-  feats = ctx.teacher_features()
-  if method == "herding":
-    return np.asarray(select.herding(feats, labels, num_classes=k, ipc=ipc))
-  return np.asarray(select.kcenter(feats, labels, key, num_classes=k, ipc=ipc))
-
-
-def needs_scores(method: str) -> bool:
-  return method in SCORE_METHODS or method == "ccs"
-
-
-def scores_config(scfg, image_shape: tuple, mean, std) -> dict[str, Any]:
-  """Everything that determines the scores (it names and keys the score file)."""
-  recipe = protocols.resolve(scfg.protocol, {f: scfg.get(f) for f in protocols.RECIPE_FIELDS})
-  recipe = recipe.replace(epochs=int(scfg.epochs)).to_dict()
-  return dict(scores=list(dynamics.SCORES), model=scfg.model,
-              model_kwargs={k: v for k, v in scfg.model_kwargs.items() if v is not None},
-              epochs=int(scfg.epochs), k=int(scfg.num_models), seed=int(scfg.seed),
-              el2n_epoch=scfg.el2n_epoch, recipe=recipe, image_shape=list(image_shape),
-              mean=list(mean), std=list(std))
-
-
-def _cached_score_path(config, image_shape: tuple, mean, std) -> str:
-  sc = scores_config(config.scores, image_shape, mean, std)
-  return scorefile.score_path(config.scores.cache_dir or cache_dir("scores"), config.dataset,
-                              "train", sc)
-
-
-def dataset_scores(config, train_src: sources.Source, images: np.ndarray, mean, std,
-                   mesh) -> tuple[dict[str, np.ndarray], str]:
-  """The training split's scores: from `scores.file` (imported or earlier), from the cache,
-  or computed by the dynamics runner (then cached). Returns (scores, path)."""
-  scfg = config.scores
-  if isinstance(train_src, splits.SubsetSource) and not scfg.file:
-    # Validation mode (benchmark data.validation_per_class): scores are per-example properties
-    # of the whole training split, so the subset reads its rows of the whole split's score
-    # file (computed once, shared with test-mode runs). The scoring models have seen the
-    # held-out examples; the students never do.
-    base = train_src.base
-    base_path = _cached_score_path(config, images.shape[1:], mean, std)
-    base_images = images if os.path.exists(base_path) else sources.load_images(
-        base, size=images.shape[1], progress=config.progress)[0]
-    full, path = dataset_scores(config, base, base_images, mean, std, mesh)
-    return {k: np.asarray(v)[train_src.indices] for k, v in full.items()}, path
-  fp = sources.fingerprint(train_src)
-  n = len(train_src)
-  if scfg.file:
-    loaded, _ = scorefile.load_scores(scfg.file, fingerprint=fp, n=n)
-    return loaded, scfg.file
-  sc = scores_config(scfg, images.shape[1:], mean, std)
-  path = _cached_score_path(config, images.shape[1:], mean, std)
-  if os.path.exists(path):
-    loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
-    return loaded, path
-  if not scfg.allow_compute:
-    raise UserError(f"no score file {path}; allow computing it with "
-                    f"--config.scores.allow_compute=True or pass --config.scores.file")
-  print(f"scores: training {scfg.num_models} x {scfg.model} for {scfg.epochs} epochs on all "
-        f"{n} training images -> {path}", file=sys.stderr, flush=True)
-  model = models.get_model(scfg.model, train_src.num_classes, images.shape[1],
-                           **sc["model_kwargs"])
-  out = dynamics.score_dynamics(
-      images, train_src.labels, num_classes=train_src.num_classes, model=model,
-      recipe=protocols.Recipe(**sc["recipe"]), mean=tuple(mean), std=tuple(std), num_models=sc["k"],
-      epochs=sc["epochs"], seed=sc["seed"], mesh=mesh, el2n_epoch=scfg.el2n_epoch,
-      checkpoint_dir=path + ".progress", progress=config.progress)
-  if jax.process_index() == 0:  # every process holds the same scores
-    scorefile.save_scores(path, out, dataset=config.dataset, split="train", fingerprint=fp,
-                          score_config=sc)
-  return out, path
-
-
-def teacher_features(teacher_model, teacher_vars, images: np.ndarray, mean, std,
-                     batch_size: int = 1000) -> np.ndarray:
-  """Penultimate-layer features float32 [N, D] of the teacher on images uint8 [N, H, W, C]."""
-  fn = jax.jit(lambda v, x: models.features(teacher_model, v, training.normalise(x, mean, std)))
-  out = [np.asarray(fn(teacher_vars, images[i:i + batch_size]), np.float32)
-         for i in range(0, len(images), batch_size)]
-  return np.concatenate(out)
+register("random", selection(random))
+for _name, (_score, _rule) in SCORE_METHODS.items():
+  register(_name, selection(functools.partial(by_score, score=_score, rule=_rule)))
+register("ccs", selection(ccs))
+register("herding", selection(herding))
+register("kcenter", selection(kcenter))
+register("rded", rded_method)
+register("pca", pca)

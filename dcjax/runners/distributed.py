@@ -42,27 +42,29 @@ def gloo_available() -> bool:
   return hasattr(_jax, "make_gloo_tcp_collectives")
 
 
-def initialize(config) -> bool:
-  """Starts `jax.distributed` from `config.distributed`; call before any JAX computation.
+def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
+               process_id: int | None = None, local_device_ids=None,
+               cpu_collectives: str = "gloo") -> bool:
+  """Starts `jax.distributed`; call before any JAX computation.
 
-  Fields of `config.distributed`: coordinator_address ("host:port" of process 0; None: a
-  single-process run, nothing is done; "auto": let JAX detect the cluster, e.g. SLURM, Open MPI
-  or a Cloud TPU pod), num_processes, process_id, local_device_ids (None: detected by JAX where
-  it can) and cpu_collectives ("gloo" or "mpi"; the cross-process collectives of CPU devices,
-  set before the CPU backend starts). Returns whether a distributed system was started.
+  coordinator_address: "host:port" of process 0; None: a single-process run, nothing is done;
+  "auto": let JAX detect the cluster (SLURM, Open MPI, a Cloud TPU pod). num_processes,
+  process_id, local_device_ids (None: detected by JAX where it can). cpu_collectives: "gloo" or
+  "mpi", the cross-process collectives of CPU devices (set before the CPU backend starts).
+  Returns whether a distributed system was started. (The benchmark passes its
+  `config.distributed` block.)
   """
-  c = config.get("distributed") if hasattr(config, "get") else None
-  if c is None or not c.coordinator_address:
+  if not coordinator_address:
     return False
-  if c.cpu_collectives == "gloo" and not gloo_available():
+  if cpu_collectives == "gloo" and not gloo_available():
     raise UserError("distributed.cpu_collectives='gloo' but this jaxlib has no gloo collectives; "
                     "install a jaxlib built with them or use cpu_collectives='mpi'")
   # Must be set before the CPU backend is created, which jax.distributed.initialize precedes.
-  jax.config.update("jax_cpu_collectives_implementation", c.cpu_collectives)
-  local_ids = c.local_device_ids
-  kwargs = dict(num_processes=c.num_processes, process_id=c.process_id,
-                local_device_ids=None if local_ids is None else [int(i) for i in local_ids])
-  address = None if c.coordinator_address == "auto" else c.coordinator_address
+  jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  kwargs = dict(num_processes=num_processes, process_id=process_id,
+                local_device_ids=(None if local_device_ids is None
+                                  else [int(i) for i in local_device_ids]))
+  address = None if coordinator_address == "auto" else coordinator_address
   try:
     jax.distributed.initialize(address, **kwargs)
   except (ValueError, TypeError) as e:  # missing / inconsistent fields, no cluster detected

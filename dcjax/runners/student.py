@@ -125,8 +125,12 @@ class Student:
     return train_epoch
 
   def eval_fn(self):
-    """jitted (variables, images_u8 [B,H,W,C], labels [B], weight [B]) -> (top1, top5 hits)."""
-    return jax.jit(functools.partial(eval_step, self.model, tuple(self.mean), tuple(self.std)))
+    """jitted (variables, images_u8 [B,H,W,C], labels [B], weight [B]) -> (top1, top5 hits),
+    built once per Student."""
+    if "eval" not in self._cache:
+      self._cache["eval"] = jax.jit(functools.partial(eval_step, self.model, tuple(self.mean),
+                                                      tuple(self.std)))
+    return self._cache["eval"]
 
 
 def evaluate(student: Student, eval_batch, variables, images: np.ndarray, labels: np.ndarray,

@@ -16,14 +16,15 @@ import hashlib
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import augment, models, protocols
+from dcjax import augment, models, training
 from dcjax.data import sources, torch_import
+from dcjax.protocols import Recipe
 from dcjax.runners import student as train
 from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
@@ -34,25 +35,23 @@ def default_cache_dir() -> str:
   return cache_dir("teachers")
 
 
-def teacher_recipe(tcfg) -> protocols.Recipe:
-  """The teacher's training recipe from config.teacher (every field explicit)."""
-  return protocols.resolve(tcfg.protocol, {k: tcfg.get(k) for k in protocols.RECIPE_FIELDS})
-
-
-def teacher_spec(tcfg, dataset_fingerprint: str, image_shape: tuple, mean, std) -> dict:
+def teacher_spec(*, dataset_fingerprint: str, model: str, model_kwargs: Mapping[str, Any],
+                 image_shape: tuple, mean, std, seed: int = 0, recipe: Recipe | None = None,
+                 weights: str | None = None) -> dict:
   """Everything that determines the teacher's weights (and its recorded test accuracy); its
-  hash names the cache entry. An imported teacher is keyed by its file's content instead of
-  the seed and recipe it would be trained with."""
-  spec = dict(dataset_fingerprint=dataset_fingerprint, model=tcfg.model,
-              model_kwargs={k: v for k, v in tcfg.model_kwargs.items() if v is not None},
+  hash names the cache entry. An imported teacher (`weights`) is keyed by its file's content
+  instead of the seed and recipe it would be trained with."""
+  spec = dict(dataset_fingerprint=dataset_fingerprint, model=model,
+              model_kwargs={k: v for k, v in model_kwargs.items() if v is not None},
               image_shape=list(image_shape), mean=list(mean), std=list(std))
-  if tcfg.get("weights"):
+  if weights:
     # The weights fix the architecture (torchvision's): model_kwargs such as the default
     # teacher's ConvNet width do not apply.
-    spec.update(model_kwargs={},
-                weights=dict(format="torchvision", sha256=_file_sha256(tcfg.weights)))
+    spec.update(model_kwargs={}, weights=dict(format="torchvision", sha256=_file_sha256(weights)))
   else:
-    spec.update(seed=int(tcfg.seed), recipe=teacher_recipe(tcfg).to_dict())
+    if recipe is None:
+      raise ValueError("teacher_spec: a trained teacher needs its recipe")
+    spec.update(seed=int(seed), recipe=recipe.to_dict())
   return spec
 
 
@@ -72,47 +71,54 @@ def teacher_dir(cache_dir: str, dataset: str, spec: dict) -> str:
   return os.path.join(cache_dir, f"{slug}-{spec['model']}-{digest}")
 
 
-def _teacher_student(tcfg, spec: dict, num_classes: int, mesh) -> train.Student:
+def _teacher_student(spec: dict, num_classes: int, mesh) -> train.Student:
   if "weights" in spec:  # imported: torchvision's layout whatever the resolution
-    model = torch_import.torchvision_model(tcfg.model, num_classes)
+    model = torch_import.torchvision_model(spec["model"], num_classes)
+    recipe = None  # an imported teacher is only tested, never trained
   else:
-    model = models.get_model(tcfg.model, num_classes, spec["image_shape"][0],
+    model = models.get_model(spec["model"], num_classes, spec["image_shape"][0],
                              **spec["model_kwargs"])
-  recipe = (protocols.Recipe(**spec["recipe"]) if "recipe" in spec
-            else teacher_recipe(tcfg))  # an imported teacher is only tested
-  return train.Student(model, recipe, augment.get_augmentation(recipe.augment),
-                       tuple(spec["mean"]), tuple(spec["std"]), mesh)
+    recipe = Recipe(**spec["recipe"])
+  aug = augment.get_augmentation(recipe.augment) if recipe else augment.get_augmentation("none")
+  return train.Student(model, recipe, aug, tuple(spec["mean"]), tuple(spec["std"]), mesh)
 
 
-def find_teacher(config, train_src: sources.Source, image_shape: tuple, mean, std) -> str | None:
-  """The cache directory of a finished teacher for this config, or None."""
-  tcfg = config.teacher
-  spec = teacher_spec(tcfg, sources.fingerprint(train_src), image_shape, mean, std)
-  path = teacher_dir(tcfg.cache_dir or default_cache_dir(), config.dataset, spec)
-  return path if os.path.exists(os.path.join(path, "teacher.json")) else None
-
-
-def get_teacher(config, train_src: sources.Source, test_images: np.ndarray,
-                test_labels: np.ndarray, mean, std, mesh) -> tuple[Any, Any, dict]:
-  """(teacher module, variables, info) for config.teacher: loaded from the cache, or trained
-  on the full training split when allowed. info = {dir, top1, top5, param_bytes, spec}."""
-  tcfg = config.teacher
+def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels: np.ndarray, *,
+                dataset: str, model: str, model_kwargs: Mapping[str, Any], mean, std, mesh,
+                seed: int = 0, recipe: Recipe | None = None, weights: str | None = None,
+                cache_dir: str | None = None, allow_train: bool = True,
+                train_images: Callable[[], np.ndarray] | None = None,
+                test_batch_size: int = 1000, progress: bool = True) -> tuple[Any, Any, dict]:
+  """(teacher module, variables, info): the network `model` trained with `recipe` from `seed`
+  on the whole of `train_src` (or imported from torchvision `weights`), loaded from the cache
+  under `cache_dir` (default $DCJAX_CACHE/teachers), else trained (when `allow_train`) and
+  cached. `train_images()` returns the decoded training split uint8 [N, H, W, C] (asked for
+  only when training); the teacher is tested on (test_images, test_labels).
+  info = {dir, top1, top5, param_bytes, spec, ...}."""
   image_shape = tuple(test_images.shape[1:])
-  spec = teacher_spec(tcfg, sources.fingerprint(train_src), image_shape, mean, std)
-  path = teacher_dir(tcfg.cache_dir or default_cache_dir(), config.dataset, spec)
-  student = _teacher_student(tcfg, spec, train_src.num_classes, mesh)
+  spec = teacher_spec(dataset_fingerprint=sources.fingerprint(train_src), model=model,
+                      model_kwargs=model_kwargs, image_shape=image_shape, mean=mean, std=std,
+                      seed=seed, recipe=recipe, weights=weights)
+  path = teacher_dir(cache_dir or default_cache_dir(), dataset, spec)
+  student = _teacher_student(spec, train_src.num_classes, mesh)
   done_file = os.path.join(path, "teacher.json")
+  finish = dict(test_images=test_images, test_labels=test_labels, path=path, spec=spec,
+                test_batch_size=test_batch_size)
   if not os.path.exists(done_file):
-    if "weights" in spec:
-      _import_teacher(config, student, test_images, test_labels, path, spec)
-    elif not tcfg.allow_train:
+    if weights:
+      _import_teacher(student, weights, **finish)
+    elif not allow_train:
       raise UserError(
-          f"no teacher for {config.dataset} / {tcfg.model} (seed {tcfg.seed}) in {path}; "
+          f"no teacher for {dataset} / {model} (seed {seed}) in {path}; "
           f"allow training one with --config.teacher.allow_train=True, point "
           f"--config.teacher.cache_dir at a directory holding it, or import torchvision "
           f"weights with --config.teacher.weights=PATH.pth")
     else:
-      _train_teacher(config, student, train_src, test_images, test_labels, path, spec)
+      if train_images is None:
+        raise ValueError("get_teacher: training a teacher needs train_images")
+      print(f"teacher: training {model} on all {len(train_src)} {dataset} training images for "
+            f"{recipe.epochs} epochs -> {path}", file=sys.stderr, flush=True)
+      _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
   info = json.load(open(done_file))
   with Checkpointer(os.path.join(path, "final")) as ckpt:
     variables = _abstract_variables(student, image_shape)
@@ -128,25 +134,23 @@ def _abstract_variables(student: train.Student, image_shape: tuple):
                       variables)
 
 
-def _import_teacher(config, student: train.Student, test_images, test_labels, path: str,
-                    spec: dict) -> None:
-  tcfg = config.teacher
-  print(f"teacher: importing {tcfg.model} from {tcfg.weights} (torchvision) -> {path}",
+def _import_teacher(student: train.Student, weights: str, *, spec: dict, **finish) -> None:
+  print(f"teacher: importing {spec['model']} from {weights} (torchvision) -> {finish['path']}",
         file=sys.stderr, flush=True)
-  variables = torch_import.load_torchvision(tcfg.weights, tcfg.model, student.model.num_classes,
+  variables = torch_import.load_torchvision(weights, spec["model"], student.model.num_classes,
                                             in_channels=spec["image_shape"][-1],
                                             model=student.model)
   replicated = jax.sharding.NamedSharding(student.mesh, jax.sharding.PartitionSpec())
   variables = jax.device_put(variables, replicated)
-  _finish_teacher(config, student, variables, test_images, test_labels, path, spec, step=0,
-                  extra=dict(weights=os.path.abspath(tcfg.weights)))
+  _finish_teacher(student, variables, spec=spec, step=0,
+                  extra=dict(weights=os.path.abspath(weights)), **finish)
 
 
-def _finish_teacher(config, student: train.Student, variables, test_images, test_labels,
-                    path: str, spec: dict, step: int, extra: dict) -> None:
+def _finish_teacher(student: train.Student, variables, *, test_images, test_labels, path: str,
+                    spec: dict, test_batch_size: int, step: int, extra: dict) -> None:
   """Test `variables` on the test split, save them under `path` and mark the teacher done."""
   top1, top5 = train.evaluate(student, student.eval_fn(), variables, test_images, test_labels,
-                              config.eval.test_batch_size)
+                              test_batch_size)
   os.makedirs(path, exist_ok=True)
   with Checkpointer(os.path.join(path, "final"), max_to_keep=1) as ckpt:
     ckpt.save(step, variables, dict(top1=top1, top5=top5))
@@ -158,19 +162,21 @@ def _finish_teacher(config, student: train.Student, variables, test_images, test
         file=sys.stderr, flush=True)
 
 
-def _train_teacher(config, student: train.Student, train_src, test_images, test_labels,
-                   path: str, spec: dict) -> None:
-  tcfg = config.teacher
-  print(f"teacher: training {tcfg.model} on all {len(train_src)} {config.dataset} training "
-        f"images for {spec['recipe']['epochs']} epochs -> {path}", file=sys.stderr, flush=True)
-  images, labels = sources.load_images(train_src, size=config.data.image_size,
-                                       resize=config.data.resize,
-                                       num_threads=config.data.num_threads,
-                                       progress=config.progress)
+def _train_teacher(student: train.Student, images: np.ndarray, labels: np.ndarray, seed: int,
+                   progress: bool, *, path: str, **finish) -> None:
   os.makedirs(path, exist_ok=True)
   variables, stats = train.train_student(
-      student, images, labels, int(tcfg.seed), checkpoint_dir=os.path.join(path, "progress"),
-      checkpoint_every=1, progress=config.progress, desc="teacher")
+      student, images, np.asarray(labels), int(seed), checkpoint_dir=os.path.join(path, "progress"),
+      checkpoint_every=1, progress=progress, desc="teacher")
   print(f"teacher: trained in {stats['train_seconds']:.0f} s", file=sys.stderr, flush=True)
-  _finish_teacher(config, student, variables, test_images, test_labels, path, spec,
-                  step=spec["recipe"]["epochs"], extra=dict(train_seconds=stats["train_seconds"]))
+  _finish_teacher(student, variables, path=path, step=student.recipe.epochs,
+                  extra=dict(train_seconds=stats["train_seconds"]), **finish)
+
+
+def features(model, variables, images: np.ndarray, mean, std,
+             batch_size: int = 1000) -> np.ndarray:
+  """Penultimate-layer features float32 [N, D] of a network on images uint8 [N, H, W, C]."""
+  fn = jax.jit(lambda v, x: models.features(model, v, training.normalise(x, mean, std)))
+  out = [np.asarray(fn(variables, images[i:i + batch_size]), np.float32)
+         for i in range(0, len(images), batch_size)]
+  return np.concatenate(out)

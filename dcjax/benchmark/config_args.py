@@ -1,0 +1,164 @@
+"""Config -> plain arguments: the one place that reads a benchmark ConfigDict's blocks.
+
+Everything below the runner (teacher, scoring, methods, RDED, the student runner) takes plain
+arguments; these adapters turn `config.eval`, `config.teacher`, `config.scores`, `config.data`
+and the methods' blocks into them, and `check` refuses a bad config before anything is read or
+written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from dcjax import augment, models, protocols
+from dcjax.benchmark import methods
+from dcjax.errors import UserError, unknown_name, user_input
+from dcjax.runners import student as student_lib
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Per-dataset normalisation (mean, std) used when config.data.mean/std are unset.
+NORMALISATION = {
+    "fashion_mnist": ((0.2861,), (0.3530,)),
+    "tfds:imagenet2012": (IMAGENET_MEAN, IMAGENET_STD),
+}
+
+
+def normalisation(config, channels: int) -> tuple[tuple, tuple]:
+  """(mean, std) per channel: config.data.mean/std, else the dataset's known statistics, else
+  ImageNet's (3 channels) or 0.5 / 0.5 (1 channel)."""
+  if config.data.mean is not None and config.data.std is not None:
+    mean, std = tuple(config.data.mean), tuple(config.data.std)
+  elif config.dataset in NORMALISATION:
+    mean, std = NORMALISATION[config.dataset]
+  else:
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
+  if len(mean) not in (1, channels) or len(std) not in (1, channels):
+    raise UserError(f"data.mean/std have {len(mean)}/{len(std)} entries; images have "
+                    f"{channels} channels")
+  return mean, std
+
+
+def recipe(block, name: str) -> protocols.Recipe:
+  """The recipe of a config block with a `protocol` and recipe-field overrides (`eval`,
+  `teacher`, `scores`)."""
+  with user_input(f"{name}: "):
+    return protocols.resolve(block.protocol, {f: block.get(f) for f in protocols.RECIPE_FIELDS})
+
+
+def eval_recipe(config) -> protocols.Recipe:
+  return recipe(config.eval, "eval")
+
+
+def model_kwargs(block) -> dict[str, Any]:
+  return {k: v for k, v in block.model_kwargs.items() if v is not None}
+
+
+def student(config, num_classes: int, image_shape: tuple, mesh=None,
+            teacher=None) -> student_lib.Student:
+  """The Student for config.eval (protocol preset + overrides) on images of `image_shape`."""
+  r = eval_recipe(config)
+  with user_input("eval: "):
+    aug = augment.get_augmentation(r.augment, tiles=config.combine.k,
+                                   crop_scale=config.eval.crop_scale)
+  kwargs = dict(model_kwargs(config.eval), dtype=jnp.dtype(config.eval.dtype))
+  try:
+    model = models.get_model(config.eval.model, num_classes, image_shape[0], **kwargs)
+  except TypeError as e:
+    raise UserError(f"eval.model_kwargs do not fit model {config.eval.model!r}: {e}") from None
+  mean, std = normalisation(config, image_shape[-1])
+  return student_lib.Student(model, r, aug, mean, std,
+                             mesh or student_lib.make_mesh(config.eval.num_devices),
+                             teacher=teacher)
+
+
+def load_options(config) -> dict[str, Any]:
+  """`sources.load_images` options of the run's training images."""
+  return dict(size=config.data.image_size, resize=config.data.resize,
+              num_threads=config.data.num_threads, progress=config.progress)
+
+
+def teacher_args(config) -> dict[str, Any]:
+  """`runners.teacher.get_teacher` keyword arguments from config.teacher."""
+  t = config.teacher
+  return dict(dataset=config.dataset, model=t.model, model_kwargs=model_kwargs(t),
+              seed=int(t.seed), recipe=None if t.get("weights") else recipe(t, "teacher"),
+              weights=t.get("weights"), cache_dir=t.cache_dir, allow_train=t.allow_train,
+              test_batch_size=config.eval.test_batch_size, progress=config.progress)
+
+
+def score_args(config) -> dict[str, Any]:
+  """`runners.scoring.dataset_scores` keyword arguments from config.scores."""
+  s = config.scores
+  return dict(dataset=config.dataset, model=s.model, model_kwargs=model_kwargs(s),
+              recipe=recipe(s, "scores"), epochs=int(s.epochs), num_models=int(s.num_models),
+              seed=int(s.seed), el2n_epoch=s.el2n_epoch, file=s.file, cache_dir=s.cache_dir,
+              allow_compute=s.allow_compute, progress=config.progress)
+
+
+def score_image_size(config) -> int | None:
+  return config.scores.image_size or config.data.image_size
+
+
+def method_options(config, name: str) -> dict[str, Any]:
+  """A method's settings: CCS's live in config.scores (ccs_*); PCA's in config.pca plus its
+  prune method's; any other method's are the config block of its name, if there is one."""
+  if name == "ccs":
+    s = config.scores
+    return dict(score=s.ccs_score, hard_cutoff=s.ccs_hard_cutoff, bins=s.ccs_bins)
+  if name == "pca":
+    o = dict(config.get("pca") or {})
+    o.setdefault("prune", "el2n_easy")
+    return dict(o, prune_options=method_options(config, o["prune"]))
+  block = config.get(name)
+  return dict(block) if hasattr(block, "items") else {}
+
+
+def distributed_args(config) -> dict[str, Any]:
+  """`runners.distributed.initialize` keyword arguments from config.distributed (none: a
+  single-process run)."""
+  block = config.get("distributed")
+  return dict(block) if block is not None else {}
+
+
+def _positive_int(value, name: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    raise UserError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def check(config) -> None:
+  """Refuse a bad config in one line (UserError) before any data is read: unknown names,
+  out-of-range numbers, model kwargs that do not build."""
+  if config.method not in methods.METHODS:
+    raise unknown_name("method", config.method, methods.METHODS)
+  if config.method == "pca":
+    prune = method_options(config, "pca")["prune"]
+    if prune not in methods.METHODS or prune in ("pca", "rded"):
+      raise UserError(f"pca.prune must be a selection method, got {prune!r}")
+  if config.eval.model not in models.MODELS:
+    raise unknown_name("model", config.eval.model, models.MODELS)
+  for name in ("ipc", "seeds", "combine.k", "eval.test_batch_size"):
+    value = config
+    for part in name.split("."):
+      value = value[part]
+    _positive_int(value, name)
+  if config.eval.num_devices is not None:
+    _positive_int(config.eval.num_devices, "eval.num_devices")
+    if config.eval.num_devices > jax.device_count():
+      raise UserError(f"eval.num_devices={config.eval.num_devices} but only "
+                      f"{jax.device_count()} devices are visible")
+  if isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int) \
+      or config.checkpoint_every < 0:
+    raise UserError(f"checkpoint_every must be an integer >= 0 (0: only at the end), got "
+                    f"{config.checkpoint_every!r}")
+  if config.eval.dtype not in ("float32", "bfloat16"):
+    raise UserError(f"eval.dtype must be float32 or bfloat16, got {config.eval.dtype!r}")
+  r = eval_recipe(config)
+  with user_input("eval: "):
+    augment.get_augmentation(r.augment, tiles=config.combine.k,
+                             crop_scale=config.eval.crop_scale)
+  recipe(config.scores, "scores")
+  if not config.teacher.get("weights"):
+    recipe(config.teacher, "teacher")

@@ -1,0 +1,119 @@
+"""The workdir policy of a benchmark run: what a workdir holds, when a run may resume, extend
+or replace what is there, and who writes it in a multi-process run.
+
+  W/config.json        the run's config (written first, checked on resume)
+  W/compressed/        the compressed set (dcjax.data.store)
+  W/checkpoints/seed_N the running student's checkpoints
+  W/runs/seed_N.json   each finished student
+  W/tensorboard/       training curves
+  W/results.json       written last (atomically): a workdir holds a finished run or none
+
+A finished run is replaced only with overwrite, or extended: the same config with more seeds
+keeps the finished seeds and trains the new ones. An unfinished run resumes with the same
+config. Multi-process runs share one workdir (a shared filesystem); process 0 writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import jax
+
+from dcjax.benchmark import results as results_schema
+from dcjax.data.files import write_json_atomic
+from dcjax.errors import UserError
+
+RESULTS = results_schema.FILENAME
+COMPRESSED = "compressed"
+CONFIG = "config.json"
+CHECKPOINTS = "checkpoints"
+RUNS = "runs"
+# Config fields that may change between a run and its resumption.
+RESUMABLE_CHANGES = ("overwrite", "progress", "seeds", "distributed")
+
+
+def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+  """Dotted names of the fields that differ between two config dicts."""
+  out = []
+  for k in sorted(set(old) | set(new)):
+    a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += config_differences(a, b, f"{prefix}{k}.")
+    elif a != b:
+      out.append(f"{prefix}{k} ({a!r} -> {b!r})")
+  return out
+
+
+def run_differences(old: dict, new: dict) -> list[str]:
+  """Config differences that make two runs different runs (not RESUMABLE_CHANGES)."""
+  return config_differences({k: v for k, v in old.items() if k not in RESUMABLE_CHANGES},
+                            {k: v for k, v in new.items() if k not in RESUMABLE_CHANGES})
+
+
+def is_writer() -> bool:
+  return jax.process_index() == 0
+
+
+def barrier(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    multihost_utils.sync_global_devices(f"dcjax.benchmark.{name}")
+
+
+class Workdir:
+  """One run's directory and its policy; `config` is the run's config as a JSON dict."""
+
+  def __init__(self, path: str, config: dict, *, seeds: int, overwrite: bool):
+    self.path, self.config, self.seeds, self.overwrite = path, config, seeds, overwrite
+
+  def join(self, *parts: str) -> str:
+    return os.path.join(self.path, *parts)
+
+  def check(self) -> None:
+    """UserError, before anything is read or written, if the run may not go ahead here."""
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise UserError(f"workdir {self.path} exists and is not a directory")
+    if os.path.exists(self.join(RESULTS)) and not self.overwrite:
+      finished = json.load(open(self.join(RESULTS)))
+      saved = self.join(CONFIG)
+      old = json.load(open(saved)) if os.path.exists(saved) else {}
+      diff = run_differences(old, self.config)
+      if diff or self.seeds <= len(finished["runs"]):
+        raise UserError(f"workdir {self.path} already holds a finished run ({RESULTS}, "
+                        f"{len(finished['runs'])} seeds"
+                        + (f"; config differs: {'; '.join(diff)}" if diff else "")
+                        + "); pass --config.overwrite=True to replace it, the same config with "
+                        "more --config.seeds to extend it, or choose another --workdir")
+
+  def prepare(self) -> None:
+    """Create the workdir (process 0), or check that the unfinished run in it has the same
+    config; with overwrite, drop the old run's checkpoints and finished seeds."""
+    if not is_writer():
+      return
+    saved = self.join(CONFIG)
+    if self.overwrite:
+      for name in (CHECKPOINTS, RUNS):
+        shutil.rmtree(self.join(name), ignore_errors=True)
+    elif os.path.exists(saved):
+      diff = run_differences(json.load(open(saved)), self.config)
+      if diff:
+        raise UserError(f"workdir {self.path} holds an unfinished run with a different config "
+                        f"({'; '.join(diff)}); rerun with the same config to resume it, pass "
+                        f"--config.overwrite=True to start over, or choose another --workdir")
+    os.makedirs(self.path, exist_ok=True)
+    write_json_atomic(saved, self.config)
+
+  def finished_seed(self, seed: int) -> dict | None:
+    path = self.join(RUNS, f"seed_{seed}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+  def save_seed(self, seed: int, run: dict) -> None:
+    if is_writer():
+      os.makedirs(self.join(RUNS), exist_ok=True)
+      write_json_atomic(self.join(RUNS, f"seed_{seed}.json"), run)
+
+  def save_results(self, results: dict) -> None:
+    if is_writer():
+      write_json_atomic(self.join(RESULTS), results)
