@@ -30,11 +30,14 @@ def get_config() -> ml_collections.ConfigDict:
   # random | el2n_easy | el2n_hard | forgetting_easy | forgetting_hard | aum_easy | aum_hard |
   # ccs | herding | kcenter  (scores from config.scores; herding/kcenter use teacher features)
   # | rded (distilled from the teacher's most realistic real crops; settings in config.rded)
+  # | pca (config.pca.prune's selection, combined k x k: set combine.k)
   c.method = "random"
   c.ipc = 10  # stored images per class
   # Combine (PCA): each stored image tiles k x k downscaled same-class selected images, so
   # k*k*ipc images per class are selected. 1 = store selected images as they are.
   c.combine = ml_collections.ConfigDict(dict(k=1))
+  # method 'pca': Prune with `prune` (any selection method), then Combine with combine.k.
+  c.pca = ml_collections.ConfigDict(dict(prune="el2n_easy"))
   c.seed = 0  # selection seed; student i trains from seed + i
   c.seeds = 1  # number of fresh students (mean ± std over them)
   c.overwrite = False  # replace a finished run in --workdir
@@ -68,7 +71,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Overrides of the protocol preset (None: keep the preset's value).
   for field, kind in [("optimizer", str), ("lr", float), ("weight_decay", float),
                       ("momentum", float), ("schedule", str), ("batch_size", int),
-                      ("epochs", int), ("augment", str)]:
+                      ("epochs", int), ("augment", str), ("labels", str), ("mixing", str),
+                      ("temperature", float)]:
     c.eval[field] = config_dict.placeholder(kind)
   # RandomResizedCrop area bounds for augment 'rrc_flip' / 'tile_crop' (None: 0.08-1); for
   # tile_crop they are relative to one tile.

@@ -32,7 +32,7 @@ stability   Spearman correlations of the EL2N / AUM / forgetting rankings betwee
             with one seed; plus the overlap under another key for the stronger setting, which
             exposes agreement that only comes from tie-breaking). `cpu`'s stronger setting is
             2 x width 32 x 5 epochs (about 26 minutes here). Score files come from
-            `methods.dataset_scores` (the cached file when present; the cheap one is never
+            `runners.scoring.dataset_scores` (the cached file when present; the cheap one is never
             recomputed in `cpu` unless --compute-cheap).
 
 Sizes: `ci` (tiny synthetic data and models: seconds, for the test) and `cpu` (the real
@@ -64,11 +64,10 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import benchmark as benchmark_config  # noqa: E402
-from dcjax import protocols, training  # noqa: E402
-from dcjax import benchmark, models, select, train  # noqa: E402
-from dcjax.runners import dynamics
-from dcjax.benchmark import methods
-from dcjax.data import sources
+from dcjax import benchmark, models, protocols, select, train, training  # noqa: E402
+from dcjax.benchmark import config_args, methods  # noqa: E402
+from dcjax.data import sources  # noqa: E402
+from dcjax.runners import dynamics, scoring  # noqa: E402
 from dcjax.data.files import write_json_atomic  # noqa: E402
 
 IMAGENET_TRAIN = 1_281_167  # the issue's "1.28M"
@@ -158,7 +157,7 @@ def throughput(size: Size, width: int | None = None, num_models: int | None = No
   c = scores_cfg(overrides)
   scfg = c.scores
   mean, std = benchmark.NORMALISATION["fashion_mnist"]
-  sc = methods.scores_config(scfg, (28, 28, 1), mean, std)
+  sc = config_args.score_key(c, (28, 28, 1), mean, std)
   recipe, k = protocols.Recipe(**sc["recipe"]), sc["k"]
   src = sources.open_source("synthetic", "train", synthetic=dict(
       num_examples=size.tp_examples, image_size=28, channels=1, num_classes=10, seed=0))
@@ -257,7 +256,7 @@ def memory_one(n: int, side: int, width: int, steps: int, aligned: bool) -> dict
   c = scores_cfg(dict(width=width, epochs=1))
   scfg = c.scores
   mean, std = benchmark.IMAGENET_MEAN, benchmark.IMAGENET_STD
-  sc = methods.scores_config(scfg, (side, side, 3), mean, std)
+  sc = config_args.score_key(c, (side, side, 3), mean, std)
   model = models.get_model(scfg.model, 10, side, **sc["model_kwargs"])
   mesh = train.make_mesh()
   rss_imports = _rss_bytes()
@@ -423,7 +422,7 @@ def stability(size: Size, strong: dict, cache_dir: str, compute_cheap: bool,
   mesh = train.make_mesh()
 
   def get(c, wait_s: float):
-    sc = methods.scores_config(c.scores, images.shape[1:], mean, std)
+    sc = config_args.score_key(c, images.shape[1:], mean, std)
     from dcjax.data import scorefile
     path = scorefile.score_path(cache_dir, c.dataset, "train", sc)
     deadline = time.time() + wait_s
@@ -431,7 +430,9 @@ def stability(size: Size, strong: dict, cache_dir: str, compute_cheap: bool,
       time.sleep(30)
     existed = os.path.exists(path)
     t0 = time.perf_counter()
-    scores, path = methods.dataset_scores(c, train_src, images, mean, std, mesh)
+    scores, path = scoring.dataset_scores(
+        train_src, lambda _: images, mean=mean, std=std, mesh=mesh,
+        image_shape=images.shape[1:], **config_args.score_args(c))
     return scores, dict(path=path, setting=describe_setting(c.scores), reused=existed,
                         seconds=None if existed else time.perf_counter() - t0)
 

@@ -43,7 +43,8 @@ import time
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
 
-from dcjax import protocols, report  # noqa: E402
+from dcjax import protocols  # noqa: E402
+from dcjax.benchmark import report  # noqa: E402
 
 MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "pca")
 DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard", "ccs": "CCS",

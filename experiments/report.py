@@ -16,7 +16,7 @@ import sys
 # Runs from a plain checkout too (without `pip install -e .`): the repo root holds `dcjax`.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dcjax import report  # noqa: E402
+from dcjax.benchmark import report  # noqa: E402
 from dcjax.errors import UserError  # noqa: E402
 
 

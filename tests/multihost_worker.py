@@ -13,7 +13,6 @@ comes from the environment (JAX_NUM_CPU_DEVICES), set by the test.
 
 import sys
 
-import ml_collections
 import numpy as np
 
 from dcjax.runners import distributed

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from dcjax import augment
-from dcjax.errors import UserError
 
 LO, HI = 0.2, 0.7  # inputs stay away from 0 so that zero fill is visible
 
@@ -52,7 +51,7 @@ def test_named_augmentation_shape_dtype_and_determinism(name):
 
 
 def test_unknown_augmentation_lists_known_names():
-  with pytest.raises(UserError, match="unknown augmentation 'autoaugment'") as e:
+  with pytest.raises(ValueError, match="unknown augmentation 'autoaugment'") as e:
     augment.get_augmentation("autoaugment")
   for name in augment.AUGMENTATIONS:
     assert name in str(e.value)
@@ -333,5 +332,5 @@ def test_crop_scale_and_tile_dsa():
   assert tile_dsa(key, x).shape == x.shape
   # k=1 tile_dsa is DSA on the (possibly flipped) whole image.
   assert augment.get_augmentation("tile_dsa", tiles=1)(key, x).shape == x.shape
-  with pytest.raises(UserError, match="crop_scale"):
+  with pytest.raises(ValueError, match="crop_scale"):
     augment.get_augmentation("tile_crop", tiles=2, crop_scale=(0.0, 1.0))

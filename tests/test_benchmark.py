@@ -222,6 +222,48 @@ def test_main_runs_with_overrides(tmp_path):
   assert p.returncode != 0 and not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("args,message", [
+    (["--config.ipcc=10"], "error: unknown config field 'ipcc'; did you mean 'ipc'?"),
+    (["--config.eval.protocl=hard"],
+     "error: unknown config field 'protocl'; did you mean 'protocol'?"),
+    (["--config.ipc=abc"], "error: flag --config.ipc=abc: invalid literal for int()"),
+])
+def test_main_config_flag_errors_are_one_line(tmp_path, args, message):
+  p = _main("--config=configs/benchmark.py", f"--workdir={tmp_path / 'w'}", *args)
+  assert p.returncode == 2 and p.stderr.strip().startswith(message), p.stderr
+  assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_main_missing_config_file_is_one_line(tmp_path):
+  p = _main("--config=configs/nothere.py", f"--workdir={tmp_path / 'w'}")
+  assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+  assert "cannot load the config file" in p.stderr and "configs/nothere.py" in p.stderr
+
+
+def test_every_config_field_the_readme_documents_exists():
+  """The README's configuration table names only fields configs/benchmark.py has."""
+  import re  # pylint: disable=g-import-not-at-top
+  sys.path.insert(0, ROOT)
+  from configs import benchmark as cfg_module  # pylint: disable=g-import-not-at-top
+  c = cfg_module.get_config()
+  readme = open(os.path.join(ROOT, "README.md")).read()
+  table = readme[readme.index("| field | meaning | default |"):]
+  table = table[:table.index("\n\n")]
+  names = []
+  for row in table.splitlines()[2:]:
+    for cell in row.split("|")[1].split(" / "):
+      for name in re.findall(r"`([\w.{},*]+)`", cell):
+        m = re.fullmatch(r"(.*)\{(.*)\}", name)
+        names += [m[1] + f for f in m[2].split(",")] if m else [name]
+  assert len(names) > 25
+  for name in names:
+    target = c
+    for part in name.removesuffix(".*").split("."):
+      assert part in target, f"README documents {name}, configs/benchmark.py has no such field"
+      target = target[part]
+
+
 @pytest.mark.parametrize("method", ["el2n_easy", "aum_hard", "ccs", "herding", "kcenter"])
 def test_score_and_feature_methods_end_to_end(tmp_path, method):
   c = tiny_config(method=method, ipc=2, **{

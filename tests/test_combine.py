@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dcjax import combine
-from dcjax.errors import UserError
 
 # Tiny arrays: XLA's optimiser costs more than it saves (as in test_augment).
 FAST = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
@@ -33,7 +32,7 @@ def test_tile_bounds_round_and_cover():
       assert b[0][0] == 0 and b[-1][1] == size
       assert all(b[i][1] == b[i + 1][0] for i in range(k - 1))
       assert {y1 - y0 for y0, y1 in b} <= {size // k, -(-size // k)}
-  with pytest.raises(UserError, match="cannot tile 2 pixels into 3"):
+  with pytest.raises(ValueError, match="cannot tile 2 pixels into 3"):
     combine.tile_bounds(2, 3)
 
 
@@ -82,13 +81,13 @@ def test_k1_is_identity():
 
 
 def test_bad_inputs_are_user_errors():
-  with pytest.raises(UserError, match="cannot tile 6 images with k=2: need a multiple of k\\*k=4"):
+  with pytest.raises(ValueError, match="cannot tile 6 images with k=2: need a multiple of k\\*k=4"):
     combine.tile(images(6, 4, 4), 2)
-  with pytest.raises(UserError, match="positive integer"):
+  with pytest.raises(ValueError, match="positive integer"):
     combine.tile(images(4, 4, 4), 0)
-  with pytest.raises(UserError, match="cannot tile 2 pixels into 3"):
+  with pytest.raises(ValueError, match="cannot tile 2 pixels into 3"):
     combine.tile(images(9, 2, 8), 3)
-  with pytest.raises(UserError, match="\\[N, H, W, C\\]"):
+  with pytest.raises(ValueError, match="\\[N, H, W, C\\]"):
     combine.tile(jnp.zeros((4, 4, 4)), 2)
 
 
@@ -105,9 +104,12 @@ def test_tile_labels_and_sources():
 
 def test_tile_labels_names_first_mixed_group():
   labels = np.array([0, 0, 0, 0, 1, 1, 2, 1, 5, 6, 5, 5])
-  with pytest.raises(UserError, match=r"tile group 1 \(items 4-7\) mixes classes \[1, 2\]"):
-    combine.tile_labels(labels, 2)
-  with pytest.raises(UserError, match="cannot tile 5 labels"):
+  with pytest.raises(ValueError, match=r"tile group 1 \(items 4-7\) mixes classes \[1, 2\]"):
+    combine.check_tile_labels(labels, 2)
+  combine.check_tile_labels(np.array([3, 3, 3, 3]), 2)
+  with pytest.raises(ValueError, match="cannot tile 5 labels"):
+    combine.check_tile_labels(np.zeros(5, int), 2)
+  with pytest.raises(ValueError, match="cannot tile 5 labels"):
     combine.tile_labels(np.zeros(5, int), 2)
-  with pytest.raises(UserError, match="cannot tile 3 indices"):
+  with pytest.raises(ValueError, match="cannot tile 3 indices"):
     combine.tile_sources(np.arange(3), 2)

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dcjax import models
-from dcjax.errors import UserError
 
 # XLA:CPU spends ~10 s optimising ResNet-18's init; these tests check values, not speed.
 FAST = dict(xla_backend_optimization_level=0, xla_llvm_disable_expensive_passes=True)
@@ -91,7 +90,7 @@ def test_resnet18_imagenet_parameter_count_matches_torchvision():
 
 
 def test_unknown_model_lists_known_names():
-  with pytest.raises(UserError, match="unknown model 'vgg11'") as e:
+  with pytest.raises(ValueError, match="unknown model 'vgg11'") as e:
     models.get_model("vgg11", 10, 32)
   for name in models.MODELS:
     assert name in str(e.value)

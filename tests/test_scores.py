@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dcjax import scores
-from dcjax.errors import UserError
 
 B, K = 7, 5
 
@@ -54,13 +53,13 @@ def test_extreme_logits_stay_finite():
 
 def test_shape_errors():
   z, y = make_logits()
-  with pytest.raises(UserError, match=r"el2n expects labels \[B\] with B=7"):
+  with pytest.raises(ValueError, match=r"el2n expects labels \[B\] with B=7"):
     scores.el2n(z, y[:3])
-  with pytest.raises(UserError, match=r"entropy expects logits \[B, K\]"):
+  with pytest.raises(ValueError, match=r"entropy expects logits \[B, K\]"):
     scores.entropy(z[0])
-  with pytest.raises(UserError, match="margin needs at least 2 classes"):
+  with pytest.raises(ValueError, match="margin needs at least 2 classes"):
     scores.margin(z[:, :1], np.zeros(B, np.int32))
-  with pytest.raises(UserError, match=r"el2n_mean expects logits \[k, B, K\]"):
+  with pytest.raises(ValueError, match=r"el2n_mean expects logits \[k, B, K\]"):
     scores.el2n_mean(z, y)
 
 
@@ -126,7 +125,7 @@ def test_grand_full_and_last_layer_match_hand_gradient():
 def test_grand_unknown_last_layer():
   params = make_params()
   x, y = np.zeros((2, D), np.float32), np.zeros(2, np.int32)
-  with pytest.raises(UserError, match=r"no 'head' under the top level; keys there: body, fc"):
+  with pytest.raises(ValueError, match=r"no 'head' under the top level; keys there: body, fc"):
     scores.grand(two_layer, params, x, y, last_layer="head")
 
 
@@ -202,8 +201,8 @@ def test_aum_uses_largest_other_logit():
 
 
 def test_update_shape_errors():
-  with pytest.raises(UserError, match=r"expects indices \[B\] with B=2"):
+  with pytest.raises(ValueError, match=r"expects indices \[B\] with B=2"):
     scores.aum_update(scores.aum_init(3), jnp.arange(3), jnp.zeros((2, 2)), jnp.zeros(2, int))
-  with pytest.raises(UserError, match="integer indices"):
+  with pytest.raises(ValueError, match="integer indices"):
     scores.forgetting_update(scores.forgetting_init(3), jnp.zeros(2), jnp.zeros((2, 2)),
                              jnp.zeros(2, int))

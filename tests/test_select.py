@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from dcjax import select
-from dcjax.errors import UserError
 
 NUM_CLASSES, IPC = 4, 5
 COUNTS = (9, 17, 5, 12)  # class 2 holds exactly IPC examples
@@ -101,7 +100,7 @@ def test_under_outer_jit_with_static_sizes():
 
 def test_unknown_rule():
   scores, labels = make_data()
-  with pytest.raises(UserError, match="unknown selection rule 'median'"):
+  with pytest.raises(ValueError, match="unknown selection rule 'median'"):
     run(scores, labels, rule="median")
 
 
@@ -113,22 +112,22 @@ def test_check_ipc_accepts_the_smallest_class_size():
 
 def test_check_ipc_too_large_names_class_and_maximum():
   _, labels = make_data()
-  with pytest.raises(UserError) as e:
+  with pytest.raises(ValueError) as e:
     select.check_ipc(labels, NUM_CLASSES, 6)
   msg = str(e.value)
   assert "ipc=6" in msg and "class 2" in msg and "5 examples" in msg and "<= 5" in msg
-  with pytest.raises(UserError, match=r"class 2 \(bird\) has 5 examples"):
+  with pytest.raises(ValueError, match=r"class 2 \(bird\) has 5 examples"):
     select.check_ipc(labels, NUM_CLASSES, 6, class_names=["plane", "car", "bird", "cat"])
 
 
 def test_check_ipc_counts_absent_classes_as_empty():
   _, labels = make_data()
-  with pytest.raises(UserError, match="class 4 has 0 examples"):
+  with pytest.raises(ValueError, match="class 4 has 0 examples"):
     select.check_ipc(labels, NUM_CLASSES + 1, 1)
 
 
 @pytest.mark.parametrize("ipc", [0, -3])
 def test_check_ipc_below_one(ipc):
   _, labels = make_data()
-  with pytest.raises(UserError, match=f"ipc must be >= 1, got {ipc}"):
+  with pytest.raises(ValueError, match=f"ipc must be >= 1, got {ipc}"):
     select.check_ipc(labels, NUM_CLASSES, ipc)

@@ -13,7 +13,6 @@ import pytest
 
 from dcjax import training
 from dcjax import augment, models, protocols, train
-from dcjax.errors import UserError
 
 MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 

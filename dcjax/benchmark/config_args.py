@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from dcjax import augment, models, protocols
 from dcjax.benchmark import methods
 from dcjax.errors import UserError, unknown_name, user_input
+from dcjax.runners import scoring
 from dcjax.runners import student as student_lib
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -96,6 +97,15 @@ def score_args(config) -> dict[str, Any]:
               recipe=recipe(s, "scores"), epochs=int(s.epochs), num_models=int(s.num_models),
               seed=int(s.seed), el2n_epoch=s.el2n_epoch, file=s.file, cache_dir=s.cache_dir,
               allow_compute=s.allow_compute, progress=config.progress)
+
+
+def score_key(config, image_shape: tuple, mean, std) -> dict[str, Any]:
+  """The score file's cache key (`runners.scoring.score_key`) of config.scores."""
+  a = score_args(config)
+  return scoring.score_key(model=a["model"], model_kwargs=a["model_kwargs"], recipe=a["recipe"],
+                           epochs=a["epochs"], num_models=a["num_models"], seed=a["seed"],
+                           el2n_epoch=a["el2n_epoch"], image_shape=image_shape, mean=mean,
+                           std=std)
 
 
 def score_image_size(config) -> int | None:

@@ -105,6 +105,7 @@ def selection(choose: Callable[[Inputs, int], np.ndarray]) -> Method:
     labels = np.asarray(inputs.train.labels)[indices].astype(np.int32)
     behind = np.asarray(combine.tile_sources(indices, k), np.int64).reshape(-1, k * k)
     if k > 1:
+      combine.check_tile_labels(labels, k)
       labels = np.asarray(combine.tile_labels(labels, k), np.int32)
       images = np.asarray(combine.tile(images, k))
     return Compressed(images, labels, behind)
@@ -180,12 +181,13 @@ def rded_method(inputs: Inputs) -> Compressed:
 
 
 def pca(inputs: Inputs) -> Compressed:
-  """PCA's Prune + Combine: the method named options['prune'] (default el2n_easy) chooses
-  k²·ipc images per class, tiled k x k (inputs.k, config combine.k)."""
-  prune = get(inputs.options.get("prune", "el2n_easy"))
-  if prune is METHODS.get("pca") or prune is METHODS.get("rded"):
-    raise ValueError("pca.prune must be a selection method")
-  return prune(dataclasses.replace(inputs, options={}))
+  """PCA's Prune + Combine: the selection method named options['prune'] (default el2n_easy,
+  with its own settings options['prune_options']) chooses k²·ipc images per class, tiled k x k
+  (inputs.k: config combine.k)."""
+  name = inputs.options.get("prune", "el2n_easy")
+  if name in ("pca", "rded"):
+    raise ValueError(f"pca.prune must be a selection method, got {name!r}")
+  return get(name)(dataclasses.replace(inputs, options=inputs.options.get("prune_options", {})))
 
 
 # name -> (score, rule). 'aum' is higher-is-easier; `difficulty` negates it.

@@ -24,8 +24,6 @@ import numpy as np
 
 import dcjax
 from dcjax.benchmark import config_args, methods
-from dcjax.benchmark.config_args import IMAGENET_MEAN, IMAGENET_STD, NORMALISATION  # noqa: F401
-from dcjax.benchmark.config_args import normalisation  # noqa: F401
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
 from dcjax.data import sources, splits, store
