@@ -67,7 +67,11 @@ def student(config, num_classes: int, image_shape: tuple, mesh=None,
   kwargs = dict(model_kwargs(config.eval), dtype=jnp.dtype(config.eval.dtype))
   try:
     model = models.get_model(config.eval.model, num_classes, image_shape[0], **kwargs)
-  except TypeError as e:
+    # Built abstractly (no compute): a bad kwarg value fails here, not after the workdir is
+    # written.
+    jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *image_shape)),
+                                      train=False))
+  except (TypeError, ValueError) as e:
     raise UserError(f"eval.model_kwargs do not fit model {config.eval.model!r}: {e}") from None
   mean, std = normalisation(config, image_shape[-1])
   return student_lib.Student(model, r, aug, mean, std,

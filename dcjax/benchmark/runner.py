@@ -39,9 +39,16 @@ def run(config, workdir: str) -> dict[str, Any]:
   content. Raises UserError for bad input, with nothing written. Rerunning the same command
   after an interruption resumes it: finished seeds are kept, the running seed continues from
   its last checkpoint."""
-  t_start = time.perf_counter()
   wd = Workdir(workdir, json.loads(config.to_json()), seeds=config.seeds,
                overwrite=config.overwrite)
+  try:
+    return _run(config, wd)
+  finally:
+    wd.release()
+
+
+def _run(config, wd: Workdir) -> dict[str, Any]:
+  t_start = time.perf_counter()
   wd.check()
   config_args.check(config)
   train_src, test_src = open_splits(config)
@@ -100,7 +107,33 @@ def open_splits(config) -> tuple[sources.Source, sources.Source]:
   if config.data.validation_per_class:
     return splits.holdout(train_src, config.data.validation_per_class,
                           config.data.validation_seed)
-  return train_src, sources.open_source(config.dataset, "test", **kw)
+  test_src = sources.open_source(config.dataset, "test", **kw)
+  check_splits(train_src, test_src, config.dataset)
+  return train_src, test_src
+
+
+def _origin(src: sources.Source):
+  """Where a source's examples come from (a folder's root and files, parquet files), or None."""
+  if hasattr(src, "files"):
+    return getattr(src, "root", None), tuple(src.files)
+  return None
+
+
+def check_splits(train_src: sources.Source, test_src: sources.Source, dataset: str) -> None:
+  """UserError unless the test split is a different set of examples with the same classes."""
+  if _origin(train_src) is not None and _origin(train_src) == _origin(test_src):
+    raise UserError(f"dataset {dataset} has no separate test split (the same files would be "
+                    f"trained and tested on); give a folder with train/ and test/ (or val/) "
+                    f"subfolders, or parquet files named train-*/test-*")
+  if list(train_src.class_names) != list(test_src.class_names):
+    only_train = sorted(set(train_src.class_names) - set(test_src.class_names))
+    only_test = sorted(set(test_src.class_names) - set(train_src.class_names))
+    detail = "; ".join(f"only in {split}: {', '.join(map(str, names[:5]))}"
+                       for split, names in (("train", only_train), ("test", only_test)) if names)
+    raise UserError(f"the train and test splits of {dataset} have different classes "
+                    f"({len(train_src.class_names)} vs {len(test_src.class_names)}"
+                    + (f"; {detail}" if detail else "; the same names in another order")
+                    + "): test labels would name the wrong classes")
 
 
 def check_ipc(train_src: sources.Source, ipc: int, k: int) -> None:

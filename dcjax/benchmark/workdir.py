@@ -7,6 +7,7 @@ or replace what is there, and who writes it in a multi-process run.
   W/runs/seed_N.json   each finished student
   W/tensorboard/       training curves
   W/results.json       written last (atomically): a workdir holds a finished run or none
+  W/.lock              held (flock) by the running process 0: one run per workdir at a time
 
 A finished run is replaced only with overwrite, or extended: the same config with more seeds
 keeps the finished seeds and trains the new ones. An unfinished run resumes with the same
@@ -15,9 +16,12 @@ config. Multi-process runs share one workdir (a shared filesystem); process 0 wr
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import shutil
+import socket
 
 import jax
 
@@ -26,8 +30,10 @@ from dcjax.data.files import write_json_atomic
 from dcjax.errors import UserError
 
 RESULTS = results_schema.FILENAME
+RUN_FIELDS = tuple(f.name for f in dataclasses.fields(results_schema.Run))
 COMPRESSED = "compressed"
 CONFIG = "config.json"
+LOCK = ".lock"
 CHECKPOINTS = "checkpoints"
 RUNS = "runs"
 # Config fields that may change between a run and its resumption.
@@ -52,6 +58,21 @@ def run_differences(old: dict, new: dict) -> list[str]:
                             {k: v for k, v in new.items() if k not in RESUMABLE_CHANGES})
 
 
+def read_json(path: str) -> dict:
+  """A workdir's JSON file, or one UserError line naming it if it is unreadable."""
+  try:
+    with open(path) as f:
+      value = json.load(f)
+  except (OSError, ValueError) as e:
+    raise UserError(f"cannot read {path} ({e.__class__.__name__}: {e}); the workdir is "
+                    f"damaged: delete that file to redo its part, or choose another "
+                    f"--workdir") from None
+  if not isinstance(value, dict):
+    raise UserError(f"{path} does not hold a JSON object; the workdir is damaged: delete that "
+                    f"file to redo its part, or choose another --workdir")
+  return value
+
+
 def is_writer() -> bool:
   return jax.process_index() == 0
 
@@ -67,6 +88,34 @@ class Workdir:
 
   def __init__(self, path: str, config: dict, *, seeds: int, overwrite: bool):
     self.path, self.config, self.seeds, self.overwrite = path, config, seeds, overwrite
+    self._lock = None
+
+  def lock(self) -> None:
+    """Hold an exclusive lock on the workdir (process 0) until `release` or process exit: a
+    second run in the same workdir is refused in one line. The kernel drops the lock of a
+    process that dies, so a killed run leaves no stale lock."""
+    if not is_writer() or self._lock is not None:
+      return
+    os.makedirs(self.path, exist_ok=True)
+    f = open(self.join(LOCK), "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      f.close()
+      raise UserError(f"workdir {self.path} is in use by {holder}; wait for it to finish or "
+                      f"choose another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    self._lock = f
+
+  def release(self) -> None:
+    if self._lock is not None:
+      self._lock.close()
+      self._lock = None
 
   def join(self, *parts: str) -> str:
     return os.path.join(self.path, *parts)
@@ -75,10 +124,20 @@ class Workdir:
     """UserError, before anything is read or written, if the run may not go ahead here."""
     if os.path.exists(self.path) and not os.path.isdir(self.path):
       raise UserError(f"workdir {self.path} exists and is not a directory")
+    parent = os.path.dirname(os.path.abspath(self.path))
+    while not os.path.exists(parent):
+      parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+      raise UserError(f"workdir {self.path} cannot be created: {parent} is a file")
+    if not os.access(parent if not os.path.isdir(self.path) else self.path, os.W_OK):
+      raise UserError(f"workdir {self.path} is not writable")
     if os.path.exists(self.join(RESULTS)) and not self.overwrite:
-      finished = json.load(open(self.join(RESULTS)))
+      finished = read_json(self.join(RESULTS))
       saved = self.join(CONFIG)
-      old = json.load(open(saved)) if os.path.exists(saved) else {}
+      old = read_json(saved) if os.path.exists(saved) else {}
+      if not isinstance(finished.get("runs"), list):
+        raise UserError(f"{self.join(RESULTS)} has no list of runs; the workdir is damaged: "
+                        f"delete that file to redo the run's end, or choose another --workdir")
       diff = run_differences(old, self.config)
       if diff or self.seeds <= len(finished["runs"]):
         raise UserError(f"workdir {self.path} already holds a finished run ({RESULTS}, "
@@ -92,12 +151,13 @@ class Workdir:
     config; with overwrite, drop the old run's checkpoints and finished seeds."""
     if not is_writer():
       return
+    self.lock()
     saved = self.join(CONFIG)
     if self.overwrite:
       for name in (CHECKPOINTS, RUNS):
         shutil.rmtree(self.join(name), ignore_errors=True)
     elif os.path.exists(saved):
-      diff = run_differences(json.load(open(saved)), self.config)
+      diff = run_differences(read_json(saved), self.config)
       if diff:
         raise UserError(f"workdir {self.path} holds an unfinished run with a different config "
                         f"({'; '.join(diff)}); rerun with the same config to resume it, pass "
@@ -107,7 +167,13 @@ class Workdir:
 
   def finished_seed(self, seed: int) -> dict | None:
     path = self.join(RUNS, f"seed_{seed}.json")
-    return json.load(open(path)) if os.path.exists(path) else None
+    if not os.path.exists(path):
+      return None
+    run = read_json(path)
+    if set(run) != set(RUN_FIELDS):
+      raise UserError(f"{path} is not a finished seed (fields {', '.join(sorted(run))}); delete "
+                      f"it to train that seed again")
+    return run
 
   def save_seed(self, seed: int, run: dict) -> None:
     if is_writer():

@@ -29,7 +29,6 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 
 import dcjax
+from dcjax.data.files import write_atomic
 from dcjax.errors import UserError
 
 FORMAT = "dcjax.scores"
@@ -73,20 +73,7 @@ def _write_npz(f, arrays: dict[str, np.ndarray]) -> None:
 
 def _atomic_write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
   """Writes `arrays` as an .npz at `path` atomically: the old file or the whole new one."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
-  try:
-    with os.fdopen(fd, "wb") as f:  # A file object, so np.savez does not append ".npz".
-      _write_npz(f, arrays)
-      f.flush()
-      os.fsync(f.fileno())
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; scores are as readable as the data.
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+  write_atomic(path, lambda f: _write_npz(f, arrays))
 
 
 def _check_indices(indices: Any, m: int, who: str) -> np.ndarray:

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 import threading
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -36,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from dcjax.data.files import write_atomic
 from dcjax.errors import UserError, unknown_name
 
 SPLITS = ("train", "test")
@@ -747,18 +747,8 @@ def _read_cache(path: str, key: bytes, n: int) -> tuple[np.ndarray, np.ndarray] 
 
 def _write_cache(path: str, key: bytes, images: np.ndarray, labels: np.ndarray) -> None:
   """Writes an uncompressed .npz atomically: readers see the old file or the whole new one."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npz")
-  try:
-    with os.fdopen(fd, "wb") as f:  # A file object, so np.savez does not append ".npz".
-      np.savez(f, images=images, labels=labels, key=np.frombuffer(key, np.uint8))
-    os.chmod(tmp_path, 0o644)  # mkstemp makes it private; a cache is as readable as the data.
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.unlink(tmp_path)
-    raise
+  write_atomic(path, lambda f: np.savez(f, images=images, labels=labels,
+                                        key=np.frombuffer(key, np.uint8)), suffix=".npz")
 
 
 def load_images(

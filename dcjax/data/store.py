@@ -46,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 import dcjax
+from dcjax.data.files import umask_mode
 from dcjax.errors import UserError
 
 FORMAT_VERSION = 1
@@ -458,6 +459,7 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
 
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+  os.chmod(tmp, umask_mode(0o777))  # mkdtemp makes it private; a set is as readable as results
   promoted = False
   try:
     folders = sorted({name.split("/")[0] for name in names_of})

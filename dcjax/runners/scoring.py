@@ -14,6 +14,7 @@ recomputed in place.
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from typing import Any, Callable, Mapping
 
@@ -100,4 +101,5 @@ def dataset_scores(train_src: sources.Source, load: Callable[[sources.Source], n
   if jax.process_index() == 0:  # every process holds the same scores
     scorefile.save_scores(path, out, dataset=dataset, split="train", fingerprint=fp,
                           score_config=key)
+    shutil.rmtree(path + ".progress", ignore_errors=True)  # the score file is what is kept
   return out, path

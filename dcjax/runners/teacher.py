@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import sys
 from typing import Any, Callable, Mapping
 
@@ -171,6 +172,8 @@ def _train_teacher(student: train.Student, images: np.ndarray, labels: np.ndarra
   print(f"teacher: trained in {stats['train_seconds']:.0f} s", file=sys.stderr, flush=True)
   _finish_teacher(student, variables, path=path, step=student.recipe.epochs,
                   extra=dict(train_seconds=stats["train_seconds"]), **finish)
+  if jax.process_index() == 0:  # final/ and teacher.json are what is kept
+    shutil.rmtree(os.path.join(path, "progress"), ignore_errors=True)
 
 
 def features(model, variables, images: np.ndarray, mean, std,

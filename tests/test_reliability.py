@@ -1,0 +1,166 @@
+"""Bad input refused in one line with nothing written, and damaged workdirs named: the
+reliability cases of the benchmark runner (each test names the case it covers)."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcjax import benchmark
+from dcjax.errors import UserError
+from test_benchmark import tiny_config
+
+
+def _folder(root, splits=("train", "test"), classes=None):
+  rng = np.random.default_rng(0)
+  for split in splits:
+    for c in (classes or {}).get(split, ["c0", "c1", "c2"]):
+      d = root / split / c if split else root / c
+      d.mkdir(parents=True)
+      for j in range(4):
+        Image.fromarray(rng.integers(0, 255, (12, 12, 3), dtype=np.uint8)).save(d / f"{j}.png")
+
+
+def _refused(tmp_path, pattern, **overrides):
+  work = tmp_path / "run"
+  with pytest.raises(UserError, match=pattern):
+    benchmark.run(tiny_config(**overrides), str(work))
+  assert not work.exists()
+
+
+def test_folder_splits_with_different_classes_are_refused(tmp_path):
+  _folder(tmp_path / "data", classes=dict(train=["c0", "c1", "c2"], test=["c0", "c2"]))
+  _refused(tmp_path, r"different classes \(3 vs 2; only in train: c1\): test labels would name "
+           "the wrong classes", dataset=f"folder:{tmp_path / 'data'}", ipc=2)
+
+
+def test_folder_without_split_subfolders_is_refused(tmp_path):
+  _folder(tmp_path / "data", splits=("",))
+  _refused(tmp_path, "has no separate test split", dataset=f"folder:{tmp_path / 'data'}", ipc=2)
+
+
+def test_single_parquet_file_is_refused_as_both_splits(tmp_path):
+  pq = pytest.importorskip("pyarrow.parquet")
+  import io  # pylint: disable=g-import-not-at-top
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top
+  buf = []
+  for i in range(12):
+    b = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)).save(b, format="PNG")
+    buf.append({"bytes": b.getvalue(), "path": None})
+  table = pa.table({"image": buf, "label": [i % 3 for i in range(12)]})
+  pq.write_table(table, tmp_path / "set.parquet")
+  _refused(tmp_path, "has no separate test split", dataset=f"parquet:{tmp_path / 'set.parquet'}",
+           ipc=2)
+
+
+def test_bad_model_kwarg_value_is_refused_before_the_workdir_is_written(tmp_path):
+  _refused(tmp_path, "eval.model_kwargs do not fit model 'convnet'",
+           **{"eval.model_kwargs.norm": "layer"})
+
+
+@pytest.mark.parametrize("overrides,pattern", [
+    ({"eval.lr": float("nan")}, "eval: lr must be a finite number > 0, got nan"),
+    ({"eval.momentum": 1.5}, r"eval: momentum must be a finite number in \[0, 1\)"),
+    ({"eval.weight_decay": -1.0}, "eval: weight_decay must be a finite number >= 0"),
+    ({"eval.temperature": 0.0}, "eval: temperature must be a finite number > 0"),
+    ({"eval.mixing": "mixupp"}, "eval: unknown mixing 'mixupp'"),
+    ({"eval.labels": "soft"}, "eval: unknown label source 'soft'"),
+    ({"eval.schedule": "linear"}, "eval: unknown schedule 'linear'"),
+    ({"eval.optimizer": "adam"}, "eval: unknown optimizer 'adam'"),
+    ({"eval.epochs": 0}, "eval: epochs must be an integer >= 1, got 0"),
+    ({"eval.batch_size": 0}, "eval: batch_size must be an integer >= 1, got 0"),
+    ({"eval.dtype": "float16"}, "eval.dtype must be float32 or bfloat16"),
+    ({"eval.num_devices": 1000}, "eval.num_devices=1000 but only"),
+    ({"eval.crop_scale": (0.0, 1.0)}, "crop_scale must be"),
+    ({"teacher.lr": 0.0}, "teacher: lr must be a finite number > 0"),
+    ({"teacher.protocol": "nope"}, "teacher: unknown protocol 'nope'"),
+    ({"scores.epochs": 0}, "scores: epochs must be an integer >= 1"),
+    ({"method": "pca", "pca.prune": "rded"}, "pca.prune must be a selection method"),
+    ({"method": "pca", "pca.prune": "nope"}, "pca.prune must be a selection method"),
+    ({"combine.k": 0}, "combine.k must be an integer >= 1, got 0"),
+])
+def test_bad_values_are_refused_before_anything_is_written(tmp_path, overrides, pattern):
+  _refused(tmp_path, pattern, **overrides)
+
+
+@pytest.mark.parametrize("damage", ["results.json", "config.json", "runs/seed_0.json"])
+def test_a_damaged_workdir_file_is_named_in_one_line(tmp_path, damage):
+  work = tmp_path / "run"
+  c = tiny_config(**{"eval.epochs": 1})
+  benchmark.run(c, str(work))
+  if damage != "results.json":  # an unfinished run: drop results.json, damage another file
+    os.remove(work / "results.json")
+  (work / damage).write_text("{not json")
+  with pytest.raises(UserError, match=f"cannot read {work / damage}.*the workdir is damaged"):
+    benchmark.run(c, str(work))
+
+
+def test_a_results_json_without_runs_is_named(tmp_path):
+  work = tmp_path / "run"
+  c = tiny_config(**{"eval.epochs": 1})
+  benchmark.run(c, str(work))
+  (work / "results.json").write_text(json.dumps({"method": "random"}))
+  with pytest.raises(UserError, match="has no list of runs; the workdir is damaged"):
+    benchmark.run(c, str(work))
+
+
+def test_a_workdir_under_a_file_is_refused(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(UserError):
+    benchmark.run(tiny_config(), str(tmp_path / "file" / "run"))
+  shutil.rmtree(tmp_path / "file", ignore_errors=True)
+
+
+def test_a_second_run_in_a_locked_workdir_is_refused_and_a_dead_holder_leaves_no_lock(tmp_path):
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  work = tmp_path / "run"
+  work.mkdir()
+  holder = subprocess.Popen([sys.executable, "-c", (
+      "import fcntl, os, sys, time\n"
+      f"f = open({str(work / '.lock')!r}, 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+      "f.write(f'process {os.getpid()} on test\\n'); f.flush(); print('locked', flush=True)\n"
+      "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    c = tiny_config(**{"eval.epochs": 1})
+    with pytest.raises(UserError, match=f"workdir {work} is in use by process {holder.pid} on "
+                       "test; wait for it"):
+      benchmark.run(c, str(work))
+    assert sorted(os.listdir(work)) == [".lock"]  # nothing else written
+  finally:
+    holder.kill()  # SIGKILL: the kernel drops its lock
+    holder.wait()
+  r = benchmark.run(c, str(work))
+  assert len(r["runs"]) == 1
+  # The lock is released when a run ends (or fails): the same process can run again.
+  benchmark.run(tiny_config(**{"eval.epochs": 1, "seeds": 2}), str(work))
+
+
+def test_finished_scoring_and_teacher_leave_no_progress_checkpoints(tmp_path):
+  c = tiny_config(method="herding", ipc=2, **{
+      "scores.cache_dir": str(tmp_path / "scores"), "teacher.cache_dir": str(tmp_path / "t"),
+      "teacher.epochs": 1, "teacher.model_kwargs.width": 4, "eval.epochs": 1})
+  benchmark.run(c, str(tmp_path / "run"))
+  (teacher,) = os.listdir(tmp_path / "t")
+  assert sorted(os.listdir(tmp_path / "t" / teacher)) == ["final", "teacher.json"]
+  c = tiny_config(method="el2n_easy", ipc=2, **{
+      "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
+      "scores.model_kwargs.width": 4, "eval.epochs": 1})
+  benchmark.run(c, str(tmp_path / "run2"))
+  assert [f for f in os.listdir(tmp_path / "scores") if not f.endswith(".npz")] == []
+
+
+def test_written_files_honour_the_umask(tmp_path):
+  old = os.umask(0o022)
+  try:
+    benchmark.run(tiny_config(**{"eval.epochs": 1}), str(tmp_path / "run"))
+  finally:
+    os.umask(old)
+  for name in ("results.json", "config.json", "runs/seed_0.json"):
+    assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o644, name
+  assert os.stat(tmp_path / "run" / "compressed").st_mode & 0o777 == 0o755
