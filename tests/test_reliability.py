@@ -164,3 +164,52 @@ def test_written_files_honour_the_umask(tmp_path):
   for name in ("results.json", "config.json", "runs/seed_0.json"):
     assert os.stat(tmp_path / "run" / name).st_mode & 0o777 == 0o644, name
   assert os.stat(tmp_path / "run" / "compressed").st_mode & 0o777 == 0o755
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+  """A 1 MiB tmpfs (needs root and mount; skipped elsewhere)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  mnt = tmp_path / "tmpfs"
+  mnt.mkdir()
+  if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
+                                          str(mnt)], capture_output=True).returncode != 0:
+    pytest.skip("cannot mount a tmpfs here (needs root)")
+  yield mnt
+  subprocess.run(["umount", str(mnt)], check=False)
+
+
+@pytest.mark.parametrize("free_kb", [4, 30, 80])
+def test_a_full_disk_is_one_line_and_the_run_resumes_when_there_is_room(small_tmpfs, free_kb):
+  filler = small_tmpfs / "filler"
+  filler.write_bytes(b"x" * (1024 * 1024 - free_kb * 1024))
+  work = small_tmpfs / "run"
+  c = tiny_config(**{"eval.epochs": 1})
+  with pytest.raises(UserError, match="No space left on device; free space or fix the "
+                     "permissions, then rerun the same command to resume"):
+    benchmark.run(c, str(work))
+  filler.unlink()
+  r = benchmark.run(c, str(work))  # resumes (or starts over) in what was left
+  assert len(r["runs"]) == 1 and os.path.exists(work / "results.json")
+
+
+def test_a_full_disk_while_saving_a_seed_keeps_the_finished_seeds(tmp_path, monkeypatch):
+  """Portable variant (no tmpfs): the disk fills while seed 1's result is written."""
+  import errno  # pylint: disable=g-import-not-at-top
+  from dcjax.data import files  # pylint: disable=g-import-not-at-top
+  work = tmp_path / "run"
+  c = tiny_config(**{"eval.epochs": 1, "seeds": 2})
+  real = files.write_atomic
+
+  def full(path, write, suffix=""):
+    if path.endswith("seed_1.json"):
+      raise OSError(errno.ENOSPC, "No space left on device", path)
+    real(path, write, suffix)
+
+  monkeypatch.setattr(files, "write_atomic", full)
+  with pytest.raises(UserError, match=r"cannot write .*seed_1\.json: No space left on device"):
+    benchmark.run(c, str(work))
+  seed0 = json.load(open(work / "runs" / "seed_0.json"))
+  monkeypatch.setattr(files, "write_atomic", real)
+  r = benchmark.run(c, str(work))
+  assert r["runs"][0] == seed0 and len(r["runs"]) == 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import errno
 import functools
 import json
 import os
@@ -43,8 +44,23 @@ def run(config, workdir: str) -> dict[str, Any]:
                overwrite=config.overwrite)
   try:
     return _run(config, wd)
+  except (OSError, ValueError) as e:
+    # A full disk, a read-only or forbidden directory: what finished is kept (every file is
+    # written atomically, checkpoints by orbax), and the same command resumes once there is
+    # room. Orbax reports a full disk as a ValueError from tensorstore.
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRORS:
+      where, why = e.filename or workdir, e.strerror
+    elif isinstance(e, ValueError) and "No space left on device" in str(e):
+      where, why = f"a checkpoint in {workdir}", "No space left on device"
+    else:
+      raise
+    raise UserError(f"cannot write {where}: {why}; free space or fix the permissions, then "
+                    f"rerun the same command to resume") from e
   finally:
     wd.release()
+
+
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
 def _run(config, wd: Workdir) -> dict[str, Any]:
