@@ -97,6 +97,10 @@ def get_config() -> ml_collections.ConfigDict:
   # score file instead.
   c.scores = _network_recipe(epochs=3)
   c.scores.file = config_dict.placeholder(str)
+  # A plain per-example array as scores.file (.npy/.txt/.csv/.npz): the score it holds (el2n,
+  # forgetting, aum, ...) and optionally a file of the example index of each row.
+  c.scores.file_score = config_dict.placeholder(str)
+  c.scores.file_indices = config_dict.placeholder(str)
   c.scores.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
   c.scores.allow_compute = True
   c.scores.num_models = 2

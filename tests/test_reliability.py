@@ -213,3 +213,25 @@ def test_a_full_disk_while_saving_a_seed_keeps_the_finished_seeds(tmp_path, monk
   monkeypatch.setattr(files, "write_atomic", real)
   r = benchmark.run(c, str(work))
   assert r["runs"][0] == seed0 and len(r["runs"]) == 2
+
+
+def test_a_plain_npy_score_file_is_used_when_named_and_refused_in_one_line_otherwise(tmp_path):
+  scores = np.arange(60, dtype=np.float32)[::-1].copy()  # example 59 is the easiest
+  np.save(tmp_path / "el2n.npy", scores)
+  _refused(tmp_path, r"is a plain array of one score; name it with "
+           r"--config.scores.file_score=el2n", method="el2n_easy", ipc=2,
+           **{"scores.file": str(tmp_path / "el2n.npy")})
+  r = benchmark.run(tiny_config(method="el2n_easy", ipc=2, **{
+      "scores.file": str(tmp_path / "el2n.npy"), "scores.file_score": "el2n",
+      "eval.epochs": 1}), str(tmp_path / "ok"))
+  from dcjax.data import store  # pylint: disable=g-import-not-at-top
+  _, labels, manifest = store.read_compressed(str(tmp_path / "ok" / "compressed"))
+  picked = [e["source_indices"][0] for e in manifest["files"]]
+  src = benchmark.open_splits(tiny_config())[0]
+  for c in range(4):  # the two highest indices of each class (lowest scores)
+    assert sorted(i for i, l in zip(picked, labels) if l == c) == sorted(
+        np.flatnonzero(src.labels == c)[-2:].tolist())
+  assert r["score_file"] == str(tmp_path / "el2n.npy")
+  np.save(tmp_path / "short.npy", scores[:10])
+  _refused(tmp_path, "10", method="el2n_easy", ipc=2,
+           **{"scores.file": str(tmp_path / "short.npy"), "scores.file_score": "el2n"})

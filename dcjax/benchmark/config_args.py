@@ -99,7 +99,9 @@ def score_args(config) -> dict[str, Any]:
   s = config.scores
   return dict(dataset=config.dataset, model=s.model, model_kwargs=model_kwargs(s),
               recipe=recipe(s, "scores"), epochs=int(s.epochs), num_models=int(s.num_models),
-              seed=int(s.seed), el2n_epoch=s.el2n_epoch, file=s.file, cache_dir=s.cache_dir,
+              seed=int(s.seed), el2n_epoch=s.el2n_epoch, file=s.file,
+              file_score=s.get("file_score"), file_indices=s.get("file_indices"),
+              cache_dir=s.cache_dir,
               allow_compute=s.allow_compute, progress=config.progress)
 
 

@@ -52,11 +52,14 @@ def dataset_scores(train_src: sources.Source, load: Callable[[sources.Source], n
                    dataset: str, model: str, model_kwargs: Mapping[str, Any], recipe: Recipe,
                    epochs: int, num_models: int, seed: int, mean, std, mesh,
                    image_shape: tuple, el2n_epoch: int | None = None, file: str | None = None,
+                   file_score: str | None = None, file_indices: str | None = None,
                    cache_dir: str | None = None, allow_compute: bool = True,
                    progress: bool = True) -> tuple[dict[str, np.ndarray], str]:
   """The training split's scores {name: float32 [N]}, and the file they came from.
 
-  From `file` when given (checked against the split's fingerprint); else from the cache under
+  From `file` when given: a dcjax score file (.npz, checked against the split's fingerprint),
+  or, with `file_score` naming it, one plain per-example array (.npy, .npz, .txt, .csv; row r
+  scores example r, or `file_indices[r]`; `scorefile.import_scores`); else from the cache under
   `cache_dir` (default $DCJAX_CACHE/scores); else computed by `dynamics.score_dynamics` (k =
   `num_models` `model`s trained with `recipe` for `epochs`) and cached. `load(source)` decodes
   a whole split uint8 [N, H, W, C] at `image_shape`; it is called only to compute.
@@ -78,8 +81,14 @@ def dataset_scores(train_src: sources.Source, load: Callable[[sources.Source], n
   fp = sources.fingerprint(train_src)
   n = len(train_src)
   if file:
-    loaded, _ = scorefile.load_scores(file, fingerprint=fp, n=n)
-    return loaded, file
+    if file.endswith(".npz") and file_score is None:
+      loaded, _ = scorefile.load_scores(file, fingerprint=fp, n=n)
+      return loaded, file
+    if file_score is None:
+      raise UserError(f"scores.file {file} is a plain array of one score; name it with "
+                      f"--config.scores.file_score=el2n (or forgetting, aum, ...)")
+    return {file_score: scorefile.import_scores(file, file_indices, n=n, fingerprint=fp,
+                                                name=file_score)}, file
   path = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train", key)
   if os.path.exists(path):
     loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
