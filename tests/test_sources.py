@@ -384,6 +384,26 @@ def test_fingerprint_stable_and_sensitive_to_labels():
   assert sources.fingerprint(small) != sources.fingerprint(big)  # Image shape counts.
 
 
+def test_fingerprint_covers_the_image_content(tmp_path):
+  """Other images with the same labels and shapes are other data (a score file or a teacher
+  made from them is not reused)."""
+  labels = np.array([0, 1, 0, 1])
+  a = sources.ArraySource("x", "train", ["0", "1"], _rand((4, 5, 5, 1), 0), labels)
+  b = sources.ArraySource("x", "train", ["0", "1"], _rand((4, 5, 5, 1), 1), labels)
+  assert sources.fingerprint(a) != sources.fingerprint(b)
+  for seed in (0, 1):
+    for k in range(2):
+      _save(str(tmp_path / f"d{seed}" / "train" / f"c{k}" / "0.png"), _rand((4, 4, 3), seed + k))
+  one, other = (sources.open_source(f"folder:{tmp_path / d}", "train") for d in ("d0", "d1"))
+  assert sources.fingerprint(one) != sources.fingerprint(other)
+  # A changed file changes it (the cache is keyed by size and modification time).
+  before = sources.fingerprint(one)
+  path = tmp_path / "d0" / "train" / "c0" / "0.png"
+  _save(str(path), _rand((4, 4, 3), 7))
+  os.utime(path, ns=(1, 1))
+  assert sources.fingerprint(sources.open_source(f"folder:{tmp_path / 'd0'}", "train")) != before
+
+
 # --- load_images --------------------------------------------------------------------------------
 
 

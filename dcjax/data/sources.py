@@ -34,8 +34,9 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
-from dcjax.data.files import write_atomic
+from dcjax.data.files import cache_dir, write_atomic
 from dcjax.errors import UserError, unknown_name
 
 SPLITS = ("train", "test")
@@ -105,6 +106,10 @@ class Source:
     """A human name of example i for error messages."""
     return f"{self.name} {self.split}[{i}]"
 
+  def content_digest(self) -> str:
+    """A digest of the images (see `fingerprint`); subclasses give cheaper exact ones."""
+    return _decoded_digest(self)
+
   def __repr__(self) -> str:
     return (
         f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, len={len(self)}, "
@@ -113,17 +118,53 @@ class Source:
 
 
 def fingerprint(source: Source) -> str:
-  """sha256 hex of cheap content: length, num_classes, labels and example 0's image shape.
+  """sha256 hex of the split's content: its length, classes, labels and images.
 
-  Independent of the name, so the same data opened by another path matches. Score and manifest
-  files store it to check that they belong to the dataset they are used with.
+  The images enter through `source.content_digest()`: the decoded arrays of an in-memory
+  source, the bytes of a folder's or parquet export's files (hashed once, then cached by their
+  paths, sizes and modification times), the generator's parameters of synthetic data, TFDS's
+  name and split (TFDS prepares versioned, checksummed data). Independent of the name the
+  split was opened by, so the same data opened by another path matches. Score files, cached
+  teachers and manifests store it, so scores or a teacher made from other images with the same
+  labels are never reused.
   """
-  digest = hashlib.sha256(b"dcjax.sources.fingerprint.v1")
+  digest = hashlib.sha256(b"dcjax.sources.fingerprint.v2")
   digest.update(np.array([len(source), source.num_classes], "<i8").tobytes())
   digest.update(np.ascontiguousarray(source.labels, "<i4").tobytes())
-  shape = list(source[0]["image"].shape) if len(source) else []
-  digest.update(json.dumps(shape).encode())
+  digest.update(source.content_digest().encode())
   return digest.hexdigest()
+
+
+def _decoded_digest(source: Source) -> str:
+  """sha256 of every decoded image (shape and bytes), in order: the generic content digest."""
+  digest = hashlib.sha256(b"decoded")
+  for i in tqdm(range(len(source)), desc=f"fingerprint {source.name}", unit="img",
+                disable=len(source) <= _PROGRESS_MIN_IMAGES, leave=False):
+    image = np.ascontiguousarray(source[i]["image"])
+    digest.update(json.dumps(image.shape).encode())
+    digest.update(image.tobytes())
+  return digest.hexdigest()
+
+
+def _files_digest(paths: Sequence[str], names: Sequence[str], what: str) -> str:
+  """sha256 of the files' names and bytes; cached under $DCJAX_CACHE/fingerprints by the files'
+  (name, size, mtime), so each file set is read once."""
+  stats = [(n, os.stat(p).st_size, os.stat(p).st_mtime_ns) for p, n in zip(paths, names)]
+  key = hashlib.sha256(json.dumps([os.path.abspath(paths[0]) if paths else "", stats]).encode())
+  cached = os.path.join(cache_dir("fingerprints"), key.hexdigest()[:32] + ".txt")
+  if os.path.exists(cached):
+    with open(cached) as f:
+      return f.read().strip()
+  digest = hashlib.sha256(b"files")
+  for path, name in tqdm(list(zip(paths, names)), desc=f"fingerprint {what}", unit="file",
+                         disable=len(paths) <= _PROGRESS_MIN_IMAGES, leave=False):
+    digest.update(name.encode() + b"\0")
+    with open(path, "rb") as f:
+      for chunk in iter(lambda: f.read(1 << 20), b""):
+        digest.update(chunk)
+  value = digest.hexdigest()
+  write_atomic(cached, lambda f: f.write(value.encode()))
+  return value
 
 
 def open_source(
@@ -257,6 +298,11 @@ class ArraySource(Source):
   def _image(self, i: int) -> np.ndarray:
     return self.images[i]
 
+  def content_digest(self) -> str:
+    digest = hashlib.sha256(json.dumps(self.images.shape).encode())
+    digest.update(np.ascontiguousarray(self.images).data)
+    return digest.hexdigest()
+
 
 def _read_idx(path: str, ndim: int) -> np.ndarray:
   """Reads an idx file of unsigned bytes (magic 0x0000080N) with N == ndim, gzipped or not."""
@@ -324,6 +370,10 @@ class TfdsSource(Source):
   def describe(self, i: int) -> str:
     return f"{self.name} {self.tfds_split}[{i}]"
 
+  def content_digest(self) -> str:
+    # TFDS prepares versioned data whose checksums it verifies; its name and split identify it.
+    return hashlib.sha256(f"tfds {self.name} {self.tfds_split}".encode()).hexdigest()
+
 
 def _tfds_split(split: str, known_splits: Sequence[str], builder_name: str, name: str) -> str:
   """Our split name -> the builder's; "test" falls back to "validation" (ImageNet has no test)."""
@@ -390,12 +440,11 @@ def _open_tfds(name: str, tfds_name: str, split: str, data_dir: str | None) -> T
 def _read_tfds_labels(data: Sequence[dict], label_key: str, description: str) -> np.ndarray:
   """Reads the label of every record with Grain's reader threads (one file read per record)."""
   import grain  # pylint: disable=g-import-not-at-top  # Slow to import; only needed here.
-  import tqdm  # pylint: disable=g-import-not-at-top
 
   labels = np.empty(len(data), np.int32)
   dataset = grain.MapDataset.source(data).map(lambda record: int(record[label_key]))
   records = dataset.to_iter_dataset(grain.ReadOptions(num_threads=16, prefetch_buffer_size=256))
-  with tqdm.tqdm(total=len(data), desc=f"reading labels of {description}", unit="rec",
+  with tqdm(total=len(data), desc=f"reading labels of {description}", unit="rec",
                  file=sys.stderr, disable=len(data) <= _PROGRESS_MIN_IMAGES) as bar:
     for position, label in enumerate(records):  # Grain yields in order.
       labels[position] = label
@@ -429,6 +478,10 @@ class FolderSource(Source):
 
   def describe(self, i: int) -> str:
     return os.path.join(self.root, self.files[i])
+
+  def content_digest(self) -> str:
+    return _files_digest([os.path.join(self.root, f) for f in self.files], self.files,
+                         self.root)
 
 
 def _open_folder(name: str, path: str, split: str) -> FolderSource:
@@ -536,6 +589,9 @@ class ParquetSource(Source):
         break
       row_in_file += int(self._row_group_starts[g + 1] - self._row_group_starts[g])
     return f"{self.files[file_index]} row {row_in_file}"
+
+  def content_digest(self) -> str:
+    return _files_digest(self.files, [os.path.basename(f) for f in self.files], "parquet")
 
 
 def _parquet_files(path: str, split: str) -> list[str]:
@@ -667,6 +723,10 @@ class SyntheticSource(Source):
   def _image(self, i: int) -> np.ndarray:
     rng = np.random.default_rng([self.seed, self._split_id, i])
     return rng.integers(0, 256, self.image_shape, dtype=np.uint8)
+
+  def content_digest(self) -> str:
+    return hashlib.sha256(json.dumps(["synthetic", self.seed, self._split_id,
+                                      list(self.image_shape)]).encode()).hexdigest()
 
 
 # --- Decoding many images through Grain ---------------------------------------------------------
@@ -841,7 +901,6 @@ def _decode_all(source: Source, indices: np.ndarray, size: int | None, resize: s
                 crop_ratio: float, num_threads: int, progress: bool) -> np.ndarray:
   """uint8 [n, H, W, C]: decode + resize in Grain threads, write in the main thread."""
   import grain  # pylint: disable=g-import-not-at-top  # Slow to import; only needed here.
-  import tqdm  # pylint: disable=g-import-not-at-top
 
   n = len(indices)
   if isinstance(source, ArraySource) and _keeps_shape(source.images.shape[1:3], size, resize,
@@ -862,7 +921,7 @@ def _decode_all(source: Source, indices: np.ndarray, size: int | None, resize: s
       grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4 * num_threads))
   images = None
   first_index = int(indices[0])
-  with tqdm.tqdm(total=n, desc=f"decoding {source.name} {source.split}", unit="img",
+  with tqdm(total=n, desc=f"decoding {source.name} {source.split}", unit="img",
                  file=sys.stderr, disable=not progress or n <= _PROGRESS_MIN_IMAGES) as bar:
     for position, image in decoded:
       if images is None:  # Allocate once the first image tells the shape.

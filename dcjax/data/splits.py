@@ -10,6 +10,8 @@ tests on the held-out examples instead of the test split.
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from dcjax.errors import UserError
@@ -26,6 +28,11 @@ class SubsetSource(Source):
 
   def _image(self, i: int) -> np.ndarray:
     return self.base[int(self.indices[i])]["image"]
+
+  def content_digest(self) -> str:
+    digest = hashlib.sha256(self.base.content_digest().encode())
+    digest.update(np.ascontiguousarray(self.indices, "<i8").tobytes())
+    return digest.hexdigest()
 
   def describe(self, i: int) -> str:
     return f"{self.name} {self.split}[{i}] = {self.base.describe(int(self.indices[i]))}"
