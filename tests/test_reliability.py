@@ -235,3 +235,25 @@ def test_a_plain_npy_score_file_is_used_when_named_and_refused_in_one_line_other
   np.save(tmp_path / "short.npy", scores[:10])
   _refused(tmp_path, "10", method="el2n_easy", ipc=2,
            **{"scores.file": str(tmp_path / "short.npy"), "scores.file_score": "el2n"})
+
+
+def test_an_interrupted_overwrite_leaves_the_old_run_or_the_new_one(tmp_path, monkeypatch):
+  from dcjax.benchmark import runner  # pylint: disable=g-import-not-at-top
+  work = tmp_path / "run"
+  old = benchmark.run(tiny_config(**{"eval.epochs": 1}), str(work))
+  new_config = tiny_config(**{"eval.epochs": 1, "ipc": 2, "overwrite": True})
+
+  def killed(*args, **kwargs):
+    raise KeyboardInterrupt  # as a kill after the new set is written, before any seed ends
+
+  monkeypatch.setattr(runner, "train_and_test", killed)
+  with pytest.raises(KeyboardInterrupt):
+    benchmark.run(new_config, str(work))
+  # The workdir holds the new, unfinished run only; the old run is whole beside it.
+  assert not (work / "results.json").exists()
+  (aside,) = [p for p in tmp_path.iterdir() if p.name.startswith(".run.replaced-")]
+  assert json.load(open(aside / "results.json")) == old
+  assert sorted(os.listdir(aside / "runs")) == ["seed_0.json"]
+  monkeypatch.undo()
+  r = benchmark.run(new_config, str(work))  # the same command finishes the new run
+  assert r["num_images"] == 8 and not aside.exists()

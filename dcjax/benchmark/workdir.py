@@ -8,6 +8,7 @@ or replace what is there, and who writes it in a multi-process run.
   W/tensorboard/       training curves
   W/results.json       written last (atomically): a workdir holds a finished run or none
   W/.lock              held (flock) by the running process 0: one run per workdir at a time
+  .W.replaced-*        (beside W) a finished run being overwritten, until the new one finishes
 
 A finished run is replaced only with overwrite, or extended: the same config with more seeds
 keeps the finished seeds and trains the new ones. An unfinished run resumes with the same
@@ -153,17 +154,37 @@ class Workdir:
       return
     self.lock()
     saved = self.join(CONFIG)
-    if self.overwrite:
-      for name in (CHECKPOINTS, RUNS):
-        shutil.rmtree(self.join(name), ignore_errors=True)
+    if self.overwrite and os.path.exists(self.join(RESULTS)):
+      self._move_finished_run_aside()
     elif os.path.exists(saved):
       diff = run_differences(read_json(saved), self.config)
-      if diff:
+      if diff and not self.overwrite:
         raise UserError(f"workdir {self.path} holds an unfinished run with a different config "
                         f"({'; '.join(diff)}); rerun with the same config to resume it, pass "
                         f"--config.overwrite=True to start over, or choose another --workdir")
+      if diff:  # overwrite an unfinished run of another config: start over
+        for name in (CHECKPOINTS, RUNS):
+          shutil.rmtree(self.join(name), ignore_errors=True)
     os.makedirs(self.path, exist_ok=True)
     write_json_atomic(saved, self.config)
+
+  def _replaced(self) -> list[str]:
+    parent, name = os.path.split(os.path.abspath(self.path))
+    return sorted(os.path.join(parent, d) for d in os.listdir(parent)
+                  if d.startswith(f".{name}.replaced-"))
+
+  def _move_finished_run_aside(self) -> None:
+    """Overwrite: the finished run is moved aside whole (one rename of the workdir) before
+    anything new is written, and deleted only once the new run has finished; so a kill leaves
+    the old run (beside the workdir) or the new one, never a mix."""
+    parent, name = os.path.split(os.path.abspath(self.path))
+    aside = os.path.join(parent, f".{name}.replaced-{os.getpid()}-{len(self._replaced())}")
+    old_lock = self._lock
+    os.rename(self.path, aside)
+    os.makedirs(self.path)
+    self._lock = None
+    self.lock()
+    old_lock.close()
 
   def finished_seed(self, seed: int) -> dict | None:
     path = self.join(RUNS, f"seed_{seed}.json")
@@ -181,5 +202,8 @@ class Workdir:
       write_json_atomic(self.join(RUNS, f"seed_{seed}.json"), run)
 
   def save_results(self, results: dict) -> None:
+    """results.json, the run's last file; then the run it overwrote (if any) is deleted."""
     if is_writer():
       write_json_atomic(self.join(RESULTS), results)
+      for old in self._replaced():
+        shutil.rmtree(old, ignore_errors=True)
