@@ -46,3 +46,27 @@ def test_only_the_benchmark_package_reads_a_config():
   readers = sorted(str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
                    if "ml_collections" in {m.split(".")[0] for m in imports(p)})
   assert all(r.startswith("benchmark/") for r in readers), readers
+
+
+def test_public_import_paths_keep_working():
+  """The README's import paths, re-exported where the modules moved."""
+  from dcjax import augment, combine, models, scores, select, sources, store, train  # noqa: F401
+  from dcjax.data import sources as data_sources, store as data_store
+  from dcjax.runners import student
+  assert train.train_student is student.train_student and train.Student is student.Student
+  assert store.write_compressed is data_store.write_compressed
+  assert store.read_compressed is data_store.read_compressed
+  assert sources.open_source is data_sources.open_source
+  assert sources.load_images is data_sources.load_images
+
+
+def test_score_cache_key_does_not_change_when_a_score_is_added(monkeypatch):
+  from dcjax import protocols
+  from dcjax.runners import dynamics, scoring
+  args = dict(model="convnet", model_kwargs={"width": 32}, recipe=protocols.resolve("hard"),
+              epochs=3, num_models=2, seed=0, el2n_epoch=None, image_shape=(28, 28, 1),
+              mean=(0.5,), std=(0.5,))
+  before = scoring.score_key(**args)
+  monkeypatch.setattr(dynamics, "SCORES", (*dynamics.SCORES, "a_new_score"))
+  assert scoring.score_key(**args) == before
+  assert before["scores"] == ["el2n", "forgetting", "aum"]
