@@ -257,3 +257,26 @@ def test_an_interrupted_overwrite_leaves_the_old_run_or_the_new_one(tmp_path, mo
   monkeypatch.undo()
   r = benchmark.run(new_config, str(work))  # the same command finishes the new run
   assert r["num_images"] == 8 and not aside.exists()
+
+
+def test_links_out_of_a_dataset_folder_or_a_set_are_refused(tmp_path):
+  from dcjax.data import sources, store  # pylint: disable=g-import-not-at-top
+  _folder(tmp_path / "data")
+  outside = tmp_path / "secret.png"
+  Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(outside)
+  os.symlink(outside, tmp_path / "data" / "train" / "c0" / "9.png")
+  with pytest.raises(UserError, match=r"9\.png is a link to .*secret\.png, outside the dataset"):
+    sources.open_source(f"folder:{tmp_path / 'data'}", "train")
+  os.remove(tmp_path / "data" / "train" / "c0" / "9.png")
+  os.symlink(tmp_path / "data" / "train" / "c0", tmp_path / "data" / "train" / "c0" / "inner.png")
+  inside = tmp_path / "data" / "train" / "c1" / "0.png"  # a link inside the root is fine
+  os.remove(tmp_path / "data" / "train" / "c0" / "inner.png")
+  os.symlink(inside, tmp_path / "data" / "train" / "c0" / "8.png")
+  assert len(sources.open_source(f"folder:{tmp_path / 'data'}", "train")) == 13
+  benchmark.run(tiny_config(**{"eval.epochs": 1}), str(tmp_path / "run"))
+  _, _, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
+  victim = tmp_path / "run" / "compressed" / manifest["files"][0]["file"]
+  os.remove(victim)
+  os.symlink(outside, victim)
+  with pytest.raises(UserError, match="leads outside the set"):
+    store.read_compressed(str(tmp_path / "run" / "compressed"))

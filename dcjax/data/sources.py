@@ -508,6 +508,12 @@ def _open_folder(name: str, path: str, split: str) -> FolderSource:
                      if e.is_file() and e.name.lower().endswith(_IMAGE_EXTENSIONS))
     files += [os.path.join(class_name, n) for n in names]
     labels += [label] * len(names)
+  real_root = os.path.realpath(root)
+  for f in files:  # a symlinked file or class folder must stay inside the dataset
+    real = os.path.realpath(os.path.join(root, f))
+    if os.path.commonpath([real_root, real]) != real_root:
+      raise UserError(f"{os.path.join(root, f)} is a link to {real}, outside the dataset folder "
+                      f"{root}; copy the file in or point the dataset at a folder holding it")
   if not files:
     raise UserError(f"no class subfolders with .jpg/.jpeg/.png images in {root} (name {name!r})")
   return FolderSource(name, split, root, class_names, files, np.array(labels, np.int32))

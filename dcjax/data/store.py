@@ -610,9 +610,15 @@ def read_compressed(path: PathLike, *, verify: bool = True
   shape = tuple(manifest["image_shape"])
   images = np.empty((len(files), *shape), dtype=np.uint8)
 
+  root = os.path.realpath(where)
+
   def read_one(i: int) -> None:
     entry = files[i]
     name = f"{path}/{entry['file']}"
+    real = os.path.realpath(where / entry["file"])
+    if os.path.commonpath([root, real]) != root:  # a symlink or '..' out of the set
+      raise UserError(f"compressed-set file {name} leads outside the set (to {real}); a set "
+                      "holds its own files only")
     try:
       data = (where / entry["file"]).read_bytes()
     except OSError as e:
