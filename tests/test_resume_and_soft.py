@@ -60,6 +60,13 @@ def test_sigkill_mid_run_then_rerun_equals_uninterrupted_run(tmp_path):
     assert (ra["seed"], ra["top1"], ra["top5"], ra["final_loss"]) == (
         rb["seed"], rb["top1"], rb["top5"], rb["final_loss"])
   assert a["top1_mean"] == b["top1_mean"]
+  # TensorBoard: the epochs logged before the kill survive (flushed per epoch); the resumed
+  # session adds its own event file, and together they cover every epoch.
+  from dcjax.runners import tensorboard  # pylint: disable=g-import-not-at-top
+  d = killed / "tensorboard" / "seed_1"
+  assert len(tensorboard.event_files(str(d))) == 2
+  steps = {s for s, _ in tensorboard.read_scalars(str(d))["train/loss"]}
+  assert steps == set(range(1, 7))
 
 
 def test_unfinished_run_with_other_config_is_refused_naming_fields(tmp_path):

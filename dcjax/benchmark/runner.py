@@ -275,6 +275,7 @@ def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compres
     def log_epoch(epoch, info):
       tb.scalar("train/loss", info["loss"], epoch + 1)
       tb.scalar("train/lr", info["lr"], epoch + 1)
+      tb.flush()  # per epoch: a killed run keeps its curve (a resumed one adds a file)
     variables, stats = student_lib.train_student(
         student, c.images, c.labels, seed, teacher_variables=teacher_vars,
         checkpoint_dir=wd.join("checkpoints", f"seed_{seed}"),
@@ -319,6 +320,9 @@ class _NoSummary:
     return False
 
   def scalar(self, *args):
+    pass
+
+  def flush(self):
     pass
 
 
