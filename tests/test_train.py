@@ -369,3 +369,11 @@ def test_evaluate_top5_is_100_with_at_most_5_classes():
                               batch_size=4)
   assert top5 == 100.0
   assert top1 == pytest.approx(numpy_topk(logits, labels, 1), abs=1e-9)
+
+
+def test_recipe_names_agree_with_the_registries():
+  """protocols keeps the augmentation and mixing names as strings (to validate a recipe
+  without building one); they must be exactly what augment and mixing register."""
+  from dcjax import mixing  # pylint: disable=g-import-not-at-top
+  assert set(protocols.AUGMENTS) == set(augment.AUGMENTATIONS) | {"tile_crop", "tile_dsa"}
+  assert set(protocols.MIXINGS) == set(mixing.MIXINGS)
