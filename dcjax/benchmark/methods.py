@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dcjax import combine, rded, select, training
+from dcjax import combine, rded, select
 from dcjax.data.sources import Source
 
 Array = jax.Array
@@ -171,10 +171,9 @@ def rded_method(inputs: Inputs) -> Compressed:
   rded.check_settings(train.labels, train.num_classes, class_names=train.class_names, **kw)
   inputs.load(np.zeros(1, np.int64))  # the image shape check, before the teacher
   model, variables, _ = inputs.teacher()
-  mean, std = inputs.mean, inputs.std
-  observer = lambda v, x: model.apply(v, training.normalise(x, mean, std), train=False)
   images, labels, behind = rded.distill(
-      np.asarray(train.labels), inputs.load, inputs.key, observer, variables,
+      np.asarray(train.labels), inputs.load, inputs.key,
+      rded.teacher_observer(model, inputs.mean, inputs.std), variables,
       num_classes=train.num_classes, class_names=train.class_names, progress=inputs.progress,
       **kw)
   return Compressed(images, labels, behind)
