@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.model = "convnet"
   c.eval.model_kwargs = ml_collections.ConfigDict(dict(
       width=config_dict.placeholder(int), depth=config_dict.placeholder(int),
-      norm=config_dict.placeholder(str)))
+      norm=config_dict.placeholder(str), weight_init=config_dict.placeholder(str)))
   c.eval.dtype = "float32"
   # Overrides of the protocol preset (None: keep the preset's value).
   for field, kind in [("optimizer", str), ("lr", float), ("weight_decay", float),

@@ -1,7 +1,12 @@
 """Training augmentations as pure, jit-able functions of (key, images).
 
-Images are float [N, H, W, C] in [0, 1] (before normalisation); every function draws
-independent randomness per example from `key`, so the same key gives the same batch.
+Images are float [N, H, W, C]; every function draws independent randomness per example from
+`key`, so the same key gives the same batch. Each named augmentation has a space
+(`in_normalised_space`): the torchvision-style ones (flip, rrc_flip, tile_crop) see [0, 1]
+pixels before normalisation, as torchvision transforms do; DSA ('dsa', 'tile_dsa') sees the
+normalised tensor, as in the DC/DSA code, so its zero fills are the dataset mean and its
+brightness jitter is in normalised units. 'dsa_pixel' / 'tile_dsa_pixel' are the same ops on
+[0, 1] pixels (dcjax's small-data protocol before 2026-12; BENCHMARKS.md compares them).
 """
 
 from __future__ import annotations
@@ -184,14 +189,28 @@ AUGMENTATIONS: dict[str, Callable[[Array, Array], Array]] = {
     "flip": flip,
     "rrc_flip": _rrc_flip,  # RandomResizedCrop(scale 0.08-1) + flip at the input resolution
     "dsa": dsa,
+    "dsa_pixel": dsa,  # the same function; the training step feeds it [0, 1] pixels
 }
+
+# Augmentations applied to normalised images (the training step normalises first).
+NORMALISED_SPACE = frozenset({"dsa", "tile_dsa"})
+
+
+def in_normalised_space(name: str) -> bool:
+  """True when the named augmentation is applied after normalisation (`training.Step`'s
+  `augment_normalised`), False when it sees [0, 1] pixels."""
+  return name in NORMALISED_SPACE
+
+
+TILE_AUGMENTATIONS = ("tile_crop", "tile_dsa", "tile_dsa_pixel")
 
 
 def get_augmentation(name: str, tiles: int = 1,
                      crop_scale: tuple[float, float] | None = None) -> Callable[[Array, Array], Array]:
-  """A pure `(key, images [N,H,W,C] float in [0,1]) -> images` by name. 'tile_crop' (PCA's
-  Augment) crops inside one tile of the `tiles` x `tiles` grid of a combined image; 'tile_dsa'
-  takes one whole tile (resized to the image size, flipped at random), then DSA. `crop_scale`
+  """A pure `(key, images [N,H,W,C] float) -> images` by name (`in_normalised_space(name)`
+  says which space it expects). 'tile_crop' (PCA's Augment) crops inside one tile of the
+  `tiles` x `tiles` grid of a combined image; 'tile_dsa' (and 'tile_dsa_pixel') takes one whole
+  tile (resized to the image size, flipped at random), then DSA. `crop_scale`
   (area fraction bounds of the RandomResizedCrop; None: 0.08-1) applies to 'rrc_flip' and
   'tile_crop'."""
   scale = (0.08, 1.0) if crop_scale is None else tuple(float(v) for v in crop_scale)
@@ -199,7 +218,7 @@ def get_augmentation(name: str, tiles: int = 1,
     raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
   if name == "tile_crop":
     return make_tile_crop(tiles, scale=scale)
-  if name == "tile_dsa":
+  if name in ("tile_dsa", "tile_dsa_pixel"):
     whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0))
 
     def tile_dsa(key: Array, images: Array) -> Array:
@@ -210,7 +229,7 @@ def get_augmentation(name: str, tiles: int = 1,
   if name == "rrc_flip" and crop_scale is not None:
     return functools.partial(_rrc_flip, scale=scale)
   if name not in AUGMENTATIONS:
-    raise unknown("augmentation", name, (*AUGMENTATIONS, "tile_crop", "tile_dsa"))
+    raise unknown("augmentation", name, (*AUGMENTATIONS, *TILE_AUGMENTATIONS))
   return AUGMENTATIONS[name]
 
 

@@ -20,7 +20,7 @@ their backward passes are written as plain matrix products and reductions:
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -116,13 +116,19 @@ class Conv(nn.Module):
   pad: int = 1
   dtype: Any = jnp.float32
   impl: str = "auto"
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  # (key, shape, dtype, fan_in) -> bias; None: zeros.
+  bias_init: Callable | None = None
 
   @nn.compact
   def __call__(self, x):
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features),
+                        jnp.float32)
+    fan_in = k * k * x.shape[-1]
+    bias_init = (nn.initializers.zeros_init() if self.bias_init is None else
+                 lambda key, shape, dtype: self.bias_init(key, shape, dtype, fan_in))
+    bias = self.param("bias", bias_init, (self.features,), jnp.float32)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
     conv = conv2d if _use_custom(self.impl) else _conv
     return conv(x, kernel, self.pad) + bias

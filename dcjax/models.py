@@ -44,6 +44,16 @@ def _bn(train: bool, dtype, epsilon: float = 1e-5, mask=None):
   return norm
 
 
+# PyTorch's default initialisation of Conv2d / Linear: kaiming-uniform with a = sqrt(5), i.e.
+# U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for the weights, and the same bound for the biases.
+_torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def _torch_bias_init(key, shape, dtype, fan_in):
+  bound = 1.0 / fan_in ** 0.5
+  return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
 class ConvNet(nn.Module):
   """ConvNet-D of the distillation literature (DC/DSA/DM/IDC): `depth` blocks of
   [conv 3x3 (width) -> norm -> ReLU -> 2x2 avg pool], then a linear classifier.
@@ -62,13 +72,21 @@ class ConvNet(nn.Module):
   norm: str = "instance"  # 'instance' | 'batch' | 'none'
   dtype: Any = jnp.float32
   impl: str = "auto"  # dcjax.layers implementation: 'auto' (custom on CPU) | 'custom' | 'xla'
+  # 'flax': lecun-normal weights, zero biases. 'torch': PyTorch's defaults (kaiming-uniform
+  # a=sqrt(5), uniform biases), as the DC/DSA reference code trains it.
+  weight_init: str = "flax"
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
+    if self.weight_init not in ("flax", "torch"):
+      raise ValueError(f"unknown weight_init {self.weight_init!r}; known: flax, torch")
+    torch_init = self.weight_init == "torch"
+    conv_kw = dict(kernel_init=_torch_kernel_init, bias_init=_torch_bias_init) if torch_init else {}
     x = x.astype(self.dtype)
     for d in range(self.depth):
       pad = 3 if d == 0 and x.shape[1] == 28 else 1
-      x = layers.Conv(self.width, 3, pad, dtype=self.dtype, impl=self.impl, name=f"conv{d}")(x)
+      x = layers.Conv(self.width, 3, pad, dtype=self.dtype, impl=self.impl, name=f"conv{d}",
+                      **conv_kw)(x)
       if self.norm == "instance":
         # Affine instance norm (the reference's choice), parameters as nn.GroupNorm(width).
         x = layers.InstanceNorm(epsilon=1e-5, dtype=self.dtype, impl=self.impl,
@@ -80,7 +98,13 @@ class ConvNet(nn.Module):
       x = nn.relu(x)
       x = nn.avg_pool(x, (2, 2), strides=(2, 2))
     x = x.reshape((x.shape[0], -1))
-    return nn.Dense(self.num_classes, dtype=jnp.float32, name="fc")(x).astype(jnp.float32)
+    dense_kw = {}
+    if torch_init:
+      fan_in = x.shape[-1]
+      dense_kw = dict(kernel_init=_torch_kernel_init,
+                      bias_init=lambda k, s, t=jnp.float32: _torch_bias_init(k, s, t, fan_in))
+    return nn.Dense(self.num_classes, dtype=jnp.float32, name="fc",
+                    **dense_kw)(x).astype(jnp.float32)
 
 
 class BasicBlock(nn.Module):

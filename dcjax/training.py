@@ -15,7 +15,7 @@ are thin loops that place data on a mesh, shuffle, checkpoint and call these.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -27,7 +27,8 @@ import optax
 from dcjax.protocols import Recipe
 
 Array = jax.Array
-Augment = Callable[[Array, Array], Array]  # (key, images float [B,H,W,C] in [0,1]) -> images
+# (key, images float [B,H,W,C]) -> images, in [0,1] pixels or normalised (Step.augment_normalised)
+Augment = Callable[[Array, Array], Array]
 Mixing = Callable[[Array, Array, Array], tuple[Array, Array]]
 
 
@@ -63,7 +64,37 @@ def lr_at_epoch(recipe: Recipe, epoch: int | Array):
     return lr * 0.5 * (1 + jnp.cos(jnp.pi * epoch / epochs))
   if recipe.schedule == "step_half":
     return lr * jnp.where(epoch >= epochs // 2, 0.1, 1.0)
+  if recipe.schedule == "dc_step":
+    return lr * jnp.where(epoch >= dc_step_boundary(epochs), 0.1, 1.0)
   return lr * jnp.ones_like(jnp.asarray(epoch, jnp.float32))
+
+
+def dc_step_boundary(epochs: int) -> int:
+  """First epoch (0-based) at lr x 0.1 under 'dc_step', the DC/DSA code's schedule: it trains
+  Epoch + 1 epochs (`epochs` = Epoch + 1) and decays after epoch Epoch // 2 + 1."""
+  return (epochs - 1) // 2 + 2
+
+
+class TraceRestartState(NamedTuple):
+  count: Array
+  trace: Any
+
+
+def trace_restarted_at(decay: float, restart_count: int) -> optax.GradientTransformation:
+  """Heavy-ball momentum (optax.trace, torch.optim.SGD's buffer) whose buffer restarts from
+  zero at update number `restart_count`, as when the DC/DSA code rebuilds its optimizer at the
+  learning-rate decay."""
+
+  def init(params):
+    return TraceRestartState(jnp.zeros((), jnp.int32), jax.tree.map(jnp.zeros_like, params))
+
+  def update(updates, state, params=None):
+    del params
+    keep = (state.count != restart_count).astype(jnp.float32)
+    trace = jax.tree.map(lambda g, t: g + decay * keep * t, updates, state.trace)
+    return trace, TraceRestartState(state.count + 1, trace)
+
+  return optax.GradientTransformation(init, update)
 
 
 def _decay_mask(params):
@@ -78,6 +109,11 @@ def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> optax.GradientTransf
     return optax.adamw(schedule, b1=0.9, b2=0.999, eps=1e-8, weight_decay=recipe.weight_decay,
                        mask=_decay_mask)
   # torch.optim.SGD semantics: coupled L2 on every parameter, then heavy-ball momentum.
+  if recipe.schedule == "dc_step":  # the optimizer is rebuilt at the decay: momentum restarts
+    restart = dc_step_boundary(recipe.epochs) * steps_per_epoch
+    return optax.chain(optax.add_decayed_weights(recipe.weight_decay),
+                       trace_restarted_at(recipe.momentum, restart),
+                       optax.scale_by_learning_rate(schedule))
   return optax.chain(optax.add_decayed_weights(recipe.weight_decay),
                      optax.sgd(schedule, momentum=recipe.momentum))
 
@@ -147,7 +183,7 @@ class Step:
 
   model: Flax module, logits = model.apply(variables, x, train=...).
   tx: the optimizer (`make_optimizer`).
-  augment: pure (key, images float [B,H,W,C] in [0,1]) -> images, applied before normalising.
+  augment: pure (key, images float [B,H,W,C]) -> images.
   mean, std: per-channel normalisation (tuples).
   mixing: None, or pure (key, images, targets) -> (images, targets) on the normalised batch.
   teacher: None, or the teacher's module: the loss is then KL(teacher/T || student/T) on the
@@ -162,6 +198,10 @@ class Step:
   mixing: Mixing | None = None
   teacher: nn.Module | None = None
   temperature: float = 1.0
+  # False: augment [0,1] pixels, then normalise (torchvision transforms: rrc_flip, tile_crop).
+  # True: normalise, then augment (the DC/DSA code's DSA: fills are the dataset mean and the
+  # brightness jitter is in normalised units); `dcjax.augment.in_normalised_space(name)`.
+  augment_normalised: bool = False
 
 
 def train_step(step: Step, state: TrainState, images_u8: Array, targets: Array, weight: Array,
@@ -180,8 +220,12 @@ def train_step(step: Step, state: TrainState, images_u8: Array, targets: Array, 
     (new state, weighted mean loss float32 [], training-mode logits [B, K] of the forward pass
     that computed the gradient, i.e. before this update: forgetting and AUM read them).
   """
-  x = step.augment(aug_key, images_u8.astype(jnp.float32) / 255.0)
-  x = (x - jnp.asarray(step.mean, jnp.float32)) / jnp.asarray(step.std, jnp.float32)
+  mean, std = jnp.asarray(step.mean, jnp.float32), jnp.asarray(step.std, jnp.float32)
+  x = images_u8.astype(jnp.float32) / 255.0
+  if step.augment_normalised:
+    x = step.augment(aug_key, (x - mean) / std)
+  else:
+    x = (step.augment(aug_key, x) - mean) / std
   if step.mixing is not None:
     # The teacher (if any) sees exactly the mixed images the student sees, so hard and soft
     # runs differ in their labels only.

@@ -51,7 +51,7 @@ def test_resolve_applies_only_non_none_known_overrides():
   recipe = protocols.resolve("small_data", {"lr": 0.5, "epochs": None, "batch_size": 32,
                                             "not_a_field": 1, "augment": "none"})
   assert recipe.lr == 0.5 and recipe.batch_size == 32 and recipe.augment == "none"
-  assert recipe.epochs == before["epochs"] == 300  # None leaves the preset's value
+  assert recipe.epochs == before["epochs"] == 301  # None leaves the preset's value
   assert "not_a_field" not in recipe.to_dict()
   assert protocols.PROTOCOLS["small_data"] == before  # the preset itself is untouched
 
@@ -103,6 +103,87 @@ def test_lr_step_half(epochs):
   for e in range(epochs):
     want = 0.2 if e < epochs // 2 else 0.02
     assert float(training.lr_at_epoch(recipe, e)) == pytest.approx(want, rel=1e-6), e
+
+
+@pytest.mark.parametrize("epochs", [301, 11, 4])
+def test_lr_dc_step_decays_after_epoch_half_plus_one_of_epoch_minus_one(epochs):
+  # The DC/DSA code: Epoch = epochs - 1, `for ep in range(Epoch + 1)`, and lr *= 0.1 after the
+  # epoch ep == Epoch // 2 + 1, so epochs 0 .. Epoch//2 + 1 train at lr.
+  recipe = protocols.resolve("small_data", dict(lr=0.01, epochs=epochs))
+  assert recipe.schedule == "dc_step"
+  big = (epochs - 1) // 2 + 2
+  for e in range(epochs):
+    want = 0.01 if e < big else 0.001
+    assert float(training.lr_at_epoch(recipe, e)) == pytest.approx(want, rel=1e-6), e
+  if epochs == 301:
+    assert training.dc_step_boundary(epochs) == 152
+
+
+def test_dc_step_sgd_restarts_momentum_at_the_decay_as_a_rebuilt_torch_optimizer():
+  # torch: optimizer = SGD(...) rebuilt with lr * 0.1 after epoch Epoch // 2 + 1: the
+  # momentum buffer starts again from the first gradient after the decay.
+  recipe = protocols.resolve("small_data", dict(lr=0.1, weight_decay=0.05, epochs=5))
+  spe = 2
+  tx = training.make_optimizer(recipe, steps_per_epoch=spe)
+  restart = training.dc_step_boundary(5) * spe  # Epoch = 4: decay after epoch 3 -> update 8
+  assert restart == 8
+  params = toy_params()
+  opt_state = tx.init(params)
+  rng = np.random.default_rng(1)
+  p_ref = jax.tree.map(np.asarray, params)
+  buf = None
+  for step in range(5 * spe):
+    g = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    lr = 0.1 if step < restart else 0.01
+    if step == restart:
+      buf = None
+    d = jax.tree.map(lambda g, p: np.asarray(g) + 0.05 * p, g, p_ref)
+    buf = d if buf is None else jax.tree.map(lambda b, d: 0.9 * b + d, buf, d)
+    p_ref = jax.tree.map(lambda p, b, lr=lr: p - lr * b, p_ref, buf)
+    updates, opt_state = tx.update(g, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 params, p_ref)
+
+
+def test_dsa_sees_normalised_images_and_rrc_sees_pixels():
+  """The small-data protocol's DSA augments the normalised tensor (a zero fill is the dataset
+  mean), the torchvision-style augmentations augment [0, 1] pixels."""
+  model = models.get_model("convnet", 3, 8, width=4, depth=1, norm="none")
+  mean, std = (0.3,), (0.2,)
+  blank = lambda key, x: jnp.zeros_like(x)  # an augmentation that fills everything
+  u8 = jnp.full((2, 8, 8, 1), 200, jnp.uint8)
+  targets = jax.nn.one_hot(jnp.array([0, 1]), 3)
+  w = jnp.ones(2)
+  for normalised, model_input in ((True, 0.0), (False, (0.0 - 0.3) / 0.2)):
+    recipe = protocols.resolve("small_data", dict(epochs=2))
+    tx = training.make_optimizer(recipe, 1)
+    state = training.init_state(model, tx, jax.random.key(0), (8, 8, 1))
+    step = training.Step(model, tx, blank, mean, std, augment_normalised=normalised)
+    _, _, logits = training.train_step(step, state, u8, targets, w, jax.random.key(1))
+    want = model.apply(state.variables, jnp.full((2, 8, 8, 1), model_input), train=True)
+    np.testing.assert_allclose(logits, want, rtol=1e-6, atol=1e-6)
+  assert augment.in_normalised_space("dsa") and augment.in_normalised_space("tile_dsa")
+  for name in ("dsa_pixel", "tile_dsa_pixel", "rrc_flip", "tile_crop", "flip", "none"):
+    assert not augment.in_normalised_space(name)
+
+
+def test_torch_init_of_convnet_matches_pytorch_default_bounds():
+  model = models.get_model("convnet", 10, 28, width=64, depth=2, weight_init="torch")
+  params = model.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  flax_params = models.get_model("convnet", 10, 28, width=64, depth=2).init(
+      jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+  for name, fan_in in (("conv0", 9 * 1), ("conv1", 9 * 64), ("fc", 64 * 8 * 8)):
+    bound = 1 / math.sqrt(fan_in)
+    for leaf in ("kernel", "bias"):
+      v = np.asarray(params[name][leaf])
+      assert np.abs(v).max() <= bound + 1e-7, (name, leaf)
+      if v.size > 500:  # U(-b, b): std b / sqrt(3)
+        assert v.std() == pytest.approx(bound / math.sqrt(3), rel=0.1), (name, leaf)
+      assert np.abs(v).max() > 0.5 * bound, (name, leaf)  # biases are not zero
+    np.testing.assert_array_equal(flax_params[name]["bias"], 0.0)
+  with pytest.raises(ValueError, match="unknown weight_init"):
+    models.get_model("convnet", 10, 28, weight_init="he").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))
 
 
 def test_lr_constant():
@@ -375,5 +456,6 @@ def test_recipe_names_agree_with_the_registries():
   """protocols keeps the augmentation and mixing names as strings (to validate a recipe
   without building one); they must be exactly what augment and mixing register."""
   from dcjax import mixing  # pylint: disable=g-import-not-at-top
-  assert set(protocols.AUGMENTS) == set(augment.AUGMENTATIONS) | {"tile_crop", "tile_dsa"}
+  assert set(protocols.AUGMENTS) == set(augment.AUGMENTATIONS) | set(augment.TILE_AUGMENTATIONS)
+  assert augment.NORMALISED_SPACE <= set(protocols.AUGMENTS)
   assert set(protocols.MIXINGS) == set(mixing.MIXINGS)

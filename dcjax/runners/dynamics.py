@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 
 from dcjax.runners import distributed
 from dcjax import scores as S
-from dcjax.augment import get_augmentation
+from dcjax.augment import get_augmentation, in_normalised_space
 from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
 from dcjax.protocols import Recipe
@@ -105,7 +105,8 @@ def _programs(model: nn.Module, recipe: Recipe, mean: tuple, std: tuple, num_exa
   batch, steps = batch_plan(n, recipe.batch_size, mesh.shape["data"])
   real = min(recipe.batch_size, n)  # fresh examples per step, as the student runner
   tx = make_optimizer(recipe, steps)
-  train_step_spec = Step(model, tx, get_augmentation(recipe.augment), mean, std)
+  train_step_spec = Step(model, tx, get_augmentation(recipe.augment), mean, std,
+                         augment_normalised=in_normalised_space(recipe.augment))
   replicated = NamedSharding(mesh, P())
   data_sharding = NamedSharding(mesh, P("data"))
 

@@ -1,7 +1,7 @@
 """Train a fresh student on a (compressed) set held on the device, and test it.
 
-The compressed set lives on the device as uint8 [N, H, W, C]; one jitted call runs a whole
-epoch (`lax.scan` over steps): shuffle, gather the batch, augment, normalise, forward, backward,
+The compressed set lives on the device as uint8 [N, H, W, C]; each epoch is one jitted shuffle,
+then one jitted step per batch: gather the batch, augment and normalise, forward, backward,
 update. Batches are sharded over the mesh's 'data' axis; parameters are replicated. Nothing
 leaves the device inside an epoch, so the host never becomes the bottleneck.
 """
@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 from tqdm.auto import tqdm
 
+from dcjax.augment import in_normalised_space
 from dcjax.runners import distributed
 from dcjax.runners.checkpoint import Checkpointer
 from dcjax.mixing import get_mixing
@@ -44,8 +45,9 @@ class Student:
   Attributes:
     model: Flax module, logits = model.apply(variables, x, train=...).
     recipe: the training recipe (dcjax.protocols.Recipe).
-    augment: pure (key, images float [B,H,W,C] in [0,1]) -> images.
-    mean, std: per-channel normalisation applied after augmentation.
+    augment: pure (key, images float [B,H,W,C]) -> images, the recipe's augmentation; it sees
+      [0,1] pixels or normalised images as `dcjax.augment.in_normalised_space(recipe.augment)`.
+    mean, std: per-channel normalisation.
     mesh: device mesh with a 'data' axis.
     teacher: the teacher's Flax module when recipe['labels'] == 'teacher' (its variables are
       passed to `train_epoch` as an argument, so they are not baked into the executable).
@@ -93,7 +95,8 @@ class Student:
       raise ValueError("recipe uses teacher labels but the Student has no teacher")
     step = Step(self.model, tx, self.augment, tuple(self.mean), tuple(self.std),
                 mixing=get_mixing(recipe.mixing), teacher=self.teacher if use_teacher else None,
-                temperature=float(recipe.temperature))
+                temperature=float(recipe.temperature),
+                augment_normalised=in_normalised_space(recipe.augment))
     num_classes = self.model.num_classes
     real = min(recipe.batch_size, num_examples)  # fresh examples per step
 
