@@ -35,7 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.ipc = 10  # stored images per class
   # Combine (PCA): each stored image tiles k x k downscaled same-class selected images, so
   # k*k*ipc images per class are selected. 1 = store selected images as they are.
-  c.combine = ml_collections.ConfigDict(dict(k=1))
+  # resample: the kernel that downscales a source image into its tile (dcjax.resample.METHODS:
+  # linear (antialiased) | cubic | lanczos3 | area | nearest).
+  c.combine = ml_collections.ConfigDict(dict(k=1, resample="linear"))
   # method 'pca': Prune with `prune` (any selection method), then Combine with combine.k.
   c.pca = ml_collections.ConfigDict(dict(prune="el2n_easy"))
   c.seed = 0  # selection seed; student i trains from seed + i
@@ -77,6 +79,11 @@ def get_config() -> ml_collections.ConfigDict:
   # RandomResizedCrop area bounds for augment 'rrc_flip' / 'tile_crop' (None: 0.08-1); for
   # tile_crop they are relative to one tile.
   c.eval.crop_scale = config_dict.placeholder(tuple)
+  # The kernel of the augmentation's crop-resize (rrc_flip, tile_crop, tile_dsa: a tile up to
+  # the training view), as combine.resample; and a random sharpness (unsharp mask / blur) per
+  # view of this strength (0: off; dcjax.resample.random_sharpness).
+  c.eval.resample = "linear"
+  c.eval.sharpen = 0.0
   c.eval.test_batch_size = 1000
   c.eval.num_devices = config_dict.placeholder(int)  # None: all devices
 

@@ -19,20 +19,17 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from dcjax import resample
 from dcjax.combine import tile_bounds
 from dcjax.errors import unknown
 
 Array = jax.Array
 
 
-def _crop_resize(image: Array, y0, x0, h, w, size: int) -> Array:
+def _crop_resize(image: Array, y0, x0, h, w, size: int, method: str = "linear") -> Array:
   """Crop the (possibly fractional) box [y0, y0+h) x [x0, x0+w) of one [H, W, C] image and
-  resize it to [size, size, C] with antialiased bilinear interpolation."""
-  sy, sx = size / h, size / w
-  return jax.image.scale_and_translate(
-      image, (size, size, image.shape[-1]), spatial_dims=(0, 1),
-      scale=jnp.stack([sy, sx]), translation=jnp.stack([-y0 * sy, -x0 * sx]),
-      method="linear", antialias=True)
+  resize it to [size, size, C] (`dcjax.resample.crop_resize`; default antialiased bilinear)."""
+  return resample.crop_resize(image, y0, x0, h, w, size, method)
 
 
 def sample_rrc_boxes(key: Array, n: int, height: float, width: float,
@@ -70,11 +67,12 @@ def sample_rrc_boxes(key: Array, n: int, height: float, width: float,
 
 
 def random_resized_crop(key: Array, images: Array, size: int, scale=(0.08, 1.0),
-                        ratio=(3 / 4, 4 / 3)) -> Array:
+                        ratio=(3 / 4, 4 / 3), method: str = "linear") -> Array:
   """RandomResizedCrop: images [N, H, W, C] -> [N, size, size, C]."""
   n, height, width, _ = images.shape
   y0, x0, h, w = sample_rrc_boxes(key, n, height, width, scale, ratio)
-  return jax.vmap(lambda im, a, b, c, d: _crop_resize(im, a, b, c, d, size))(images, y0, x0, h, w)
+  return jax.vmap(lambda im, a, b, c, d: _crop_resize(im, a, b, c, d, size, method))(
+      images, y0, x0, h, w)
 
 
 def flip(key: Array, images: Array, p: float = 0.5) -> Array:
@@ -174,9 +172,9 @@ def dsa(key: Array, images: Array) -> Array:
 
 # ---- named training augmentations used by the evaluation protocols ----
 
-def _rrc_flip(key, images, scale=(0.08, 1.0)):
+def _rrc_flip(key, images, scale=(0.08, 1.0), method="linear"):
   k1, k2 = jax.random.split(key)
-  return flip(k2, random_resized_crop(k1, images, images.shape[1], scale=scale))
+  return flip(k2, random_resized_crop(k1, images, images.shape[1], scale=scale, method=method))
 
 
 def _none(key, images):
@@ -206,44 +204,65 @@ TILE_AUGMENTATIONS = ("tile_crop", "tile_dsa", "tile_dsa_pixel")
 
 
 def get_augmentation(name: str, tiles: int = 1,
-                     crop_scale: tuple[float, float] | None = None) -> Callable[[Array, Array], Array]:
+                     crop_scale: tuple[float, float] | None = None, resampling: str = "linear",
+                     sharpen: float = 0.0) -> Callable[[Array, Array], Array]:
   """A pure `(key, images [N,H,W,C] float) -> images` by name (`in_normalised_space(name)`
   says which space it expects). 'tile_crop' (PCA's Augment) crops inside one tile of the
   `tiles` x `tiles` grid of a combined image; 'tile_dsa' (and 'tile_dsa_pixel') takes one whole
   tile (resized to the image size, flipped at random), then DSA. `crop_scale`
   (area fraction bounds of the RandomResizedCrop; None: 0.08-1) applies to 'rrc_flip' and
-  'tile_crop'."""
+  'tile_crop'. `resampling` (`dcjax.resample.METHODS`) is the kernel of every crop-resize
+  ('rrc_flip', 'tile_crop', 'tile_dsa'); `sharpen` > 0 adds `dcjax.resample.random_sharpness`
+  of that strength to every view (after the crop-resize, before DSA)."""
   scale = (0.08, 1.0) if crop_scale is None else tuple(float(v) for v in crop_scale)
   if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
     raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
+  resample.check_method(resampling)
+  if isinstance(sharpen, bool) or not isinstance(sharpen, (int, float)) or \
+      not 0 <= sharpen <= 4:
+    raise ValueError(f"sharpen must be a number in [0, 4] (0: off), got {sharpen!r}")
+  sharpen = float(sharpen)
   if name == "tile_crop":
-    return make_tile_crop(tiles, scale=scale)
-  if name in ("tile_dsa", "tile_dsa_pixel"):
-    whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    view = make_tile_crop(tiles, scale=scale, method=resampling)
+  elif name in ("tile_dsa", "tile_dsa_pixel"):
+    whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0), method=resampling)
 
     def tile_dsa(key: Array, images: Array) -> Array:
       k_tile, k_dsa = jax.random.split(key)
-      return dsa(k_dsa, whole_tile(k_tile, images))
+      x = whole_tile(k_tile, images)
+      if sharpen:
+        k_dsa, k_sharp = jax.random.split(k_dsa)
+        x = resample.random_sharpness(k_sharp, x, sharpen)
+      return dsa(k_dsa, x)
 
     return tile_dsa
-  if name == "rrc_flip" and crop_scale is not None:
-    return functools.partial(_rrc_flip, scale=scale)
-  if name not in AUGMENTATIONS:
+  elif name == "rrc_flip" and (crop_scale is not None or resampling != "linear"):
+    view = functools.partial(_rrc_flip, scale=scale, method=resampling)
+  elif name not in AUGMENTATIONS:
     raise unknown("augmentation", name, (*AUGMENTATIONS, *TILE_AUGMENTATIONS))
-  return AUGMENTATIONS[name]
+  else:
+    view = AUGMENTATIONS[name]
+  if not sharpen:
+    return view
+
+  def sharpened(key: Array, images: Array) -> Array:
+    k_view, k_sharp = jax.random.split(key)
+    return resample.random_sharpness(k_sharp, view(k_view, images), sharpen)
+
+  return sharpened
 
 
 # ---- PCA (Xiao et al. 2025) Augment: RandomResizedCrop inside one tile of a k x k image ----
 
 
 def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
-              ratio=(3 / 4, 4 / 3)) -> Array:
+              ratio=(3 / 4, 4 / 3), method: str = "linear") -> Array:
   """PCA's train-time view of a tiled image: images [N, H, W, C] float -> [N, size, size, C].
 
   Per image: pick one of the k x k tiles (`dcjax.combine.tile_bounds`) uniformly, sample a
   torchvision RandomResizedCrop box (`sample_rrc_boxes`) with area and aspect relative to that
-  tile, in integer pixels inside [tile_start, tile_stop), resize it to `size` (antialiased, via
-  `_crop_resize`), then flip horizontally with probability 1/2.
+  tile, in integer pixels inside [tile_start, tile_stop), resize it to `size` (with `method`,
+  default antialiased linear, via `_crop_resize`), then flip horizontally with probability 1/2.
 
   The tile is sliced out before resizing because the antialiased resize also weighs pixels
   just outside the box; on the sliced tile those do not exist, so no pixel of another tile ever
@@ -284,7 +303,7 @@ def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
         # Images whose tile has another shape get a clamped, meaningless slice here; they are
         # discarded by the select below.
         cell = jax.lax.dynamic_slice(im, (ty, tx, 0), (th, tw, channels))
-        return _crop_resize(cell, a, b, c, d, size)
+        return _crop_resize(cell, a, b, c, d, size, method)
 
       views = jax.vmap(crop)(images, y_start, x_start, y0, x0, h, w)
       pick = (tile_h == th) & (tile_w == tw)
@@ -293,13 +312,14 @@ def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
 
 
 def make_tile_crop(k: int, size: int | None = None, scale=(0.08, 1.0),
-                   ratio=(3 / 4, 4 / 3)) -> Callable[[Array, Array], Array]:
+                   ratio=(3 / 4, 4 / 3), method: str = "linear") -> Callable[[Array, Array], Array]:
   """`tile_crop` with k fixed, as a `(key, images [N, H, W, C]) -> [N, size, size, C]`
   augmentation for the training runner; size None crops back to the input height H."""
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
     raise ValueError(f"tile_crop k must be a positive integer, got {k!r}")
 
   def tile_crop_k(key: Array, images: Array) -> Array:
-    return tile_crop(key, images, k, images.shape[1] if size is None else size, scale, ratio)
+    return tile_crop(key, images, k, images.shape[1] if size is None else size, scale, ratio,
+                     method)
 
   return tile_crop_k

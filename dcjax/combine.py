@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dcjax import resample
+
 
 Array = jax.Array
 
@@ -46,16 +48,18 @@ def _check_groups(n: int, k: int, what: str) -> int:
   return n // (k * k)
 
 
-def tile(images: Array, k: int) -> Array:
+def tile(images: Array, k: int, method: str = "linear") -> Array:
   """Combine: [N, H, W, C] -> [N / k², H, W, C], k² whole images per output image.
 
-  Image j of each group of k² consecutive images is resized (antialiased linear, i.e.
+  Image j of each group of k² consecutive images is resized with `method`
+  (`dcjax.resample.METHODS`; default antialiased linear, i.e.
   `jax.image.resize(..., "linear", antialias=True)`) to tile (j // k, j % k), whose pixel box is
   given by `tile_bounds(H, k)` x `tile_bounds(W, k)`. Floats stay in their dtype; integer
   images (uint8) are resized in float32, then rounded and clipped back to their dtype. k=1
   returns `images` unchanged (bit-exact). Pure and jit-able with k static.
   """
   k = _check_k(k)
+  resample.check_method(method)
   if images.ndim != 4:
     raise ValueError(f"tile expects images [N, H, W, C], got shape {tuple(images.shape)}")
   n, height, width, channels = images.shape
@@ -69,14 +73,14 @@ def tile(images: Array, k: int) -> Array:
   x = x.reshape(groups, k * k, height, width, channels)
   rows = []
   for r, (y0, y1) in enumerate(ys):
-    cells = [jax.image.resize(x[:, r * k + c], (groups, y1 - y0, x1 - x0, channels),
-                              method="linear", antialias=True)
+    cells = [resample.resize(x[:, r * k + c], y1 - y0, x1 - x0, method)
              for c, (x0, x1) in enumerate(xs)]
     rows.append(jnp.concatenate(cells, axis=2))
   out = jnp.concatenate(rows, axis=1)
   if integer:
-    # Antialiased linear weights are normalised, so values stay in range up to float error;
-    # round rather than truncate so constant regions keep their exact value.
+    # Linear, area and nearest weights are normalised and non-negative, so values stay in
+    # range up to float error (cubic and lanczos3 overshoot and are clipped); round rather
+    # than truncate so constant regions keep their exact value.
     info = jnp.iinfo(images.dtype)
     out = jnp.clip(jnp.round(out), info.min, info.max).astype(images.dtype)
   return out

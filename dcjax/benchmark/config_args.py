@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dcjax import augment, models, protocols
+from dcjax import augment, models, protocols, resample
 from dcjax.benchmark import methods
 from dcjax.errors import UserError, unknown_name, user_input
 from dcjax.runners import scoring
@@ -53,6 +53,14 @@ def eval_recipe(config) -> protocols.Recipe:
   return recipe(config.eval, "eval")
 
 
+def augmentation(config, r: protocols.Recipe):
+  """The student's augmentation: the recipe's name with config.eval's crop_scale, resample and
+  sharpen (the crop-resize of a tile is set by eval.resample, Combine's by combine.resample)."""
+  return augment.get_augmentation(r.augment, tiles=config.combine.k,
+                                  crop_scale=config.eval.crop_scale,
+                                  resampling=config.eval.resample, sharpen=config.eval.sharpen)
+
+
 def model_kwargs(block) -> dict[str, Any]:
   return {k: v for k, v in block.model_kwargs.items() if v is not None}
 
@@ -62,8 +70,7 @@ def student(config, num_classes: int, image_shape: tuple, mesh=None,
   """The Student for config.eval (protocol preset + overrides) on images of `image_shape`."""
   r = eval_recipe(config)
   with user_input("eval: "):
-    aug = augment.get_augmentation(r.augment, tiles=config.combine.k,
-                                   crop_scale=config.eval.crop_scale)
+    aug = augmentation(config, r)
   kwargs = dict(model_kwargs(config.eval), dtype=jnp.dtype(config.eval.dtype))
   try:
     model = models.get_model(config.eval.model, num_classes, image_shape[0], **kwargs)
@@ -173,8 +180,9 @@ def check(config) -> None:
     raise UserError(f"eval.dtype must be float32 or bfloat16, got {config.eval.dtype!r}")
   r = eval_recipe(config)
   with user_input("eval: "):
-    augment.get_augmentation(r.augment, tiles=config.combine.k,
-                             crop_scale=config.eval.crop_scale)
+    augmentation(config, r)
+  with user_input("combine.resample: "):
+    resample.check_method(config.combine.resample)
   recipe(config.scores, "scores")
   if not config.teacher.get("weights"):
     recipe(config.teacher, "teacher")

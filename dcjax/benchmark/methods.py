@@ -60,6 +60,7 @@ class Inputs:
   mean: tuple = (0.5,)
   std: tuple = (0.5,)
   progress: bool = False
+  resample: str = "linear"  # Combine's downscale into a tile (dcjax.resample.METHODS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +108,7 @@ def selection(choose: Callable[[Inputs, int], np.ndarray]) -> Method:
     if k > 1:
       combine.check_tile_labels(labels, k)
       labels = np.asarray(combine.tile_labels(labels, k), np.int32)
-      images = np.asarray(combine.tile(images, k))
+      images = np.asarray(combine.tile(images, k, inputs.resample))
     return Compressed(images, labels, behind)
 
   return method

@@ -243,7 +243,8 @@ def compress(config, data: Stages) -> methods.Compressed:
       train=data.train_src, ipc=config.ipc, k=config.combine.k,
       key=jax.random.key(config.seed), options=config_args.method_options(config, config.method),
       load=data.load, scores=lambda: data.scores, teacher=lambda: data.teacher,
-      features=lambda: data.features, mean=data.mean, std=data.std, progress=config.progress)
+      features=lambda: data.features, mean=data.mean, std=data.std, progress=config.progress,
+      resample=config.combine.resample)
   with user_input():
     return methods.get(config.method)(inputs)
 
