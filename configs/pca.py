@@ -28,7 +28,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import benchmark  # noqa: E402
+from configs import benchmark, cifar10  # noqa: E402
 
 
 def with_pca(c):
@@ -42,9 +42,18 @@ def with_pca(c):
 
 
 def get_config(arg: str | None = None):
-  if arg not in (None, "", "quick", "full"):
-    raise ValueError(f"configs/pca.py takes ':quick' (default) or ':full', got {arg!r}")
+  """arg: 'quick' (default) or 'full', optionally with ',cifar10' / ',cifar10_shared' (e.g.
+  'full,cifar10_shared'): the same PCA on CIFAR-10 (configs/cifar10.py's sources)."""
+  parts = [p for p in (arg or "").split(",") if p]
+  size = [p for p in parts if p in ("quick", "full")]
+  data = [p for p in parts if p in ("cifar10", "cifar10_shared")]
+  if len(size) > 1 or len(data) > 1 or len(size) + len(data) != len(parts):
+    raise ValueError(f"configs/pca.py takes ':quick' (default) or ':full', optionally with "
+                     f"',cifar10' or ',cifar10_shared', got {arg!r}")
+  arg = size[0] if size else None
   c = with_pca(benchmark.get_config())
+  if data:
+    c = cifar10.with_cifar10(c, "shared" if data[0] == "cifar10_shared" else "binary")
   if arg == "full":
     c.seeds = 3
   else:

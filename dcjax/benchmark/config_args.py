@@ -20,10 +20,14 @@ from dcjax.runners import scoring
 from dcjax.runners import student as student_lib
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 # Per-dataset normalisation (mean, std) used when config.data.mean/std are unset.
 NORMALISATION = {
     "fashion_mnist": ((0.2861,), (0.3530,)),
     "tfds:imagenet2012": (IMAGENET_MEAN, IMAGENET_STD),
+    # The DC/DSA code's CIFAR-10 statistics.
+    "cifar10": (CIFAR10_MEAN, CIFAR10_STD),
+    "tfds:cifar10": (CIFAR10_MEAN, CIFAR10_STD),
 }
 
 
@@ -34,6 +38,8 @@ def normalisation(config, channels: int) -> tuple[tuple, tuple]:
     mean, std = tuple(config.data.mean), tuple(config.data.std)
   elif config.dataset in NORMALISATION:
     mean, std = NORMALISATION[config.dataset]
+  elif config.dataset.startswith("cifar10:"):
+    mean, std = NORMALISATION["cifar10"]
   else:
     mean, std = (IMAGENET_MEAN, IMAGENET_STD) if channels == 3 else ((0.5,), (0.5,))
   if len(mean) not in (1, channels) or len(std) not in (1, channels):

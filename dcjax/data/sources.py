@@ -9,6 +9,9 @@ repeated run never decodes the same JPEG twice.
 
 Names:
   fashion_mnist     Fashion-MNIST idx files (Debian's `dataset-fashion-mnist`, or `data_dir`).
+  cifar10[:<path>]  CIFAR-10's binary version (the `cifar-10-batches-bin` folder of
+                    cifar-10-binary.tar.gz; `data_dir` or the path names it). Never the pickled
+                    version: dcjax reads no pickle.
   tfds:<name>       A prepared TFDS dataset read as ArrayRecord (no TensorFlow at read time).
   folder:<path>     Class subfolders of JPEG/PNG files (ImageNet layout; the sets dcjax writes).
   parquet:<path>    A Hugging Face parquet export (image bytes + class id per row).
@@ -40,7 +43,8 @@ from dcjax.data.files import cache_dir, write_atomic
 from dcjax.errors import UserError, unknown_name
 
 SPLITS = ("train", "test")
-KNOWN_SOURCES = ("fashion_mnist", "tfds:<name>", "folder:<path>", "parquet:<path>", "synthetic")
+KNOWN_SOURCES = ("fashion_mnist", "cifar10[:<path>]", "tfds:<name>", "folder:<path>",
+                 "parquet:<path>", "synthetic")
 RESIZE_MODES = ("shorter_center_crop", "stretch")
 
 DEFAULT_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -190,6 +194,8 @@ def open_source(
                     f"'{kind}:', e.g. '{kind}:{'imagenet2012' if kind == 'tfds' else '/data/x'}'")
   if name == "fashion_mnist":
     return _open_fashion_mnist(split, data_dir or DEFAULT_FASHION_MNIST_DIR)
+  if kind == "cifar10":
+    return _open_cifar10(name, split, argument or data_dir)
   if name == "synthetic":
     return SyntheticSource(split, **_synthetic_options(synthetic))
   if kind == "tfds":
@@ -340,6 +346,48 @@ def _open_fashion_mnist(split: str, data_dir: str) -> ArraySource:
     raise UserError(f"{paths[0]} holds {len(images)} images but {paths[1]} holds {len(labels)} "
                     "labels; reinstall Fashion-MNIST")
   return ArraySource("fashion_mnist", split, FASHION_MNIST_CLASS_NAMES, images[..., None], labels)
+
+
+# --- CIFAR-10, binary version -------------------------------------------------------------------
+
+CIFAR10_CLASS_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                       "ship", "truck"]
+_CIFAR10_FILES = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)],
+                  "test": ["test_batch.bin"]}
+_CIFAR10_RECORD = 1 + 32 * 32 * 3  # label byte, then the red, green and blue 32x32 planes
+
+
+def _open_cifar10(name: str, split: str, data_dir: str | None) -> ArraySource:
+  """CIFAR-10's binary batches: records of 1 label byte + 3072 pixel bytes (R, G, B planes,
+  row-major), 10,000 per file; class names from batches.meta.txt when present."""
+  how = ("download https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz, extract it and pass "
+         "--config.data.dir=<where>/cifar-10-batches-bin (or --config.dataset=cifar10:<that dir>)")
+  if not data_dir:
+    raise UserError(f"dataset cifar10 needs the folder of its binary batches: {how}")
+  paths = [os.path.join(data_dir, f) for f in _CIFAR10_FILES[split]]
+  missing = [os.path.basename(p) for p in paths if not os.path.isfile(p)]
+  if missing:
+    raise UserError(f"CIFAR-10 binary batches not found in {data_dir} (missing "
+                    f"{', '.join(missing)}): {how}")
+  records = []
+  for p in paths:
+    with open(p, "rb") as f:
+      data = f.read()
+    if not data or len(data) % _CIFAR10_RECORD:
+      raise UserError(f"{p} is truncated or not a CIFAR-10 binary batch ({len(data)} bytes, "
+                      f"not a multiple of {_CIFAR10_RECORD}): {how}")
+    records.append(np.frombuffer(data, np.uint8).reshape(-1, _CIFAR10_RECORD))
+  rows = np.concatenate(records)
+  labels = rows[:, 0].astype(np.int32)
+  images = rows[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+  class_names = CIFAR10_CLASS_NAMES
+  meta = os.path.join(data_dir, "batches.meta.txt")
+  if os.path.isfile(meta):
+    with open(meta, encoding="utf-8") as f:
+      names = [line.strip() for line in f if line.strip()]
+    if len(names) == 10:
+      class_names = names
+  return ArraySource(name, split, class_names, np.ascontiguousarray(images), labels)
 
 
 # --- TFDS ---------------------------------------------------------------------------------------
