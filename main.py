@@ -11,7 +11,7 @@ from dcjax.benchmark import config_args
 from dcjax.runners import distributed
 from dcjax.errors import UserError
 
-JOBS = {"benchmark": benchmark.run}
+JOBS = {"benchmark": benchmark.run, "evaluate": benchmark.run}
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (get_config()).",
                                           lock_config=True)

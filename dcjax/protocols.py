@@ -38,7 +38,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 RECIPE_FIELDS = ("optimizer", "lr", "weight_decay", "momentum", "schedule", "batch_size",
                  "epochs", "augment", "labels", "mixing", "temperature")
-LABELS = ("hard", "teacher")
+# 'stored': soft labels stored with an evaluated set (configs/evaluate.py), as probabilities,
+# or logits turned into softmax(logits / temperature).
+LABELS = ("hard", "teacher", "stored")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine_epoch", "step_half", "dc_step", "constant")
 # Augmentation names a recipe may use (dcjax.augment.get_augmentation) and mixings

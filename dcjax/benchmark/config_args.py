@@ -8,12 +8,14 @@ written.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
 from dcjax import augment, models, protocols, resample
+from dcjax.data import given, store
 from dcjax.benchmark import methods
 from dcjax.errors import UserError, unknown_name, user_input
 from dcjax.runners import scoring
@@ -65,6 +67,44 @@ def augmentation(config, r: protocols.Recipe):
   return augment.get_augmentation(r.augment, tiles=config.combine.k,
                                   crop_scale=config.eval.crop_scale,
                                   resampling=config.eval.resample, sharpen=config.eval.sharpen)
+
+
+def resolve_evaluate(config):
+  """configs/evaluate.py: the config with `dataset` set to the split the set is tested on
+  (config.test_dataset; else the dataset a dcjax manifest names; for an index list, the
+  training split's dataset, config.dataset). UserError when none is known or when the set
+  would be tested on itself."""
+  path = config.get("compressed")
+  if not path:
+    raise UserError("evaluate needs the set: --config.compressed=PATH (a class-folder set, a "
+                    ".parquet file or folder, an .npz, or an index file)")
+  kind = given.kind_of(path)
+  dataset = config.get("test_dataset")
+  if kind == "indices":
+    if dataset and config.dataset and dataset != config.dataset:
+      raise UserError(f"an index list is tested on the dataset it indexes: config.dataset="
+                      f"{config.dataset!r} and test_dataset={dataset!r} differ")
+    dataset = dataset or config.dataset
+    if not dataset:
+      raise UserError(f"{path} is an index list: name the training split it indexes with "
+                      "--config.dataset=NAME")
+  elif not dataset and kind == "dcjax":
+    dataset = store.read_manifest(path).get("dataset")
+  if not dataset:
+    raise UserError(f"say which test split to test {path} on: --config.test_dataset=NAME "
+                    "(e.g. fashion_mnist, cifar10, tfds:imagenet2012, folder:/data/imagenet)")
+  kind_name, _, where = dataset.partition(":")
+  if kind_name in ("folder", "parquet") and where:
+    a, b = os.path.realpath(where), os.path.realpath(path)
+    if os.path.commonpath([a, b]) in (a, b):
+      raise UserError(f"the set {path} and the test dataset {dataset} are the same files (or "
+                      "one holds the other): a set is never tested on itself")
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.dataset = dataset
+    c.test_dataset = dataset
+  c.lock()
+  return c
 
 
 def model_kwargs(block) -> dict[str, Any]:
@@ -160,8 +200,15 @@ def _positive_int(value, name: str) -> None:
 def check(config) -> None:
   """Refuse a bad config in one line (UserError) before any data is read: unknown names,
   out-of-range numbers, model kwargs that do not build."""
-  if config.method not in methods.METHODS:
+  if config.get("job") == "evaluate":
+    if config.eval.labels == "stored" and config.eval.protocol == "soft":
+      raise UserError("eval.labels=stored replaces the soft protocol's teacher; use "
+                      "eval.protocol=hard (or small_data) with eval.labels=stored")
+  elif config.method not in methods.METHODS:
     raise unknown_name("method", config.method, methods.METHODS)
+  if config.get("job") != "evaluate" and config.eval.labels == "stored":
+    raise UserError("eval.labels=stored trains on soft labels stored with a given set: use "
+                    "configs/evaluate.py with --config.compressed=PATH")
   if config.method == "pca":
     prune = method_options(config, "pca")["prune"]
     if prune not in methods.METHODS or prune in ("pca", "rded"):

@@ -57,6 +57,8 @@ class Results:
   environment: dict
   created: str
   config: dict
+  # An evaluated set (configs/evaluate.py): {path, kind, ...}; None for a benchmark method.
+  given: dict | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -27,7 +27,7 @@ import dcjax
 from dcjax.benchmark import config_args, methods
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
-from dcjax.data import sources, splits, store
+from dcjax.data import given, sources, splits, store
 from dcjax.errors import UserError, user_input
 from dcjax.protocols import Recipe
 from dcjax.runners import scoring, tensorboard
@@ -39,7 +39,10 @@ def run(config, workdir: str) -> dict[str, Any]:
   """Run the benchmark described by `config`, writing into `workdir`; returns results.json's
   content. Raises UserError for bad input, with nothing written. Rerunning the same command
   after an interruption resumes it: finished seeds are kept, the running seed continues from
-  its last checkpoint."""
+  its last checkpoint. A config with job 'evaluate' (configs/evaluate.py) trains on the set
+  at config.compressed instead of compressing the training split."""
+  if config.get("job") == "evaluate":
+    config = config_args.resolve_evaluate(config)
   wd = Workdir(workdir, json.loads(config.to_json()), seeds=config.seeds,
                overwrite=config.overwrite)
   try:
@@ -68,11 +71,17 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   wd.check()
   config_args.check(config)
   train_src, test_src = open_splits(config)
-  check_ipc(train_src, config.ipc, config.combine.k)
+  evaluating = config.job == "evaluate"
+  if not evaluating:
+    check_ipc(train_src, config.ipc, config.combine.k)
   test_images, test_labels = load_test(config, test_src)
   data = Stages(config, train_src, test_images, test_labels)
-  compressed = compress(config, data)
   recipe = config_args.eval_recipe(config)
+  given_set = None
+  if evaluating:
+    compressed, given_set = read_given_set(config, data, train_src, recipe)
+  else:
+    compressed = compress(config, data)
   soft = recipe.labels == "teacher"
   teacher_model, teacher_vars, teacher_info = data.teacher if soft else (None, None, None)
   student = config_args.student(config, train_src.num_classes, data.image_shape, data.mesh,
@@ -85,16 +94,30 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   storage = storage_costs(recipe, len(compressed.labels), train_src.num_classes, image_bytes,
                           teacher_info["param_bytes"] if teacher_info else 0)
   k = config.combine.k
-  _log(f"compressed set: {len(compressed.labels)} images ({config.ipc}/class"
-       + (f", each tiling {k}x{k} source images" if k > 1 else "") + "), "
-       f"{image_bytes / 1e3:.1f} KB -> {wd.join(COMPRESSED)}")
+  if given_set is not None:  # what the given files cost, not dcjax's PNG copy of them
+    storage["image_bytes"] = given_set.image_bytes
+    storage["soft_label_bytes"] = given_set.soft_label_bytes if recipe.labels == "stored" else 0
+    _log(f"evaluate: {len(compressed.labels)} images from {given_set.path} "
+         f"({given_set.kind}), {given_set.image_bytes / 1e3:.1f} KB"
+         + (f" + {given_set.soft_label_bytes / 1e3:.1f} KB soft labels"
+            if storage["soft_label_bytes"] else "") + f" -> copied to {wd.join(COMPRESSED)}")
+  else:
+    _log(f"compressed set: {len(compressed.labels)} images ({config.ipc}/class"
+         + (f", each tiling {k}x{k} source images" if k > 1 else "") + "), "
+         f"{image_bytes / 1e3:.1f} KB -> {wd.join(COMPRESSED)}")
 
   seeds = range(config.seed, config.seed + config.seeds)
+  targets = None
+  if recipe.labels == "stored":
+    targets = given.soft_targets(given_set.soft_labels, recipe.temperature)
   runs = [train_and_test(wd, student, compressed, seed, i, config, test_images, test_labels,
-                         teacher_vars) for i, seed in enumerate(seeds)]
+                         teacher_vars, targets) for i, seed in enumerate(seeds)]
+  ipc = config.ipc
+  if given_set is not None:
+    ipc = max(1, round(len(compressed.labels) / train_src.num_classes))
   top1s, top5s = np.array([r.top1 for r in runs]), np.array([r.top5 for r in runs])
   results = Results(
-      method=config.method, dataset=config.dataset, ipc=config.ipc,
+      method="evaluate" if evaluating else config.method, dataset=config.dataset, ipc=ipc,
       num_images=len(compressed.labels), combine_k=k, num_source_images=compressed.num_sources,
       num_classes=train_src.num_classes, image_shape=list(compressed.images.shape[1:]),
       protocol=recipe.protocol, model=config.eval.model, recipe=recipe.to_dict(),
@@ -107,7 +130,11 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       selection_seed=config.seed, score_file=data.score_file,
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-      config=wd.config).to_json()
+      config=wd.config,
+      given=(dict(path=given_set.path, kind=given_set.kind, num_images=len(compressed.labels),
+                  image_bytes=given_set.image_bytes, soft_label_bytes=given_set.soft_label_bytes,
+                  has_soft_labels=given_set.soft_labels is not None)
+             if given_set is not None else None)).to_json()
   wd.save_results(results)
   if is_writer():
     print(summary_line(results), flush=True)
@@ -249,6 +276,18 @@ def compress(config, data: Stages) -> methods.Compressed:
     return methods.get(config.method)(inputs)
 
 
+def read_given_set(config, data: Stages, train_src: sources.Source, recipe: Recipe
+                   ) -> tuple[methods.Compressed, given.GivenSet]:
+  """The set at config.compressed, with the test split's classes and resolution."""
+  g = given.read_given(config.compressed, train_source=lambda: train_src, load_train=data.load,
+                       num_threads=config.data.num_threads)
+  g = given.align_to_test(g, train_src.class_names, data.image_shape, log=_log)
+  if recipe.labels == "stored" and g.soft_labels is None:
+    raise UserError(f"eval.labels=stored but {config.compressed} stores no soft labels (an .npz "
+                    "with a soft_labels array has them); use eval.labels=hard or teacher")
+  return methods.Compressed(g.images, g.labels, g.indices), g
+
+
 def write_set(path: str, c: methods.Compressed, config, config_json: dict,
               train_src: sources.Source) -> int:
   """Store the set (process 0; the others wait and read its manifest); its image bytes."""
@@ -264,7 +303,8 @@ def write_set(path: str, c: methods.Compressed, config, config_json: dict,
 
 
 def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compressed, seed: int,
-                   i: int, config, test_images, test_labels, teacher_vars) -> Run:
+                   i: int, config, test_images, test_labels, teacher_vars,
+                   targets: np.ndarray | None = None) -> Run:
   """One fresh student from `seed`: trained on the set (resuming from its checkpoint), tested
   on the test split, saved as runs/seed_N.json; or read back if it finished earlier."""
   done = wd.finished_seed(seed)
@@ -278,7 +318,8 @@ def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compres
       tb.scalar("train/lr", info["lr"], epoch + 1)
       tb.flush()  # per epoch: a killed run keeps its curve (a resumed one adds a file)
     variables, stats = student_lib.train_student(
-        student, c.images, c.labels, seed, teacher_variables=teacher_vars,
+        student, c.images, c.labels if targets is None else targets, seed,
+        teacher_variables=teacher_vars,
         checkpoint_dir=wd.join("checkpoints", f"seed_{seed}"),
         checkpoint_every=config.checkpoint_every, on_epoch=log_epoch,
         progress=config.progress, desc=f"seed {seed} ({i + 1}/{config.seeds})")

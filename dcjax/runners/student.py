@@ -110,7 +110,8 @@ class Student:
     def one_step(state, images, labels, idx, w, k, teacher_vars):
       k_aug, k_mix = jax.random.split(k)
       x = jax.lax.with_sharding_constraint(images[idx], data_sharding)
-      targets = jax.nn.one_hot(labels[idx], num_classes)
+      # Class ids [N], or soft targets [N, K] (labels stored with an evaluated set).
+      targets = labels[idx] if labels.ndim == 2 else jax.nn.one_hot(labels[idx], num_classes)
       state, loss, _ = train_step(step, state, x, targets, w, k_aug, k_mix, teacher_vars)
       return state, loss
 
@@ -173,7 +174,8 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
                   teacher_variables: Any = None, checkpoint_dir: str | None = None,
                   checkpoint_every: int = 0, on_epoch: Callable[[int, dict], None] | None = None,
                   progress: bool = True, desc: str = "train") -> tuple[Any, dict]:
-  """Train a fresh student from `seed` on images uint8 [N,H,W,C] / labels int [N].
+  """Train a fresh student from `seed` on images uint8 [N,H,W,C] / labels int [N] (or soft
+  targets float [N, K], rows summing to 1).
 
   With `checkpoint_dir`, the state (params, optimizer, batch stats, RNG key, epoch) is saved
   every `checkpoint_every` epochs and at the end, and training resumes from the latest
@@ -191,7 +193,9 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
   state, _ = student.init(k_init, n, images.shape[1:])
   train_epoch = student.train_epoch_fn(n)
   replicated = NamedSharding(student.mesh, P())
-  images_d, labels_d = distributed.global_array(replicated, (images, labels.astype(np.int32)))
+  labels = np.asarray(labels)
+  labels = labels.astype(np.float32) if labels.ndim == 2 else labels.astype(np.int32)
+  images_d, labels_d = distributed.global_array(replicated, (images, labels))
   # The checkpointed key, as a global array: orbax refuses a process-local one in a
   # multi-process run.
   rng_data = distributed.global_array(replicated, jax.random.key_data(k_train))

@@ -1,0 +1,232 @@
+"""configs/evaluate.py: any compressed set (dcjax folder, plain class folders, parquet, .npz,
+index lists) trained and tested under the benchmark's protocols; round trips are bitwise."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dcjax import benchmark
+from dcjax.data import given, store
+from dcjax.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from configs import evaluate as evaluate_config  # noqa: E402
+from tests.test_benchmark import tiny_config  # noqa: E402
+
+SYNTH = dict(num_examples=60, num_test_examples=40, image_size=16, channels=3, num_classes=4,
+             seed=0)
+
+
+def eval_config(compressed, **overrides):
+  c = evaluate_config.get_config()
+  if compressed is not None:
+    c.compressed = str(compressed)
+  c.data.synthetic.update(SYNTH)
+  c.progress = False
+  c.seeds = 2
+  c.eval.epochs = 2
+  c.eval.batch_size = 8
+  c.eval.model_kwargs.width = 8
+  c.eval.test_batch_size = 16
+  c.eval.num_devices = 1
+  for k, v in overrides.items():
+    target = c
+    *path, last = k.split(".")
+    for p in path:
+      target = target[p]
+    target[last] = v
+  c.lock()
+  return c
+
+
+def per_seed(r):
+  return [(x["seed"], x["top1"], x["top5"], x["final_loss"]) for x in r["runs"]]
+
+
+@pytest.fixture(scope="module")
+def original(tmp_path_factory):
+  """A tiny random benchmark run: its results and compressed set."""
+  work = tmp_path_factory.mktemp("orig") / "run"
+  r = benchmark.run(tiny_config(seeds=2, method="random"), str(work))
+  return r, work / "compressed"
+
+
+def test_a_set_dcjax_wrote_evaluates_bitwise_as_folder_npz_and_index_list(original, tmp_path):
+  r, compressed = original
+  want = per_seed(r)
+  # 1. dcjax's own folder (its manifest names the dataset).
+  a = benchmark.run(eval_config(compressed), str(tmp_path / "a"))
+  assert a["given"]["kind"] == "dcjax" and a["method"] == "evaluate"
+  assert a["dataset"] == "synthetic" and a["num_images"] == r["num_images"]
+  assert per_seed(a) == want
+  assert a["storage"]["image_bytes"] == r["storage"]["image_bytes"]
+  # 2. The same folder without its manifest: a plain class-folder set, test split named.
+  plain = tmp_path / "plain"
+  images, labels, manifest = store.read_compressed(compressed)
+  for i, (im, lab) in enumerate(zip(images, labels)):
+    os.makedirs(plain / f"{lab:04d}", exist_ok=True)
+    Image.fromarray(im).save(plain / f"{lab:04d}" / f"{i:06d}.png")
+  b = benchmark.run(eval_config(plain, test_dataset="synthetic"), str(tmp_path / "b"))
+  assert b["given"]["kind"] == "folder" and per_seed(b) == want
+  # 3. An .npz of the arrays.
+  np.savez(tmp_path / "set.npz", images=images, labels=labels)
+  c = benchmark.run(eval_config(tmp_path / "set.npz", test_dataset="synthetic"),
+                    str(tmp_path / "c"))
+  assert c["given"]["kind"] == "npz" and per_seed(c) == want
+  assert c["storage"]["image_bytes"] == images.nbytes
+  # 4. The training-split indices behind it (.npy, .txt and .json read the same).
+  idx = np.asarray([f["source_indices"][0] for f in manifest["files"]])
+  np.save(tmp_path / "idx.npy", idx)
+  (tmp_path / "idx.txt").write_text("\n".join(map(str, idx)) + "\n")
+  (tmp_path / "idx.json").write_text(json.dumps(idx.tolist()))
+  d = benchmark.run(eval_config(tmp_path / "idx.npy", dataset="synthetic"), str(tmp_path / "d"))
+  assert d["given"]["kind"] == "indices" and per_seed(d) == want
+  for name in ("idx.txt", "idx.json"):
+    np.testing.assert_array_equal(given.read_indices(str(tmp_path / name), 60), idx)
+
+
+def _parquet(path, images, labels, names):
+  pa = pytest.importorskip("pyarrow")
+  pq = pytest.importorskip("pyarrow.parquet")
+
+  def png(im):
+    buf = io.BytesIO()
+    Image.fromarray(im).save(buf, format="PNG")
+    return buf.getvalue()
+
+  image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+  table = pa.table({
+      "image": pa.array([{"bytes": png(im), "path": None} for im in images], image_type),
+      "label": pa.array(labels.astype(np.int64))})
+  features = {"image": {"_type": "Image"},
+              "label": {"names": list(names), "_type": "ClassLabel"}}
+  meta = {b"huggingface": json.dumps({"info": {"features": features}}).encode()}
+  pq.write_table(table.replace_schema_metadata(meta), path)
+
+
+def test_a_parquet_set_like_the_released_subsets_evaluates_end_to_end(original, tmp_path):
+  r, compressed = original
+  images, labels, manifest = store.read_compressed(compressed)
+  # Class names in another order than the test split's: matched by name.
+  names = list(manifest["class_names"])[::-1]
+  remapped = (len(names) - 1 - labels).astype(np.int64)
+  _parquet(tmp_path / "train-00000-of-00001.parquet", images, remapped, names)
+  out = benchmark.run(eval_config(tmp_path / "train-00000-of-00001.parquet",
+                                  test_dataset="synthetic"), str(tmp_path / "w"))
+  assert out["given"]["kind"] == "parquet" and per_seed(out) == per_seed(r)
+  assert out["storage"]["image_bytes"] == os.path.getsize(tmp_path /
+                                                          "train-00000-of-00001.parquet")
+
+
+def test_npz_soft_labels_train_with_labels_stored_and_are_counted(original, tmp_path):
+  _, compressed = original
+  images, labels, _ = store.read_compressed(compressed)
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(len(labels), 4)).astype(np.float32) * 3
+  np.savez(tmp_path / "soft.npz", images=images, labels=labels, soft_labels=logits)
+  hard = benchmark.run(eval_config(tmp_path / "soft.npz", test_dataset="synthetic", seeds=1),
+                       str(tmp_path / "hard"))
+  soft = benchmark.run(eval_config(tmp_path / "soft.npz", test_dataset="synthetic", seeds=1,
+                                   **{"eval.labels": "stored", "eval.temperature": 2.0}),
+                       str(tmp_path / "soft"))
+  assert soft["recipe"]["labels"] == "stored"
+  assert soft["storage"]["soft_label_bytes"] == logits.nbytes
+  assert hard["storage"]["soft_label_bytes"] == 0
+  assert soft["runs"][0]["final_loss"] != hard["runs"][0]["final_loss"]
+  # Probabilities are used as they are; logits become softmax(logits / T).
+  t = given.soft_targets(logits, 2.0)
+  np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+  e = np.exp(logits / 2.0)
+  np.testing.assert_allclose(t, e / e.sum(1, keepdims=True), rtol=1e-5)
+  np.testing.assert_allclose(given.soft_targets(t, 7.0), t, rtol=1e-5)
+
+
+def test_resize_and_class_checks(tmp_path):
+  big = np.random.default_rng(0).integers(0, 255, (8, 20, 20, 3), np.uint8)
+  g = given.GivenSet("x", "npz", big, np.arange(8, dtype=np.int32) % 4, None, None, 1, 0, None,
+                     np.zeros((8, 0), int))
+  said = []
+  out = given.align_to_test(g, ["a", "b", "c", "d"], (16, 16, 3), log=said.append)
+  assert out.images.shape == (8, 16, 16, 3) and len(said) == 1 and "20x20 to" in said[0]
+  with pytest.raises(UserError, match="channels"):
+    given.align_to_test(g, ["a", "b", "c", "d"], (16, 16, 1))
+  with pytest.raises(UserError, match="the test split has 3 classes"):
+    given.align_to_test(g, ["a", "b", "c"], (20, 20, 3))
+  named = given.GivenSet("x", "folder", big, np.zeros(8, np.int32), ["zebra"], None, 1, 0, None,
+                         np.zeros((8, 0), int))
+  with pytest.raises(UserError, match="class 'zebra' of x is not a class of the test split"):
+    given.align_to_test(named, ["a", "b"], (20, 20, 3))
+  said = []
+  ok = given.align_to_test(dataclass_replace(named, class_names=["B"]), ["a", "b"], (20, 20, 3),
+                           log=said.append)
+  assert (ok.labels == 1).all() and "no images of 1 of the 2" in said[0]
+
+
+def dataclass_replace(g, **kw):
+  import dataclasses
+  return dataclasses.replace(g, **kw)
+
+
+@pytest.mark.parametrize("make,overrides,match", [
+    (None, {}, "evaluate needs the set"),
+    ("missing", {}, "does not exist"),
+    ("set.bin", {}, "cannot read compressed set"),
+    ("plain", {}, "say which test split"),
+    ("idx_bad", {"dataset": "synthetic"}, "holds indices 0..999"),
+    ("idx_dup", {"dataset": "synthetic"}, "repeats indices"),
+    ("idx_ok", {"dataset": "synthetic", "test_dataset": "fashion_mnist"}, "differ"),
+    ("npz_noimg", {"test_dataset": "synthetic"}, "has no images array"),
+    ("npz_float", {"test_dataset": "synthetic"}, "images must be uint8"),
+    ("npz_ok", {"test_dataset": "synthetic", "eval.labels": "stored"}, "stores no soft labels"),
+    ("npz_ok", {"test_dataset": "synthetic", "eval.protocol": "soft", "eval.labels": "stored"},
+     "replaces the soft protocol's teacher"),
+    ("plain", {"test_dataset": "folder:{plain}"}, "never tested on itself"),
+])
+def test_bad_evaluate_input_is_refused_in_one_line_with_nothing_written(tmp_path, make,
+                                                                        overrides, match):
+  plain = tmp_path / "plain"
+  for c in range(4):
+    os.makedirs(plain / f"{c:04d}")
+    Image.fromarray(np.full((16, 16, 3), c * 40, np.uint8)).save(plain / f"{c:04d}" / "0.png")
+  paths = {"missing": tmp_path / "nope", "set.bin": tmp_path / "set.bin", "plain": plain}
+  (tmp_path / "set.bin").write_bytes(b"x")
+  np.save(tmp_path / "idx_bad.npy", np.array([0, 999]))
+  np.save(tmp_path / "idx_dup.npy", np.array([1, 1]))
+  np.save(tmp_path / "idx_ok.npy", np.array([1, 2]))
+  np.savez(tmp_path / "npz_noimg.npz", labels=np.zeros(2))
+  np.savez(tmp_path / "npz_float.npz", images=np.zeros((2, 16, 16, 3)), labels=np.zeros(2, int))
+  np.savez(tmp_path / "npz_ok.npz", images=np.zeros((4, 16, 16, 3), np.uint8),
+           labels=np.arange(4))
+  for name in ("idx_bad", "idx_dup", "idx_ok"):
+    paths[name] = tmp_path / f"{name}.npy"
+  for name in ("npz_noimg", "npz_float", "npz_ok"):
+    paths[name] = tmp_path / f"{name}.npz"
+  overrides = {k: v.format(plain=plain) for k, v in overrides.items()}
+  work = tmp_path / "w"
+  with pytest.raises(UserError, match=match):
+    benchmark.run(eval_config(paths[make] if make else None, **overrides), str(work))
+  assert not work.exists()
+
+
+def test_main_evaluates_a_set_by_command(original, tmp_path):
+  r, compressed = original
+  env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1")
+  args = ["--config=configs/evaluate.py", f"--workdir={tmp_path / 'w'}",
+          f"--config.compressed={compressed}", "--config.seeds=1", "--config.eval.epochs=2",
+          "--config.eval.batch_size=8", "--config.eval.model_kwargs.width=8",
+          "--config.progress=False", "--config.data.synthetic.num_examples=60",
+          "--config.data.synthetic.num_test_examples=40",
+          "--config.data.synthetic.image_size=16", "--config.data.synthetic.num_classes=4"]
+  p = subprocess.run([sys.executable, "main.py", *args], cwd=ROOT, capture_output=True,
+                     text=True, env=env, timeout=600)
+  assert p.returncode == 0, p.stderr
+  last = p.stdout.strip().splitlines()[-1]
+  assert last.startswith("evaluate ipc=3 synthetic small_data convnet: top-1"), last
+  assert json.load(open(tmp_path / "w" / "results.json"))["runs"][0]["seed"] == 0
