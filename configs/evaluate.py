@@ -24,6 +24,7 @@ set, for tile_dsa / tile_crop) must be given as for the run that made it.
 import os
 import sys
 
+import ml_collections
 from ml_collections import config_dict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -37,4 +38,11 @@ def get_config():
   c.compressed = config_dict.placeholder(str)
   c.test_dataset = config_dict.placeholder(str)
   c.dataset = config_dict.placeholder(str)  # the training split of an index list
+  # DD-Ranking's fairness scores (dcjax.benchmark.fairness): IOR against a matched random
+  # subset (trained once and cached), HLR / LRS against the full training split's hard-label
+  # accuracy, given as a number (full_top1, in %) or trained once when compute_full (hours on
+  # a CPU for Fashion-MNIST's 60,000 images at 301 epochs).
+  c.fairness = ml_collections.ConfigDict(dict(
+      enabled=True, full_top1=config_dict.placeholder(float), compute_full=False,
+      lrs_lambda=0.5, cache_dir=config_dict.placeholder(str)))  # None: $DCJAX_CACHE/baselines
   return c

@@ -20,6 +20,9 @@ sys.path.insert(0, ROOT)
 from configs import evaluate as evaluate_config  # noqa: E402
 from tests.test_benchmark import tiny_config  # noqa: E402
 
+CACHE = None  # set per module by the `original` fixture
+
+
 SYNTH = dict(num_examples=60, num_test_examples=40, image_size=16, channels=3, num_classes=4,
              seed=0)
 
@@ -36,6 +39,7 @@ def eval_config(compressed, **overrides):
   c.eval.model_kwargs.width = 8
   c.eval.test_batch_size = 16
   c.eval.num_devices = 1
+  c.fairness.cache_dir = str(CACHE)
   for k, v in overrides.items():
     target = c
     *path, last = k.split(".")
@@ -53,6 +57,8 @@ def per_seed(r):
 @pytest.fixture(scope="module")
 def original(tmp_path_factory):
   """A tiny random benchmark run: its results and compressed set."""
+  global CACHE
+  CACHE = tmp_path_factory.mktemp("baselines")
   work = tmp_path_factory.mktemp("orig") / "run"
   r = benchmark.run(tiny_config(seeds=2, method="random"), str(work))
   return r, work / "compressed"
@@ -67,6 +73,9 @@ def test_a_set_dcjax_wrote_evaluates_bitwise_as_folder_npz_and_index_list(origin
   assert a["dataset"] == "synthetic" and a["num_images"] == r["num_images"]
   assert per_seed(a) == want
   assert a["storage"]["image_bytes"] == r["storage"]["image_bytes"]
+  # The matched random baseline of a random set is that very run: IOR is exactly 0.
+  assert a["fairness"]["random_top1"] == r["top1_mean"] and a["fairness"]["ior"] == 0.0
+  assert "hlr" not in a["fairness"]  # no full-split accuracy given or computed
   # 2. The same folder without its manifest: a plain class-folder set, test split named.
   plain = tmp_path / "plain"
   images, labels, manifest = store.read_compressed(compressed)
@@ -230,3 +239,18 @@ def test_main_evaluates_a_set_by_command(original, tmp_path):
   last = p.stdout.strip().splitlines()[-1]
   assert last.startswith("evaluate ipc=3 synthetic small_data convnet: top-1"), last
   assert json.load(open(tmp_path / "w" / "results.json"))["runs"][0]["seed"] == 0
+
+
+def test_fairness_scores_follow_dd_ranking(original, tmp_path):
+  from dcjax.benchmark import fairness
+  assert fairness.lrs(0.0, 0.0) == pytest.approx((1 - np.exp(-1)) / (np.e - np.exp(-1)))
+  assert fairness.lrs(100.0, -100.0, 0.5) == pytest.approx(1.0)  # alpha = 1
+  assert fairness.lrs(-100.0, 100.0) == pytest.approx(0.0)       # alpha = -1
+  r, compressed = original
+  out = benchmark.run(eval_config(compressed, seeds=1, **{"fairness.full_top1": 90.0}),
+                      str(tmp_path / "w"))
+  f = out["fairness"]
+  assert f["hlr"] == pytest.approx(90.0 - out["top1_mean"])
+  assert f["ior"] == pytest.approx(out["top1_mean"] - f["random_top1"])
+  assert f["lrs"] == pytest.approx(fairness.lrs(f["ior"], f["hlr"]))
+  assert "IOR" in benchmark.summary_line(out) and "LRS" in benchmark.summary_line(out)

@@ -59,6 +59,8 @@ class Results:
   config: dict
   # An evaluated set (configs/evaluate.py): {path, kind, ...}; None for a benchmark method.
   given: dict | None = None
+  # DD-Ranking's fairness scores of an evaluated set (dcjax.benchmark.fairness), or None.
+  fairness: dict | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 import dcjax
-from dcjax.benchmark import config_args, methods
+from dcjax.benchmark import config_args, fairness, methods
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
 from dcjax.data import given, sources, splits, store
@@ -116,6 +116,11 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   if given_set is not None:
     ipc = max(1, round(len(compressed.labels) / train_src.num_classes))
   top1s, top5s = np.array([r.top1 for r in runs]), np.array([r.top5 for r in runs])
+  fair = None
+  if evaluating and config.fairness.enabled:
+    counts = np.bincount(np.asarray(train_src.labels), minlength=train_src.num_classes)
+    fair = fairness.scores(config, top1s, float(top1s.mean()) if recipe.labels == "hard" else
+                           None, ipc, int(counts.min()), run)
   results = Results(
       method="evaluate" if evaluating else config.method, dataset=config.dataset, ipc=ipc,
       num_images=len(compressed.labels), combine_k=k, num_source_images=compressed.num_sources,
@@ -134,7 +139,8 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       given=(dict(path=given_set.path, kind=given_set.kind, num_images=len(compressed.labels),
                   image_bytes=given_set.image_bytes, soft_label_bytes=given_set.soft_label_bytes,
                   has_soft_labels=given_set.soft_labels is not None)
-             if given_set is not None else None)).to_json()
+             if given_set is not None else None),
+      fairness=fair).to_json()
   wd.save_results(results)
   if is_writer():
     print(summary_line(results), flush=True)
@@ -380,7 +386,17 @@ def summary_line(r: dict) -> str:
           + (f" tiling {r['num_source_images']} sources" if k > 1 else "")
           + f", {_kb(r['storage']['image_bytes'])} images"
           + (f" + {_kb(r['storage']['soft_label_bytes'])} soft labels"
-             if r["storage"].get("soft_label_bytes") else "") + " stored")
+             if r["storage"].get("soft_label_bytes") else "") + " stored"
+          + _fairness_text(r.get("fairness")))
+
+
+def _fairness_text(f: dict | None) -> str:
+  if not f:
+    return ""
+  text = f"; IOR {f['ior']:+.2f} (random {f['random_top1']:.2f} %)"
+  if "hlr" in f:
+    text += f", HLR {f['hlr']:.2f} (full {f['full_top1']:.2f} %), LRS {f['lrs']:.3f}"
+  return text
 
 
 def _kb(n: int) -> str:
