@@ -1,0 +1,87 @@
+"""The `dcjax` console command: `dcjax run` / `dcjax evaluate` / `dcjax configs`, and a wheel
+built from this checkout that ships the configs and the command (run from outside the repo)."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--config.seeds=1", "--config.eval.epochs=1", "--config.eval.batch_size=8",
+        "--config.eval.model_kwargs.width=8", "--config.progress=False",
+        "--config.data.synthetic.num_examples=40", "--config.data.synthetic.num_test_examples=20",
+        "--config.data.synthetic.image_size=16", "--config.data.synthetic.num_classes=4",
+        "--config.eval.num_devices=1"]
+
+
+def _env(**extra):
+  return dict(os.environ, JAX_PLATFORMS="cpu", JAX_NUM_CPU_DEVICES="1", **extra)
+
+
+def _dcjax(*args, cwd=ROOT, env=None, exe=None):
+  cmd = ([exe] if exe else [sys.executable, "-c",
+                            "from dcjax.benchmark.cli import console_main; console_main()"])
+  return subprocess.run([*cmd, *args], cwd=cwd, capture_output=True, text=True,
+                        env=env or _env(), timeout=600)
+
+
+def test_configs_run_and_evaluate_by_name(tmp_path):
+  p = _dcjax("configs")
+  assert p.returncode == 0 and {"benchmark", "pca", "evaluate", "cifar10"} <= set(p.stdout.split())
+  run = tmp_path / "run"
+  p = _dcjax("run", "--config=benchmark", f"--workdir={run}", "--config.dataset=synthetic",
+             "--config.ipc=2", *TINY)
+  assert p.returncode == 0, p.stderr
+  assert p.stdout.strip().splitlines()[-1].startswith("random ipc=2 synthetic")
+  p = _dcjax("evaluate", str(run / "compressed"), f"--workdir={tmp_path / 'ev'}",
+             "--protocol=hard", *TINY, "--config.fairness.enabled=False")
+  assert p.returncode == 0, p.stderr
+  r = json.load(open(tmp_path / "ev" / "results.json"))
+  assert r["method"] == "evaluate" and r["protocol"] == "hard" and r["dataset"] == "synthetic"
+  for args, message in ((["run", "--workdir=x"], "dcjax run needs --config"),
+                        (["run", "--config=nope", "--workdir=x"], "unknown config 'nope'"),
+                        (["evaluate", "--workdir=x"], "dcjax evaluate takes one PATH"),
+                        (["frobnicate"], "unknown command 'frobnicate'")):
+    p = _dcjax(*args)
+    assert p.returncode == 2 and p.stderr.startswith(f"error: {message}"), p.stderr
+
+
+@pytest.mark.slow
+def test_a_built_wheel_ships_the_configs_and_the_command(tmp_path):
+  """pip builds a wheel of this checkout; installed into a bare target directory (no
+  dependencies: the test's own environment provides them), `dcjax evaluate` runs outside the
+  repository."""
+  wheels = tmp_path / "wheels"
+  p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
+                      ROOT], capture_output=True, text=True, timeout=600)
+  if p.returncode != 0 and ("Could not find a version" in p.stderr or "NewConnection" in p.stderr):
+    pytest.skip(f"cannot fetch the build backend: {p.stderr[-200:]}")
+  assert p.returncode == 0, p.stderr
+  (wheel,) = wheels.glob("dcjax-*.whl")
+  names = zipfile.ZipFile(wheel).namelist()
+  assert "dcjax/configs/pca.py" in names and "dcjax/configs/evaluate.py" in names
+  assert not any(n.startswith(("configs/", "tests/")) for n in names)
+  site = tmp_path / "site"
+  p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                      str(site), str(wheel)], capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stderr
+  exe = site / "bin" / "dcjax"
+  assert exe.exists()
+  env = _env(PYTHONPATH=str(site))
+  outside = tmp_path / "elsewhere"
+  outside.mkdir()
+  where = subprocess.run([sys.executable, "-c", "import dcjax; print(dcjax.__file__)"],
+                         cwd=outside, env=env, capture_output=True, text=True)
+  assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+  p = _dcjax("run", "--config=benchmark", f"--workdir={tmp_path / 'run'}",
+             "--config.dataset=synthetic", "--config.ipc=2", *TINY, cwd=outside, env=env,
+             exe=str(exe))
+  assert p.returncode == 0, p.stderr
+  p = _dcjax("evaluate", str(tmp_path / "run" / "compressed"), *TINY,
+             "--config.fairness.enabled=False", cwd=outside, env=env, exe=str(exe))
+  assert p.returncode == 0, p.stderr
+  assert p.stdout.strip().splitlines()[-1].startswith("evaluate ipc=2 synthetic small_data")
+  assert (outside / "workdirs" / "evaluate-compressed" / "results.json").exists()
