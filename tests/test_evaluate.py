@@ -254,3 +254,16 @@ def test_fairness_scores_follow_dd_ranking(original, tmp_path):
   assert f["ior"] == pytest.approx(out["top1_mean"] - f["random_top1"])
   assert f["lrs"] == pytest.approx(fairness.lrs(f["ior"], f["hlr"]))
   assert "IOR" in benchmark.summary_line(out) and "LRS" in benchmark.summary_line(out)
+
+
+def test_report_tables_show_the_fairness_scores(original, tmp_path):
+  from dcjax.benchmark import report
+  r, compressed = original
+  out = benchmark.run(eval_config(compressed, seeds=1, **{"fairness.full_top1": 90.0}),
+                      str(tmp_path / "ev"))
+  rows = report.to_rows([r, out])
+  md = report.to_markdown(rows)
+  assert "| ior | hlr | lrs |" in md and "evaluate compressed" in md
+  ev = [row for row in rows if row["method"].startswith("evaluate")][0]
+  assert ev["lrs"] == f"{out['fairness']['lrs']:.3f}"
+  assert [row for row in rows if row["method"] == "random"][0]["ior"] == ""

@@ -85,7 +85,7 @@ def test_collect_errors(runs_dir, tmp_path):
 
 def test_rows_and_csv(runs_dir, tmp_path):
   rows = report.to_rows(report.collect([str(runs_dir)]))
-  assert [tuple(r) for r in rows] == [report.ROW_FIELDS] * 8
+  assert [tuple(r) for r in rows] == [report.ROW_FIELDS + report.FAIRNESS_FIELDS] * 8
   order = [(r["protocol"], r["ipc"], r["method"]) for r in rows]
   assert order == sorted(order)
   row = next(r for r in rows if (r["method"], r["ipc"], r["protocol"]) == ("herding", 10, "soft"))
@@ -103,7 +103,7 @@ def test_rows_and_csv(runs_dir, tmp_path):
   report.write_csv(rows, path)
   with open(path, encoding="utf-8", newline="") as f:
     back = list(csv.DictReader(f))
-  assert len(back) == 8 and tuple(back[0]) == report.ROW_FIELDS
+  assert len(back) == 8 and tuple(back[0]) == report.ROW_FIELDS + report.FAIRNESS_FIELDS
   assert back == [{k: str(v) for k, v in r.items()} for r in rows]
 
 

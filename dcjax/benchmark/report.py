@@ -25,6 +25,9 @@ RESULTS = results_schema.FILENAME  # the name dcjax.benchmark writes
 
 ROW_FIELDS = ("dataset", "model", "protocol", "method", "ipc", "n_seeds", "top1", "top5",
               "image_bytes", "soft_label_bytes", "total_bytes", "epochs")
+# DD-Ranking's fairness scores of evaluated sets (dcjax.benchmark.fairness): columns shown when
+# any row has them ("" elsewhere).
+FAIRNESS_FIELDS = ("ior", "hlr", "lrs")
 
 # Field -> accepted type(s), from the one schema (dcjax.results).
 _REQUIRED: dict[str, Any] = results_schema.REQUIRED
@@ -134,15 +137,22 @@ def to_rows(results: Iterable[dict]) -> list[dict]:
   rows = []
   for r in results:
     storage = r["storage"]
+    fair = r.get("fairness") or {}
+    method = r["method"]
+    if r.get("given"):  # an evaluated set: name it
+      method = f"{method} {os.path.basename(os.path.normpath(r['given']['path']))}"
     rows.append(dict(
-        dataset=r["dataset"], model=r["model"], protocol=r["protocol"], method=r["method"],
+        dataset=r["dataset"], model=r["model"], protocol=r["protocol"], method=method,
         ipc=r["ipc"], n_seeds=len(r["runs"]),
         top1=f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f}",
         top5=f"{r['top5_mean']:.2f} ± {r['top5_std']:.2f}",
         image_bytes=storage["image_bytes"],
         soft_label_bytes=storage.get("soft_label_bytes", 0),
         total_bytes=total_bytes(r),
-        epochs=r.get("recipe", {}).get("epochs", "")))
+        epochs=r.get("recipe", {}).get("epochs", ""),
+        ior=f"{fair['ior']:+.2f}" if "ior" in fair else "",
+        hlr=f"{fair['hlr']:.2f}" if "hlr" in fair else "",
+        lrs=f"{fair['lrs']:.3f}" if "lrs" in fair else ""))
   return sorted(rows, key=_sort_key)
 
 
@@ -170,8 +180,10 @@ def to_markdown(rows: Sequence[dict]) -> str:
   Byte columns are shown human-readable (the CSV keeps exact integers); numbers right-aligned.
   """
   fields = list(ROW_FIELDS)
+  if any(row.get("ior") for row in rows):
+    fields += list(FAIRNESS_FIELDS)
   numeric = {"ipc", "n_seeds", "top1", "top5", "image_bytes", "soft_label_bytes",
-             "total_bytes", "epochs"}
+             "total_bytes", "epochs", *FAIRNESS_FIELDS}
 
   def cell(field: str, value: Any) -> str:
     text = human_bytes(value) if field.endswith("_bytes") else str(value)
