@@ -17,6 +17,12 @@ training split (500 images per class, IPC 10; BENCHMARKS.md "PCA on a validation
   previous default); one seed each. On ImageNet (configs/imagenet_pca.py) the hard protocol with `tile_crop`
   stays, as in the paper.
 - no mixing.
+These were chosen under the earlier small-data variant (DSA on pixels, 300 epochs, step_half);
+since the protocol fix (2026-12-03) the quick job scores 70.81 % on test (68.51 % before), and
+the choice has not been re-validated under the fixed protocol yet (issue #14).
+Resampling (combine.resample, eval.resample) and eval.sharpen keep their defaults
+(antialiased linear, no sharpening) until the sharpness-gap study chooses them. Any selection
+method can be PCA's Prune: --config.method=pca --config.pca.prune=herding (or random, ccs, ...).
 
 Quick (the default): scores from 1 ConvNet-3 (width 32) trained 2 epochs, 1 student. Full
 (`:full`): the benchmark's scoring setting (2 models, 3 epochs; the score file the
