@@ -93,7 +93,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.teacher = _network_recipe(epochs=4)
   c.teacher.allow_train = True  # False: a missing teacher is an error
   c.teacher.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE or ~/.cache/dcjax
-  # A torchvision state dict (.pth) of teacher.model to import instead of training one
+  # A torchvision state dict (.pth, or .safetensors read without torch) of teacher.model to
+  # import instead of training one
   # (resnet18 / resnet50 / resnet101 / mobilenet_v2; needs PyTorch). None: train.
   c.teacher.weights = config_dict.placeholder(str)
 

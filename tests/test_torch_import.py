@@ -182,3 +182,57 @@ def test_soft_run_imports_caches_and_tests_a_torchvision_teacher(tmp_path, monke
   weights.write_bytes(b"other weights")
   r3 = benchmark.run(tiny_config(**cfg), str(tmp_path / "c"))
   assert r3["teacher"]["dir"] != t["dir"] and len(reads) == 2
+
+
+def _write_safetensors(path, tensors, bf16=()):
+  """A .safetensors file written by hand (the format: u64 header length, JSON, raw bytes)."""
+  header, chunks, offset = {"__metadata__": {"format": "pt"}}, [], 0
+  for name, value in tensors.items():
+    if name in bf16:  # truncate float32 to bfloat16's top 16 bits
+      raw, dtype = (value.astype("<f4").view("<u4") >> 16).astype("<u2").tobytes(), "BF16"
+    else:
+      raw, dtype = value.astype("<f4").tobytes(), "F32"
+    header[name] = {"dtype": dtype, "shape": list(value.shape),
+                    "data_offsets": [offset, offset + len(raw)]}
+    chunks.append(raw)
+    offset += len(raw)
+  blob = json.dumps(header).encode()
+  path.write_bytes(len(blob).to_bytes(8, "little") + blob + b"".join(chunks))
+
+
+def test_safetensors_weights_import_without_torch_as_the_state_dict_does(tmp_path, monkeypatch):
+  monkeypatch.setitem(sys.modules, "torch", None)  # no torch needed for .safetensors
+  sd = _random_state_dict("resnet18", 10)
+  path = tmp_path / "resnet18.safetensors"
+  _write_safetensors(path, sd)
+  back = torch_import.read_safetensors(str(path))
+  assert back.keys() == sd.keys()
+  for k in sd:
+    np.testing.assert_array_equal(back[k], sd[k])
+  ref = torch_import.load_torchvision(sd, "resnet18", num_classes=10)
+  got = torch_import.load_torchvision(str(path), "resnet18", num_classes=10)
+  assert jax.tree.all(jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), ref, got))
+  # bfloat16 tensors are widened exactly.
+  x = np.array([1.0, -2.5, 3.140625], np.float32)
+  _write_safetensors(tmp_path / "b.safetensors", {"x": x}, bf16=("x",))
+  np.testing.assert_array_equal(torch_import.read_safetensors(str(tmp_path / "b.safetensors"))["x"], x)
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"abc", "shorter than its header length"),
+    ((10**9).to_bytes(8, "little") + b"{}", "does not fit"),
+    ((3).to_bytes(8, "little") + b"{x}", "not JSON"),
+    ((len(b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}')).to_bytes(8, "little")
+     + b'{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}' + b"\0" * 8,
+     "do not match F32"),
+    ((len(b'{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}')).to_bytes(8, "little")
+     + b'{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}' + b"\0" * 8,
+     "unsupported dtype C64"),
+])
+def test_bad_safetensors_files_are_refused_in_one_line(tmp_path, content, match):
+  path = tmp_path / "w.safetensors"
+  path.write_bytes(content)
+  with pytest.raises(UserError, match=match):
+    torch_import.read_safetensors(str(path))
+  with pytest.raises(UserError, match="no such weights file"):
+    torch_import.read_safetensors(str(tmp_path / "absent.safetensors"))

@@ -1,4 +1,4 @@
-"""torchvision weights (`.pth` state dicts) -> variables of dcjax's Flax models.
+"""torchvision weights (`.pth` or `.safetensors` state dicts) -> variables of dcjax's Flax models.
 
 The torchvision-style models of `dcjax.models` keep torchvision's structure, so a state dict of
 `torchvision.models.resnet18 / resnet50 / resnet101 / mobilenet_v2` maps onto them tensor by
@@ -12,11 +12,13 @@ shape that differs is a `UserError` naming them all (`num_batches_tracked` is ig
   logits = torchvision_model("resnet18", 1000).apply(variables, x_nhwc, train=False)
 
 Reading a `.pth` file needs PyTorch (`torch.load(..., weights_only=True)`: tensors only, no
-pickled code); `convert_state_dict` takes any mapping of arrays and needs no torch.
+pickled code); a `.safetensors` file (e.g. `safetensors.torch.save_file(model.state_dict(),
+PATH)`) is read with numpy alone; `convert_state_dict` takes any mapping of arrays.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable, Mapping
 
@@ -56,8 +58,59 @@ def torchvision_model(model_name: str, num_classes: int, **model_kwargs) -> nn.M
   return models.get_model(model_name, num_classes, 224, **{**kw, **_TORCHVISION_LAYOUT[model_name]})
 
 
+# safetensors dtype names -> numpy (BF16 is widened to float32 by hand: numpy has no bfloat16).
+_SAFETENSORS_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": None,
+                       "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8,
+                       "U8": np.uint8, "BOOL": np.bool_}
+
+
+def read_safetensors(path: str) -> dict[str, np.ndarray]:
+  """The tensors of a `.safetensors` file (8-byte little-endian header length, a JSON header
+  {name: {dtype, shape, data_offsets}}, then the raw bytes), read with numpy: no torch, no
+  pickle."""
+  if not os.path.isfile(path):
+    raise UserError(f"no such weights file: {path}")
+  with open(path, "rb") as f:
+    data = f.read()
+  bad = lambda why: UserError(f"cannot read {path} as a .safetensors file: {why}")
+  if len(data) < 8:
+    raise bad("shorter than its header length")
+  n = int.from_bytes(data[:8], "little")
+  if n <= 0 or 8 + n > len(data):
+    raise bad(f"header length {n} does not fit in {len(data)} bytes")
+  try:
+    header = json.loads(data[8:8 + n])
+  except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise bad(f"its header is not JSON ({e})") from None
+  if not isinstance(header, dict):
+    raise bad("its header is not a JSON object")
+  body = memoryview(data)[8 + n:]
+  out = {}
+  for name, info in header.items():
+    if name == "__metadata__":
+      continue
+    try:
+      dtype, shape, (lo, hi) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+      raise bad(f"tensor {name!r} has no dtype / shape / data_offsets") from None
+    if dtype not in _SAFETENSORS_DTYPES:
+      raise bad(f"tensor {name!r} has unsupported dtype {dtype}")
+    width = 2 if dtype == "BF16" else np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+    if not 0 <= lo <= hi <= len(body) or hi - lo != width * int(np.prod(shape, dtype=np.int64)):
+      raise bad(f"tensor {name!r}: offsets {lo}..{hi} do not match {dtype} {shape}")
+    raw = np.frombuffer(body[lo:hi], "<u2" if dtype == "BF16" else
+                        np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
+    if dtype == "BF16":
+      raw = (raw.astype(np.uint32) << 16).view(np.float32)
+    out[name] = raw.reshape(shape).copy()
+  return out
+
+
 def load_state_dict(path: str) -> dict[str, Any]:
-  """The state dict saved in `path` (torch.save), read with torch.load(weights_only=True)."""
+  """The state dict saved in `path`: a `.safetensors` file (read with numpy), or a torch.save
+  file read with torch.load(weights_only=True)."""
+  if path.endswith(".safetensors"):
+    return read_safetensors(path)
   try:
     import torch
   except ImportError:
