@@ -31,6 +31,11 @@ def tiny_config(**overrides):
   c.eval.model_kwargs.width = 8
   c.eval.test_batch_size = 16
   c.eval.num_devices = 1
+  return apply_overrides(c, overrides)
+
+
+def apply_overrides(c, overrides):
+  """Set dotted fields ("eval.epochs": 2) on config c, then lock it."""
   for k, v in overrides.items():
     target = c
     *path, last = k.split(".")

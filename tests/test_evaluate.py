@@ -18,7 +18,7 @@ from dcjax.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from configs import evaluate as evaluate_config  # noqa: E402
-from tests.test_benchmark import tiny_config  # noqa: E402
+from tests.test_benchmark import apply_overrides, tiny_config  # noqa: E402
 
 CACHE = None  # set per module by the `original` fixture
 
@@ -40,14 +40,7 @@ def eval_config(compressed, **overrides):
   c.eval.test_batch_size = 16
   c.eval.num_devices = 1
   c.fairness.cache_dir = str(CACHE)
-  for k, v in overrides.items():
-    target = c
-    *path, last = k.split(".")
-    for p in path:
-      target = target[p]
-    target[last] = v
-  c.lock()
-  return c
+  return apply_overrides(c, overrides)
 
 
 def per_seed(r):
