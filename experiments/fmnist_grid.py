@@ -65,7 +65,7 @@ ABLATION = {
     "P+C+A (tile_crop 0.5-1)": {"method": "el2n_easy", "combine.k": 2,
                                 "eval.augment": "tile_crop", "eval.crop_scale": "(0.5,1.0)"},
     "Random+C+A": {"method": "random", "combine.k": 2, "eval.augment": "tile_dsa"},
-    # The evaluation schedule (the protocol's is 300 epochs, lr x0.1 at half).
+    # The evaluation schedule (the protocol's: 301 epochs, lr x0.1 from 0-based epoch 152).
     "P+C+A 100 ep": {"method": "el2n_easy", "combine.k": 2, "eval.augment": "tile_dsa",
                      "eval.epochs": 100},
     "P+C+A 1000 ep": {"method": "el2n_easy", "combine.k": 2, "eval.augment": "tile_dsa",

@@ -31,7 +31,7 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
   out = capsys.readouterr().out
   assert out.count("running ->") == len(grid.ABLATION)
   assert "--config.eval.augment=tile_crop" in out and "--config.combine.k=3" in out
-  assert "--config.eval.crop_scale=(0.5,1.0)" in out and "PCA_tile_crop_0.5-1_ipc10_e300" in out
+  assert "--config.eval.crop_scale=(0.5,1.0)" in out and "PCA_tile_crop_0.5-1_ipc10_e301" in out
   assert "--config.eval.augment=tile_dsa" in out
   assert "PCA_1000_ep_ipc10_e1000" in out and "--config.eval.epochs=1000" in out
   assert "--config.data.validation_per_class=50" in out
@@ -45,7 +45,7 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
     grid.main(["run", "--root", str(tmp_path), "--grid", "ablation", "--variants", "P,Q"])
 
 
-def _result(method, ipc, protocol, labels, top1s, epochs=300, augment="dsa"):
+def _result(method, ipc, protocol, labels, top1s, epochs=301, augment="dsa"):
   mean = sum(top1s) / len(top1s)
   return dict(method=method, dataset="fashion_mnist", ipc=ipc, num_images=10 * ipc,
               protocol=protocol, model="convnet", top1_mean=mean, top1_std=0.5,
@@ -64,7 +64,7 @@ def _write(root, sub, result):
 
 
 def test_a_cell_with_fewer_seeds_is_rerun_to_extend_it(grid, tmp_path, capsys):
-  _write(tmp_path, "main/hard/random_ipc10_e300",
+  _write(tmp_path, "main/hard/random_ipc10_e301",
          _result("random", 10, "small_data", "hard", [75.0, 76.0, 77.0]))
   args = ["run", "--root", str(tmp_path), "--methods", "random", "--ipcs", "10",
           "--protocols", "hard", "--dry-run"]
@@ -77,16 +77,16 @@ def test_a_cell_with_fewer_seeds_is_rerun_to_extend_it(grid, tmp_path, capsys):
 
 def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   root = tmp_path / "runs"
-  _write(root, "main/hard/random_ipc10_e300", _result("random", 10, "small_data", "hard",
+  _write(root, "main/hard/random_ipc10_e301", _result("random", 10, "small_data", "hard",
                                                       [75.0, 76.0, 77.0]))
   _write(root, "main/hard/random_ipc50_e30", _result("random", 50, "small_data", "hard",
                                                      [80.0, 81.0, 82.0], epochs=30))
   # A PCA run's results.json names the selection method; the cell's directory names PCA.
-  _write(root, "main/hard/pca_ipc10_e300", _result("el2n_easy", 10, "hard", "hard",
+  _write(root, "main/hard/pca_ipc10_e301", _result("el2n_easy", 10, "hard", "hard",
                                                    [60.0] * 5, augment="tile_crop"))
-  _write(root, "main/soft/random_ipc10_e300", _result("random", 10, "soft", "teacher",
+  _write(root, "main/soft/random_ipc10_e301", _result("random", 10, "soft", "teacher",
                                                       [80.0] * 5))
-  _write(root, "ablation/hard/PC_ipc10_e300", _result("el2n_easy", 10, "small_data", "hard",
+  _write(root, "ablation/hard/PC_ipc10_e301", _result("el2n_easy", 10, "small_data", "hard",
                                                       [70.0] * 3) | dict(combine_k=2))
   md = grid.write_report(str(root), str(tmp_path / "out"))
   lines = md.splitlines()
@@ -96,7 +96,7 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
   assert "**Reduced grid**: 4 of the 48 cells" in md
   assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
-  assert "## Soft labels" in md and "| P+C | 2 | dsa | 300 | 70.00 ± 0.50 (3 seeds) |" in md
+  assert "## Soft labels" in md and "| P+C | 2 | dsa | 301 | 70.00 ± 0.50 (3 seeds) |" in md
   assert "Tested on fashion_mnist test (? images)" in md
   assert open(tmp_path / "out" / "fmnist.md").read() == md
   for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png", "fmnist_ablation.png"):

@@ -3,6 +3,11 @@
 Recorded before the architecture refactor (commit 4cfcdaf) and unchanged by it; a change to
 any of them means a change of behaviour (numerics, key use, data order), which must be a
 deliberate one: update the figures in the same commit and say why in its message.
+
+Accuracies are compared exactly and final losses to 1e-4 relative: the el2n case trains its
+scoring model with AdamW, whose last digits differ between CPU kinds (measured at the pinning
+commit 0199db2 itself: 1.4311952590942383 where it was pinned, 1.4311609268188477 on a 2-core
+Intel Xeon, 2.4e-5 relative). A change of key use or data order moves a loss far more.
 """
 
 import json
@@ -35,5 +40,5 @@ def test_pinned_figures(name, tmp_path):
   work = str(tmp_path / "run")
   benchmark.run(tiny_config(**overrides), work)
   runs = json.load(open(os.path.join(work, "results.json")))["runs"]
-  got = [(r["top1"], r["top5"], r["final_loss"]) for r in runs]
-  assert got == expected
+  assert [(r["top1"], r["top5"]) for r in runs] == [(t1, t5) for t1, t5, _ in expected]
+  assert [r["final_loss"] for r in runs] == pytest.approx([l for _, _, l in expected], rel=1e-4)
