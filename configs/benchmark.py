@@ -59,6 +59,11 @@ def get_config() -> ml_collections.ConfigDict:
   # them instead of the test split: for choosing settings without looking at the test set.
   c.data.validation_per_class = 0
   c.data.validation_seed = 0
+  # > 0: also test every student on a copy of the test split downscaled to this size with
+  # combine.resample and upscaled back with eval.resample (dcjax.resample.down_up), reported
+  # beside the sharp split's figures as `resampled_test`: the PCA study's measure of the
+  # train/test sharpness shift of Combine. The reported top-1 stays the sharp split's.
+  c.data.test_resample_size = 0
   c.data.synthetic = ml_collections.ConfigDict(dict(
       num_examples=1024, num_test_examples=256, image_size=32, channels=3, num_classes=10,
       seed=0))

@@ -98,3 +98,17 @@ def random_sharpness(key: Array, images: Array, strength: float) -> Array:
   a = jax.random.uniform(key, (images.shape[0], 1, 1, 1), minval=-strength, maxval=strength)
   a = jnp.maximum(a, -1.0)
   return images + a * (images - _blur3(images))
+
+
+def down_up(images: Array, size: int, down: str = "linear", up: str = "linear") -> Array:
+  """uint8 images [N, H, W, C] downscaled to size x size with `down` and back to H x W with
+  `up`, rounded to uint8 after each step: what a Combine tile of that size stores and what
+  its training view is upscaled with. The PCA study tests students on such a copy of the test
+  split to measure the train/test sharpness shift (the protocol's own test stays sharp)."""
+  height, width = images.shape[-3], images.shape[-2]
+
+  def to_uint8(x):
+    return jnp.clip(jnp.round(x), 0, 255).astype(jnp.uint8)
+
+  small = to_uint8(resize(images.astype(jnp.float32), size, size, down))
+  return to_uint8(resize(small.astype(jnp.float32), height, width, up))

@@ -143,14 +143,20 @@ def _finished_seeds(workdir: str) -> int:
 
 
 def run(args) -> int:
-  todo = cells(args)
+  return run_cells(cells(args), args.seeds, args.dry_run)
+
+
+def run_cells(todo: list[dict], seeds: int, dry_run: bool = False) -> int:
+  """Run each cell's main.py command (logging to <workdir>.log) unless its workdir already
+  holds `seeds` finished seeds; an interrupted cell resumes, one with fewer seeds is extended.
+  Returns 1 if any cell failed (the others still run)."""
   failed = []
   for i, cell in enumerate(todo):
-    done = _finished_seeds(cell["workdir"]) >= args.seeds  # fewer: rerun extends the cell
+    done = _finished_seeds(cell["workdir"]) >= seeds  # fewer: rerun extends the cell
     print(f"[{i + 1}/{len(todo)}] {cell['name']}: "
           f"{'done' if done else 'running'} -> {cell['workdir']}", flush=True)
-    if done or args.dry_run:
-      if args.dry_run and not done:
+    if done or dry_run:
+      if dry_run and not done:
         print("  " + " ".join(cell["argv"]))
       continue
     os.makedirs(cell["workdir"], exist_ok=True)

@@ -124,3 +124,20 @@ def test_sharpen_applies_to_every_named_augmentation_deterministically():
     assert a.shape == x.shape
   plain = augment.get_augmentation("none", sharpen=1.0)(jax.random.key(0), x)
   assert not np.array_equal(plain, x)
+
+
+def test_down_up_is_what_a_tile_stores_then_its_view_upscale():
+  rng = np.random.default_rng(1)
+  x = rng.integers(0, 256, size=(4, 28, 28, 1), dtype=np.uint8)
+  out = np.asarray(resample.down_up(jnp.asarray(x), 14, "cubic", "lanczos3"))
+  assert out.shape == x.shape and out.dtype == np.uint8
+  # The down step is exactly what Combine stores in a 14 px tile of a 2 x 2 image.
+  tiled = np.asarray(combine.tile(jnp.asarray(x), 2, "cubic"))[0]
+  small = np.asarray(resample.resize(jnp.asarray(x, jnp.float32), 14, 14, "cubic"))
+  np.testing.assert_array_equal(tiled[:14, :14], np.clip(np.round(small[0]), 0, 255))
+  # Images constant over 2 x 2 blocks survive an area-down / nearest-up round trip.
+  blocks = np.repeat(np.repeat(x[:, :14, :14], 2, axis=1), 2, axis=2)
+  np.testing.assert_array_equal(resample.down_up(jnp.asarray(blocks), 14, "area", "nearest"),
+                                blocks)
+  # A sharp image loses detail (the shift the PCA study measures).
+  assert np.abs(out.astype(int) - x).mean() > 10

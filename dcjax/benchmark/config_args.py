@@ -236,6 +236,9 @@ def check(config) -> None:
     augmentation(config, r)
   with user_input("combine.resample: "):
     resample.check_method(config.combine.resample)
+  size = config.data.test_resample_size
+  if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    raise UserError(f"data.test_resample_size must be an integer >= 0 (0: off), got {size!r}")
   recipe(config.scores, "scores")
   if not config.teacher.get("weights"):
     recipe(config.teacher, "teacher")

@@ -24,6 +24,14 @@ class Run:
   train_seconds: float
   final_loss: float
   images_per_second: float
+  # On the test split's down/up resampled copy (data.test_resample_size > 0), else absent.
+  resampled_top1: float | None = None
+  resampled_top5: float | None = None
+
+  def to_json(self) -> dict[str, Any]:
+    """As runs/seed_N.json and results.json store it: the resampled fields only when set."""
+    d = dataclasses.asdict(self)
+    return {k: v for k, v in d.items() if v is not None or k not in OPTIONAL_RUN_FIELDS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,10 +69,15 @@ class Results:
   given: dict | None = None
   # DD-Ranking's fairness scores of an evaluated set (dcjax.benchmark.fairness), or None.
   fairness: dict | None = None
+  # data.test_resample_size > 0: {size, down, up, top1_mean, top1_std, top5_mean, top5_std} of
+  # the students tested on the resampled copy of the test split; None otherwise.
+  resampled_test: dict | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
+
+OPTIONAL_RUN_FIELDS = ("resampled_top1", "resampled_top5")
 
 # Fields every results.json must have, with the type(s) report accepts. Older files (written
 # before some fields existed) still load: only these are required.

@@ -9,7 +9,6 @@ is written last, so a workdir holds a finished run or none (`workdir`).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import errno
 import functools
@@ -24,6 +23,7 @@ import jax
 import numpy as np
 
 import dcjax
+from dcjax import resample
 from dcjax.benchmark import config_args, fairness, methods
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
@@ -75,6 +75,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   if not evaluating:
     check_ipc(train_src, config.ipc, config.combine.k)
   test_images, test_labels = load_test(config, test_src)
+  resampled_images = resampled_test_images(config, test_images)
   data = Stages(config, train_src, test_images, test_labels)
   recipe = config_args.eval_recipe(config)
   given_set = None
@@ -111,7 +112,8 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   if recipe.labels == "stored":
     targets = given.soft_targets(given_set.soft_labels, recipe.temperature)
   runs = [train_and_test(wd, student, compressed, seed, i, config, test_images, test_labels,
-                         teacher_vars, targets) for i, seed in enumerate(seeds)]
+                         teacher_vars, targets, resampled_images)
+          for i, seed in enumerate(seeds)]
   ipc = config.ipc
   if given_set is not None:
     ipc = max(1, round(len(compressed.labels) / train_src.num_classes))
@@ -128,10 +130,11 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       protocol=recipe.protocol, model=config.eval.model, recipe=recipe.to_dict(),
       top1_mean=float(top1s.mean()), top1_std=float(top1s.std()),
       top5_mean=float(top5s.mean()), top5_std=float(top5s.std()),
-      runs=[dataclasses.asdict(r) for r in runs], storage=storage,
+      runs=[r.to_json() for r in runs], storage=storage,
       teacher=({k: teacher_info[k] for k in ("dir", "top1", "top5", "param_bytes")}
                | {"model": config.teacher.model} if teacher_info else None),
       test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
+      resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
       selection_seed=config.seed, score_file=data.score_file,
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -206,6 +209,33 @@ def _cache_path(config, src: sources.Source, size) -> str | None:
     return None
   os.makedirs(config.data.cache_dir, exist_ok=True)
   return os.path.join(config.data.cache_dir, f"{_slug(src.name)}-{src.split}-{size}.npz")
+
+
+def resampled_test_images(config, test_images: np.ndarray) -> np.ndarray | None:
+  """The test split passed through a tile's down/up resampling (data.test_resample_size > 0),
+  or None."""
+  size = config.data.test_resample_size
+  if not size:
+    return None
+  height, width = test_images.shape[1:3]
+  if size >= min(height, width):
+    raise UserError(f"data.test_resample_size={size} must be below the test images' size "
+                    f"{height}x{width}")
+  down_up = jax.jit(functools.partial(resample.down_up, size=size, down=config.combine.resample,
+                                      up=config.eval.resample))
+  out = np.concatenate([np.asarray(down_up(test_images[i:i + 2048]))
+                        for i in range(0, len(test_images), 2048)])
+  _log(f"test split also resampled {height}->{size}->{height} px "
+       f"({config.combine.resample} down, {config.eval.resample} up)")
+  return out
+
+
+def _resampled_summary(config, runs: list[Run]) -> dict[str, Any]:
+  top1 = np.array([r.resampled_top1 for r in runs])
+  top5 = np.array([r.resampled_top5 for r in runs])
+  return dict(size=config.data.test_resample_size, down=config.combine.resample,
+              up=config.eval.resample, top1_mean=float(top1.mean()), top1_std=float(top1.std()),
+              top5_mean=float(top5.mean()), top5_std=float(top5.std()))
 
 
 def load_test(config, test_src: sources.Source) -> tuple[np.ndarray, np.ndarray]:
@@ -310,9 +340,11 @@ def write_set(path: str, c: methods.Compressed, config, config_json: dict,
 
 def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compressed, seed: int,
                    i: int, config, test_images, test_labels, teacher_vars,
-                   targets: np.ndarray | None = None) -> Run:
+                   targets: np.ndarray | None = None,
+                   resampled_images: np.ndarray | None = None) -> Run:
   """One fresh student from `seed`: trained on the set (resuming from its checkpoint), tested
-  on the test split, saved as runs/seed_N.json; or read back if it finished earlier."""
+  on the test split (and on its resampled copy when given), saved as runs/seed_N.json; or read
+  back if it finished earlier."""
   done = wd.finished_seed(seed)
   if done is not None:  # finished before an interruption
     _log(f"seed {seed}: top-1 {done['top1']:.2f}% (finished earlier)")
@@ -333,11 +365,20 @@ def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compres
                                       test_labels, config.eval.test_batch_size)
     tb.scalar("test/top1", top1, student.recipe.epochs)
     tb.scalar("test/top5", top5, student.recipe.epochs)
+    r_top1 = r_top5 = None
+    if resampled_images is not None:
+      r_top1, r_top5 = student_lib.evaluate(student, student.eval_fn(), variables,
+                                            resampled_images, test_labels,
+                                            config.eval.test_batch_size)
+      tb.scalar("test_resampled/top1", r_top1, student.recipe.epochs)
   result = Run(seed=seed, top1=top1, top5=top5, train_seconds=stats["train_seconds"],
-               final_loss=stats["final_loss"], images_per_second=stats["images_per_second"])
-  wd.save_seed(seed, dataclasses.asdict(result))
+               final_loss=stats["final_loss"], images_per_second=stats["images_per_second"],
+               **(dict(resampled_top1=r_top1, resampled_top5=r_top5) if r_top1 is not None
+                  else {}))
+  wd.save_seed(seed, result.to_json())
   _log(f"seed {seed}: top-1 {top1:.2f}%  top-5 {top5:.2f}%  "
-       f"({stats['train_seconds']:.0f} s, {stats['images_per_second']:.0f} img/s)")
+       + (f"(resampled test split: top-1 {r_top1:.2f}%)  " if r_top1 is not None else "")
+       + f"({stats['train_seconds']:.0f} s, {stats['images_per_second']:.0f} img/s)")
   return result
 
 
@@ -387,7 +428,13 @@ def summary_line(r: dict) -> str:
           + f", {_kb(r['storage']['image_bytes'])} images"
           + (f" + {_kb(r['storage']['soft_label_bytes'])} soft labels"
              if r["storage"].get("soft_label_bytes") else "") + " stored"
-          + _fairness_text(r.get("fairness")))
+          + _fairness_text(r.get("fairness")) + _resampled_text(r.get("resampled_test")))
+
+
+def _resampled_text(t: dict | None) -> str:
+  if not t:
+    return ""
+  return f"; on the {t['size']} px resampled test split: top-1 {t['top1_mean']:.2f} %"
 
 
 def _fairness_text(f: dict | None) -> str:

@@ -191,7 +191,8 @@ class Workdir:
     if not os.path.exists(path):
       return None
     run = read_json(path)
-    if set(run) != set(RUN_FIELDS):
+    required = set(RUN_FIELDS) - set(results_schema.OPTIONAL_RUN_FIELDS)
+    if not required <= set(run) <= set(RUN_FIELDS):
       raise UserError(f"{path} is not a finished seed (fields {', '.join(sorted(run))}); delete "
                       f"it to train that seed again")
     return run

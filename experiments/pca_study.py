@@ -1,0 +1,165 @@
+"""The PCA study of issue #14, resumable, and its report.
+
+  python experiments/pca_study.py run --root RUNS [--datasets fmnist,cifar10] [--ipcs 10,1]
+      [--parts gap,prune,k,augment,ladder] [--kernel K] [--sharpen S] [--prune M] [--seeds 3]
+      [--split validation|test] [--dry-run]
+  python experiments/pca_study.py report --root RUNS --out results
+
+Every cell is one `main.py` run of configs/pca.py:full (CIFAR-10: :full,cifar10_shared) with
+overrides, into RUNS/<split>/<dataset>/<part>/<cell>_ipc<ipc>/ (experiments/fmnist_grid.py's
+runner: a finished cell is skipped, an interrupted one resumes, rerunning continues). Settings
+are chosen on `--split validation` (500 training images per class held out, 3 seeds) and
+reported once on `--split test` (5 seeds).
+
+Parts (IPC counts stored images; a k x k image stores k^2 sources):
+  gap      the sharpness gap of Combine: random IPC/class at full resolution against random
+           4*IPC/class stored as 2x2 tiles (14 px on Fashion-MNIST, 16 px on CIFAR-10) and
+           trained on one whole tile per view (tile_dsa), for each resampling kernel (the same
+           kernel down into the tile and up to the view; and area down / lanczos3 up) and the
+           per-view sharpness augmentation; every tiled cell is also tested on the split passed
+           through the same down/up resampling (data.test_resample_size): the difference is the
+           train/test shift left to close.
+  prune    each selection method alone (k = 1, the protocol's DSA) and as PCA's P step (k = 2,
+           tile_dsa) under --kernel / --sharpen.
+  k        PCA (--prune) at k = 1, 2, 3.
+  augment  PCA's view: tile_dsa against the paper's RandomResizedCrop inside a tile
+           (tile_crop, scale 0.08-1 and 0.5-1).
+  ladder   Fashion-MNIST upsampled to 56 px, where a 2x2 tile holds a whole 28 px image, so
+           Combine loses nothing by construction: random, P (EL2N-easy) and PCA (EL2N-easy,
+           k = 2). PCA must beat P here or the pipeline has a bug. Scores are computed at 28 px
+           (the same images; scores.image_size) so the ranking is the other parts' ranking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fmnist_grid  # noqa: E402
+
+from dcjax import resample  # noqa: E402
+
+DATASETS = {  # configs/pca.py argument, image size
+    "fmnist": ("full", 28),
+    "cifar10": ("full,cifar10_shared", 32),
+}
+PARTS = ("gap", "prune", "k", "augment", "ladder")
+PRUNES = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter")
+VALIDATION_PER_CLASS = 500
+_BASELINE = {"combine.k": 1, "eval.augment": "dsa"}  # a selection method alone
+
+
+def _tiled(k: int, size: int, kernel: str, sharpen: float = 0.0, **more) -> dict:
+  """Overrides of a k x k PCA cell whose students are also tested on the resampled split."""
+  out = {"combine.k": k, "eval.augment": "tile_dsa", "combine.resample": kernel,
+         "eval.resample": kernel, "data.test_resample_size": size // k}
+  if sharpen:
+    out["eval.sharpen"] = sharpen
+  return out | more
+
+
+def part_cells(part: str, dataset: str, args) -> list[tuple[str, dict]]:
+  """(cell name, overrides) of one part on one dataset."""
+  size = DATASETS[dataset][1]
+  kernel, sharpen, prune = args.kernel, args.sharpen, args.prune
+  chosen = f"{kernel}" + (f" sharpen {sharpen:g}" if sharpen else "")
+  if part == "gap":
+    cells = [("random full-res", {"method": "random", **_BASELINE})]
+    cells += [(f"random 2x2 {m}", {"method": "random", **_tiled(2, size, m)})
+              for m in resample.METHODS]
+    cells.append(("random 2x2 area-lanczos3", {"method": "random",
+                                               **_tiled(2, size, "lanczos3",
+                                                        **{"combine.resample": "area"})}))
+    cells += [(f"random 2x2 {m} sharpen {s:g}", {"method": "random", **_tiled(2, size, m, s)})
+              for m in ("linear", "lanczos3") for s in (1.0, 2.0)]
+    return cells
+  if part == "prune":
+    cells = []
+    for m in PRUNES:
+      cells.append((m, {"method": m, **_BASELINE}))
+      cells.append((f"PCA {m} {chosen}", {"method": "pca", "pca.prune": m,
+                                          **_tiled(2, size, kernel, sharpen)}))
+    return cells
+  if part == "k":
+    return [(f"PCA {prune} k={k} {chosen}", {"method": "pca", "pca.prune": prune,
+                                             **_tiled(k, size, kernel, sharpen)})
+            for k in (1, 2, 3)]
+  if part == "augment":
+    base = {"method": "pca", "pca.prune": prune, **_tiled(2, size, kernel, sharpen)}
+    return [(f"PCA {prune} tile_dsa {chosen}", base)] + [
+        (f"PCA {prune} tile_crop {lo:g}-1 {chosen}",
+         base | {"eval.augment": "tile_crop", "eval.crop_scale": f"({lo},1.0)"})
+        for lo in (0.08, 0.5)]
+  if part == "ladder":
+    if dataset != "fmnist":
+      return []
+    at56 = {"data.image_size": 56, "scores.image_size": 28}
+    return [("random 56px", {"method": "random", **_BASELINE, **at56}),
+            ("P el2n_easy 56px", {"method": "el2n_easy", **_BASELINE, **at56}),
+            (f"PCA el2n_easy 56px {chosen}", {"method": "pca", "pca.prune": "el2n_easy",
+                                              **_tiled(2, 56, kernel, sharpen), **at56})]
+  raise ValueError(part)
+
+
+def slug(name: str) -> str:
+  return "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
+
+
+def cells(args) -> list[dict]:
+  out = []
+  for dataset in args.datasets.split(","):
+    config_arg = DATASETS[dataset][0]
+    for ipc in fmnist_grid._ints(args.ipcs):
+      for part in args.parts.split(","):
+        for name, overrides in part_cells(part, dataset, args):
+          flags = {"ipc": ipc, "seeds": args.seeds, "progress": False} | overrides
+          if args.split == "validation":
+            flags["data.validation_per_class"] = VALIDATION_PER_CLASS
+          workdir = os.path.join(args.root, args.split, dataset, part, f"{slug(name)}_ipc{ipc}")
+          argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
+                  f"--config={os.path.join(ROOT_DIR, 'configs', 'pca.py')}:{config_arg}",
+                  f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
+          out.append(dict(name=f"{dataset} {part}: {name} ipc={ipc}", workdir=workdir,
+                          argv=argv + args.extra))
+  return out
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  r = sub.add_parser("run", help="run (or resume) the study's cells")
+  r.add_argument("--root", required=True)
+  r.add_argument("--datasets", default="fmnist,cifar10")
+  r.add_argument("--ipcs", default="10,1")
+  r.add_argument("--parts", default=",".join(PARTS))
+  r.add_argument("--kernel", default="linear", choices=resample.METHODS,
+                 help="resampling of the prune / k / augment / ladder parts (chosen by gap)")
+  r.add_argument("--sharpen", type=float, default=0.0)
+  r.add_argument("--prune", default="el2n_easy", choices=PRUNES,
+                 help="PCA's P step in the k and augment parts (chosen by prune)")
+  r.add_argument("--seeds", type=int, default=3)
+  r.add_argument("--split", choices=("validation", "test"), default="validation")
+  r.add_argument("--dry-run", action="store_true", help="print the commands only")
+  r.add_argument("extra", nargs="*", help="more main.py flags, after --")
+  p = sub.add_parser("report", help="write OUT/pca_study.md and its figures")
+  p.add_argument("--root", required=True)
+  p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
+  args = parser.parse_args(argv)
+  if args.command == "report":
+    import pca_study_report
+    print(pca_study_report.write_report(args.root, args.out))
+    return 0
+  for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
+    unknown = set(getattr(args, name).split(",")) - set(allowed)
+    if unknown:
+      parser.error(f"unknown {name} {sorted(unknown)}; choose from {list(allowed)}")
+  return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
