@@ -39,3 +39,51 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
   assert "PCA_herding_k_3_lanczos3_sharpen_1_ipc1" in out
   with pytest.raises(SystemExit):
     study.main(["run", "--root", str(tmp_path), "--parts", "gap,magic"])
+
+
+def _result(method, ipc, top1s, *, resampled=None, k=1, prune=None, created="2026-12-03T10:00"):
+  n = len(top1s)
+  mean = sum(top1s) / n
+  return dict(
+      method=method, dataset="fashion_mnist", ipc=ipc, num_images=10 * ipc, combine_k=k,
+      protocol="small_data", model="convnet", top1_mean=mean, top1_std=0.5, top5_mean=99.0,
+      top5_std=0.1, runs=[dict(seed=s, top1=t, top5=99.0) for s, t in enumerate(top1s)],
+      storage=dict(image_bytes=500 * ipc), test_split="fashion_mnist validation",
+      test_examples=5000, created=created,
+      recipe=dict(epochs=301, augment="tile_dsa" if k > 1 else "dsa", labels="hard"),
+      resampled_test=(dict(size=14, down="linear", up="linear", top1_mean=resampled,
+                           top1_std=0.4) if resampled is not None else None),
+      config=dict(combine=dict(k=k, resample="linear"), eval=dict(resample="linear"),
+                  pca=dict(prune=prune)),
+      environment=dict(backend="cpu", machine="x86_64", jax="0.10.2"))
+
+
+def test_report_tables_the_gap_and_the_prune_choices_with_figures(study, tmp_path):
+  import json
+  root = tmp_path / "runs"
+  cells = {
+      "validation/fmnist/gap/random_full-res_ipc10": _result("random", 10, [75.0, 76.0, 77.0],
+                                                             created="2026-12-03T09:00"),
+      "validation/fmnist/gap/random_2x2_linear_ipc10": _result(
+          "random", 10, [69.0, 70.0, 71.0], resampled=80.5, k=2),
+      "validation/fmnist/prune/herding_ipc10": _result("herding", 10, [79.0] * 3),
+      "validation/fmnist/prune/PCA_herding_linear_ipc10": _result("pca", 10, [78.0] * 3, k=2,
+                                                                  prune="herding"),
+      "validation/fmnist/prune/PCA_herding_linear_ipc1": _result("pca", 1, [60.0] * 3, k=2,
+                                                                 prune="herding"),
+  }
+  for sub, r in cells.items():
+    (root / sub).mkdir(parents=True)
+    (root / sub / "results.json").write_text(json.dumps(r))
+  import pca_study_report
+  md = pca_study_report.write_report(str(root), str(tmp_path / "out"))
+  lines = md.splitlines()
+  gap_rows = [line for line in lines if line.startswith("| random")]
+  assert gap_rows[0].startswith("| random full-res | random, k=1, dsa | 76.00 ± 0.50 | — | — |")
+  assert "| 70.00 ± 0.50 | 80.50 ± 0.40 | +10.50 |" in gap_rows[1]
+  assert any(line.startswith("| PCA herding linear | pca[herding], k=2") for line in lines)
+  assert "| — | — | — |" not in gap_rows[0]  # IPC 10 only in the gap part
+  for png in ("pca_study_gap.png", "pca_study_acc_vs_ipc.png"):
+    assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"]({png})" in md
+  assert (tmp_path / "out" / "pca_study.md").read_text() == md

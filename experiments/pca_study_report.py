@@ -1,0 +1,255 @@
+"""The report of experiments/pca_study.py: OUT/pca_study.md and its figures, from whatever cells
+have finished under RUNS (`python experiments/pca_study.py report --root RUNS --out OUT`).
+
+Figures: pca_study_gap.png (the sharpness gap: each resampling's students on the sharp and on
+the resampled split, the full-resolution random reference as a line), pca_study_acc_vs_ipc.png
+(each selection method alone and as PCA's P step), pca_study_tiles.png (stored images of a
+PCA cell, one row per class, so a reader sees what PCA stores).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import sys
+
+ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT_DIR)
+
+from dcjax.benchmark import report  # noqa: E402
+from dcjax.data import store  # noqa: E402
+
+DATASET_NAMES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
+PART_TITLES = {
+    "gap": "(a) The sharpness gap of Combine: random images, full resolution vs 2x2 tiles",
+    "prune": "(b) Each selection method alone (k = 1) and as PCA's P step (k = 2)",
+    "k": "(c) Tiles per side k",
+    "augment": "(d) The training view: tile_dsa vs the paper's RandomResizedCrop in a tile",
+    "ladder": "(e) Fashion-MNIST at 56 px: a 2x2 tile holds a whole 28 px image",
+}
+
+
+def load(root: str) -> list[dict]:
+  """Every finished cell under root, with _path, _split, _dataset, _part, _cell from its path
+  (root/<split>/<dataset>/<part>/<cell>_ipc<ipc>/results.json)."""
+  out = []
+  for path in report._find(root):
+    r = report.load_result(path)
+    parts = os.path.relpath(path, root).split(os.sep)
+    if len(parts) != 5:
+      continue
+    r["_split"], r["_dataset"], r["_part"] = parts[:3]
+    r["_cell"] = parts[3].rsplit("_ipc", 1)[0]
+    r["_path"] = path
+    out.append(r)
+  return out
+
+
+def _acc(mean: float, std: float, n: int) -> str:
+  return f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
+
+
+def _sharp(r: dict) -> str:
+  n = len(r["runs"])
+  return _acc(r["top1_mean"], r["top1_std"], n) + (
+      "" if n in (3, 5) else f" ({n} seed{'s' * (n > 1)})")
+
+
+def _resampled(r: dict) -> tuple[str, str]:
+  t = r.get("resampled_test")
+  if not t:
+    return "—", "—"
+  return _acc(t["top1_mean"], t["top1_std"], len(r["runs"])), f"{t['top1_mean'] - r['top1_mean']:+.2f}"
+
+
+def _describe(r: dict) -> str:
+  """What a cell ran, read back from its config: method, k, kernels, view, sharpening."""
+  c = r.get("config") or {}
+  ev, comb = c.get("eval", {}), c.get("combine", {})
+  method = r["method"] if r["method"] != "pca" else f"pca[{c.get('pca', {}).get('prune')}]"
+  k = comb.get("k", r.get("combine_k", 1))
+  text = f"{method}, k={k}, {r['recipe']['augment']}"
+  if k > 1:
+    text += f", {comb.get('resample', 'linear')}↓ {ev.get('resample', 'linear')}↑"
+  if ev.get("sharpen"):
+    text += f", sharpen {ev['sharpen']:g}"
+  if ev.get("crop_scale") and r["recipe"]["augment"] == "tile_crop":
+    text += f", scale {ev['crop_scale'][0]:g}-{ev['crop_scale'][1]:g}"
+  return text
+
+
+def report_markdown(results: list[dict]) -> str:
+  by = collections.defaultdict(dict)  # (split, dataset, part) -> {(cell, ipc): result}
+  for r in results:
+    by[r["_split"], r["_dataset"], r["_part"]][r["_cell"], r["ipc"]] = r
+  machines = sorted({f"{r['environment'].get('backend')} ({r['environment'].get('machine')}), "
+                     f"jax {r['environment'].get('jax')}" for r in results})
+  lines = ["# The PCA study (issue #14)", "",
+           "ConvNet-3 students under the small-data protocol (SGD, DSA on normalised images, "
+           "301 epochs), hard labels; top-1 (%) mean ± std over student seeds (ddof 0). "
+           "IPC counts stored images: a 2x2 cell stores 4 x IPC source images per class at "
+           "half resolution in the same number of images. Produced by "
+           "`experiments/pca_study.py report` from real runs on " + "; ".join(machines) + ".",
+           ""]
+  for split in ("validation", "test"):
+    keys = sorted({k for k in by if k[0] == split}, key=lambda k: (k[1], list(PART_TITLES).index(k[2])))
+    if not keys:
+      continue
+    lines += [f"## {split.capitalize()} split" + (
+        " (500 training images per class held out; choices are made here)"
+        if split == "validation" else " (reported once, 5 seeds)"), ""]
+    for _, dataset, part in keys:
+      cells = by[split, dataset, part]
+      ipcs = sorted({ipc for _, ipc in cells})
+      # Rows in the order the cells ran (pca_study.part_cells' order).
+      first = {}
+      for (name, _), r in cells.items():
+        first[name] = min(first.get(name, r["created"]), r["created"])
+      names = sorted(first, key=lambda n: (first[n], n))
+      lines += [f"### {DATASET_NAMES.get(dataset, dataset)} — {PART_TITLES[part]}", ""]
+      if part in ("gap", "k", "ladder", "augment", "prune"):
+        head = "| cell | setting | " + " | ".join(
+            f"IPC {i} sharp | IPC {i} resampled | IPC {i} shift" for i in ipcs) + " |"
+        lines += [head, "|---|---|" + "---:|---:|---:|" * len(ipcs)]
+        for name in names:
+          any_r = next(cells[name, i] for i in ipcs if (name, i) in cells)
+          row = []
+          for i in ipcs:
+            r = cells.get((name, i))
+            row += [_sharp(r), *_resampled(r)] if r else ["—", "—", "—"]
+          lines.append(f"| {name.replace('_', ' ')} | {_describe(any_r)} | " + " | ".join(row) + " |")
+      split_names = sorted({r.get("test_split", "?") + f", {r.get('test_examples', '?')} images"
+                            for r in cells.values()})
+      lines += ["", "Tested on " + "; ".join(split_names) + ". *resampled*: the same students "
+                "on that split passed through the cell's own down/up resampling "
+                "(data.test_resample_size); *shift* = resampled − sharp, the train/test "
+                "sharpness shift the cell leaves open.", ""]
+  return "\n".join(lines)
+
+
+def plot_gap(results: list[dict], path: str) -> bool:
+  """Grouped bars per (dataset, IPC) panel: sharp and resampled top-1 of every tiled gap cell,
+  the full-resolution random cell as a dashed line."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  gap = [r for r in results if r["_part"] == "gap" and r["_split"] == "validation"]
+  panels = sorted({(r["_dataset"], r["ipc"]) for r in gap})
+  if not panels:
+    return False
+  fig = Figure(figsize=(5.5 * len(panels), 4.2), layout="constrained")
+  FigureCanvasAgg(fig)
+  for ax, (dataset, ipc) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
+    cells = sorted((r for r in gap if (r["_dataset"], r["ipc"]) == (dataset, ipc)),
+                   key=lambda r: r["created"])  # the order the cells ran
+    tiled = [r for r in cells if r.get("resampled_test")]
+    xs = range(len(tiled))
+    ax.bar([x - 0.2 for x in xs], [r["top1_mean"] for r in tiled], 0.4,
+           yerr=[r["top1_std"] for r in tiled], label="sharp split", color="tab:blue")
+    ax.bar([x + 0.2 for x in xs], [r["resampled_test"]["top1_mean"] for r in tiled], 0.4,
+           yerr=[r["resampled_test"]["top1_std"] for r in tiled], label="resampled split",
+           color="tab:orange")
+    for r in cells:
+      if not r.get("resampled_test"):
+        ax.axhline(r["top1_mean"], color="k", ls="--", lw=1,
+                   label=f"random {ipc}/class, full resolution")
+    ax.set_xticks(list(xs), [r["_cell"].replace("random_2x2_", "").replace("_", " ")
+                             for r in tiled], rotation=40, ha="right", fontsize=7)
+    lo = min([r["top1_mean"] for r in cells] + [r["resampled_test"]["top1_mean"] for r in tiled])
+    ax.set_ylim(max(0, lo - 10), 100)
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, IPC {ipc}: random 4x{ipc}/class in "
+                 "2x2 tiles", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    ax.grid(True, axis="y", alpha=0.3)
+  fig.savefig(path, dpi=120)
+  return True
+
+
+def plot_prune(results: list[dict], path: str) -> bool:
+  """Top-1 vs IPC per selection method, alone (dashed) and as PCA's P step (solid)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+
+  rows = [r for r in results if r["_part"] == "prune" and r["_split"] == "validation"]
+  datasets = sorted({r["_dataset"] for r in rows})
+  if not datasets:
+    return False
+  fig = Figure(figsize=(5.5 * len(datasets), 4.0), layout="constrained")
+  FigureCanvasAgg(fig)
+  colours = {}
+  for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
+    lines = collections.defaultdict(list)
+    for r in rows:
+      if r["_dataset"] == dataset:
+        pca = r["method"] == "pca"
+        name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
+        lines[name, pca].append((r["ipc"], r["top1_mean"], r["top1_std"]))
+    for (name, pca), pts in sorted(lines.items()):
+      pts.sort()
+      colour = colours.setdefault(name, f"C{len(colours)}")
+      ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                  color=colour, ls="-" if pca else "--", marker="o" if pca else "s",
+                  capsize=3, label=f"PCA[{name}]" if pca else name)
+    ax.set_xscale("log")
+    ax.set_xlabel("stored images per class")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (validation)", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+  fig.savefig(path, dpi=120)
+  return True
+
+
+def plot_tiles(results: list[dict], path: str, per_class: int = 4) -> bool:
+  """Stored images of the first PCA cell with a compressed set: `per_class` per class, one
+  row per class, one panel per dataset."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  import numpy as np
+
+  picks = {}
+  for r in sorted(results, key=lambda r: (r["_part"] != "prune", -r["ipc"])):
+    if r["method"] == "pca" and r["_dataset"] not in picks:
+      folder = os.path.join(os.path.dirname(r["_path"]), "compressed")
+      if store.is_compressed_set(folder):
+        picks[r["_dataset"]] = (r, folder)
+  if not picks:
+    return False
+  fig = Figure(figsize=(2.2 * per_class * len(picks), 8.5), layout="constrained")
+  FigureCanvasAgg(fig)
+  for ax, (dataset, (r, folder)) in zip(fig.subplots(1, len(picks), squeeze=False)[0],
+                                        sorted(picks.items())):
+    images, labels, manifest = store.read_compressed(folder)
+    rows = []
+    for c in range(int(labels.max()) + 1):
+      mine = images[labels == c][:per_class]
+      mine = np.concatenate([mine, np.zeros((per_class - len(mine), *images.shape[1:]),
+                                            images.dtype)]) if len(mine) < per_class else mine
+      rows.append(np.concatenate(list(np.pad(mine, ((0, 0), (1, 1), (1, 1), (0, 0)),
+                                             constant_values=255)), axis=1))
+    grid = np.concatenate(rows, axis=0)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray")
+    ax.set_axis_off()
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {_describe(r)}, IPC {r['ipc']}\n"
+                 f"rows = classes ({', '.join(manifest.get('class_names', [])[:10])})",
+                 fontsize=7)
+  fig.savefig(path, dpi=120)
+  return True
+
+
+def write_report(root: str, out: str) -> str:
+  results = load(root)
+  if not results:
+    raise SystemExit(f"error: no finished cell under {root}")
+  os.makedirs(out, exist_ok=True)
+  md = report_markdown(results)
+  figures = [("pca_study_gap.png", plot_gap, "The sharpness gap"),
+             ("pca_study_acc_vs_ipc.png", plot_prune, "Accuracy vs IPC per selection method"),
+             ("pca_study_tiles.png", plot_tiles, "What PCA stores")]
+  for name, plot, title in figures:
+    if plot(results, os.path.join(out, name)):
+      md += f"\n![{title}]({name})\n"
+  with open(os.path.join(out, "pca_study.md"), "w", encoding="utf-8") as f:
+    f.write(md)
+  return md
