@@ -30,6 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
   # random | el2n_easy | el2n_hard | forgetting_easy | forgetting_hard | aum_easy | aum_hard |
   # ccs | herding | kcenter  (scores from config.scores; herding/kcenter use teacher features)
   # | rded (distilled from the teacher's most realistic real crops; settings in config.rded)
+  # | sre2l (synthesised from noise by a BatchNorm teacher's statistics; config.sre2l)
   # | pca (config.pca.prune's selection, combined k x k: set combine.k)
   c.method = "random"
   c.ipc = 10  # stored images per class
@@ -135,6 +136,26 @@ def get_config() -> ml_collections.ConfigDict:
   c.rded = ml_collections.ConfigDict(dict(
       candidates_per_class=300, crops_per_image=5, scale=(0.5, 1.0), ratio=(1.0, 1.0),
       batch_size=50))  # batch_size: candidate images per observer call (x crops_per_image crops)
+
+  # SRe2L (method 'sre2l', Yin et al. 2023; dcjax/sre2l.py, dcjax/runners/recover.py).
+  # Squeeze: a BatchNorm teacher trained on the whole training split (sre2l.teacher: the
+  # teacher recipe with norm='batch'; `weights` imports torchvision's, e.g. ResNet-18 for
+  # ImageNet). Recover: ipc images per class optimised from noise, one image per class of a
+  # class chunk per batch (classes_per_batch; None: all classes; SRe2L's ImageNet uses 100), so
+  # that its BatchNorm batch statistics match the running ones (weight r_bn, the first layer's
+  # first_bn_multiplier times) and it classifies as its class, under a random roll of up to
+  # `jitter` px and a random flip; Adam (0.5, 0.9) with a cosine lr for `iterations` steps.
+  # The defaults are SRe2L's CIFAR values (DD-Ranking's recover_cifar.sh). Relabel: the soft
+  # protocol's teacher (config.teacher), as for every method. Recovered sets are cached under
+  # cache_dir (None: $DCJAX_CACHE/sre2l), one file per finished batch (a killed run resumes).
+  c.sre2l = ml_collections.ConfigDict(dict(
+      iterations=1000, lr=0.25, r_bn=0.01, first_bn_multiplier=10.0, jitter=4, flip=True,
+      classes_per_batch=config_dict.placeholder(int), cache_dir=config_dict.placeholder(str)))
+  c.sre2l.teacher = _network_recipe(epochs=4)
+  c.sre2l.teacher.model_kwargs.norm = "batch"
+  c.sre2l.teacher.allow_train = True
+  c.sre2l.teacher.cache_dir = config_dict.placeholder(str)  # None: $DCJAX_CACHE/teachers
+  c.sre2l.teacher.weights = config_dict.placeholder(str)
 
   # Multi-process runs (one process per host): jax.distributed.initialize at start-up (main.py).
   # An unset coordinator_address is a single-process run; "auto" lets JAX detect the cluster

@@ -39,6 +39,7 @@ def with_cifar10(c, source: str | None = None):
   c.data.mean = CIFAR10_MEAN
   c.data.std = CIFAR10_STD
   c.teacher.epochs = 10
+  c.sre2l.teacher.epochs = 10
   return c
 
 

@@ -9,7 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1] / "dcjax"
 PURE = ["scores", "select", "combine", "augment", "mixing", "models", "layers", "protocols",
-        "training", "rded", "errors"]
+        "training", "rded", "sre2l", "resample", "errors"]
 STATEFUL = ("dcjax.data", "dcjax.runners", "dcjax.benchmark", "dcjax.train", "dcjax.store",
             "dcjax.sources")
 

@@ -30,7 +30,7 @@ def registered():
 
 def test_builtin_methods_are_all_registered():
   assert {"random", "el2n_easy", "el2n_hard", "forgetting_easy", "forgetting_hard", "aum_easy",
-          "aum_hard", "ccs", "herding", "kcenter", "rded", "pca"} <= set(methods.METHODS)
+          "aum_hard", "ccs", "herding", "kcenter", "rded", "sre2l", "pca"} <= set(methods.METHODS)
 
 
 @pytest.mark.parametrize("k", [1, 2])

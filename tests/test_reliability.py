@@ -80,6 +80,7 @@ def test_bad_model_kwarg_value_is_refused_before_the_workdir_is_written(tmp_path
     ({"teacher.protocol": "nope"}, "teacher: unknown protocol 'nope'"),
     ({"scores.epochs": 0}, "scores: epochs must be an integer >= 1"),
     ({"method": "pca", "pca.prune": "rded"}, "pca.prune must be a selection method"),
+    ({"method": "pca", "pca.prune": "sre2l"}, "pca.prune must be a selection method"),
     ({"method": "pca", "pca.prune": "nope"}, "pca.prune must be a selection method"),
     ({"combine.k": 0}, "combine.k must be an integer >= 1, got 0"),
 ])

@@ -18,7 +18,7 @@ from dcjax import augment, models, protocols, resample
 from dcjax.data import given, store
 from dcjax.benchmark import methods
 from dcjax.errors import UserError, unknown_name, user_input
-from dcjax.runners import scoring
+from dcjax.runners import recover, scoring
 from dcjax.runners import student as student_lib
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -138,11 +138,14 @@ def load_options(config) -> dict[str, Any]:
               num_threads=config.data.num_threads, progress=config.progress)
 
 
-def teacher_args(config) -> dict[str, Any]:
-  """`runners.teacher.get_teacher` keyword arguments from config.teacher."""
-  t = config.teacher
+def teacher_args(config, name: str = "teacher") -> dict[str, Any]:
+  """`runners.teacher.get_teacher` keyword arguments from the teacher block `name`
+  (config.teacher; 'sre2l.teacher' for SRe2L's BatchNorm teacher)."""
+  t = config
+  for part in name.split("."):
+    t = t[part]
   return dict(dataset=config.dataset, model=t.model, model_kwargs=model_kwargs(t),
-              seed=int(t.seed), recipe=None if t.get("weights") else recipe(t, "teacher"),
+              seed=int(t.seed), recipe=None if t.get("weights") else recipe(t, name),
               weights=t.get("weights"), cache_dir=t.cache_dir, allow_train=t.allow_train,
               test_batch_size=config.eval.test_batch_size, progress=config.progress)
 
@@ -211,8 +214,27 @@ def check(config) -> None:
                     "configs/evaluate.py with --config.compressed=PATH")
   if config.method == "pca":
     prune = method_options(config, "pca")["prune"]
-    if prune not in methods.METHODS or prune in ("pca", "rded"):
+    if prune not in methods.METHODS or prune in ("pca", "rded", "sre2l"):
       raise UserError(f"pca.prune must be a selection method, got {prune!r}")
+  if config.method == "sre2l":
+    if config.combine.k != 1:
+      raise UserError("sre2l synthesises whole images: use combine.k=1")
+    with user_input(""):
+      recover.check_settings(dict(config.sre2l))
+    t = config.sre2l.teacher
+    if not t.get("weights"):
+      recipe(t, "sre2l.teacher")
+      if t.model not in models.MODELS:
+        raise unknown_name("sre2l.teacher.model", t.model, models.MODELS)
+      try:  # built abstractly at 32 px: does the squeeze teacher have BatchNorm layers?
+        net = models.get_model(t.model, 10, 32, **model_kwargs(t))
+        shapes = jax.eval_shape(lambda: net.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
+                                                 train=False))
+      except (TypeError, ValueError) as e:
+        raise UserError(f"sre2l.teacher.model_kwargs do not fit model {t.model!r}: {e}") from None
+      if "batch_stats" not in shapes:
+        raise UserError(f"sre2l.teacher ({t.model}, {model_kwargs(t)}) has no BatchNorm layer "
+                        "to match; set --config.sre2l.teacher.model_kwargs.norm=batch")
   if config.eval.model not in models.MODELS:
     raise unknown_name("model", config.eval.model, models.MODELS)
   for name in ("ipc", "seeds", "combine.k", "eval.test_batch_size"):

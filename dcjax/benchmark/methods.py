@@ -28,6 +28,7 @@ import numpy as np
 
 from dcjax import combine, rded, select
 from dcjax.data.sources import Source
+from dcjax.runners import recover
 
 Array = jax.Array
 
@@ -44,6 +45,8 @@ class Inputs:
   load(indices): training images uint8 [n, H, W, C] at the run's resolution, in that order.
   scores(): {name: float32 [N]} per-example scores of the training split.
   teacher(): (module, variables, info) of the benchmark's teacher.
+  teacher_from(name): the same for the teacher recipe block `name` of the config (e.g.
+    'sre2l.teacher'), trained once and cached like the benchmark's.
   features(): float32 [N, D] teacher features of the whole training split.
   mean, std: the students' normalisation; progress: show progress bars.
   """
@@ -57,6 +60,7 @@ class Inputs:
   scores: Callable[[], dict[str, np.ndarray]]
   teacher: Callable[[], tuple]
   features: Callable[[], np.ndarray]
+  teacher_from: Callable[[str], tuple] | None = None
   mean: tuple = (0.5,)
   std: tuple = (0.5,)
   progress: bool = False
@@ -180,12 +184,34 @@ def rded_method(inputs: Inputs) -> Compressed:
   return Compressed(images, labels, behind)
 
 
+def sre2l_method(inputs: Inputs) -> Compressed:
+  """SRe2L (dcjax.sre2l): ipc images per class recovered from the BatchNorm teacher of the
+  config block 'sre2l.teacher' (options: dcjax.runners.recover.DEFAULTS and cache_dir). No
+  training image is behind a recovered one."""
+  if inputs.k != 1:
+    raise ValueError("sre2l synthesises whole images: use combine.k=1")
+  settings = recover.check_settings(inputs.options)  # before the teacher is trained
+  image_shape = inputs.load(np.zeros(1, np.int64)).shape[1:]
+  model, variables, info = inputs.teacher_from("sre2l.teacher")
+  train = inputs.train
+  path = recover.set_dir(inputs.options.get("cache_dir"), info["dir"], ipc=inputs.ipc,
+                         num_classes=train.num_classes, image_shape=image_shape,
+                         mean=inputs.mean, std=inputs.std,
+                         key_data=np.asarray(jax.random.key_data(inputs.key)).tolist(),
+                         settings=settings)
+  images, labels = recover.recover_set(
+      model, variables, inputs.key, ipc=inputs.ipc, num_classes=train.num_classes,
+      image_shape=image_shape, mean=inputs.mean, std=inputs.std, settings=settings, path=path,
+      progress=inputs.progress)
+  return Compressed(images, labels, np.zeros((len(labels), 0), np.int64))
+
+
 def pca(inputs: Inputs) -> Compressed:
   """PCA's Prune + Combine: the selection method named options['prune'] (default el2n_easy,
   with its own settings options['prune_options']) chooses k²·ipc images per class, tiled k x k
   (inputs.k: config combine.k)."""
   name = inputs.options.get("prune", "el2n_easy")
-  if name in ("pca", "rded"):
+  if name in ("pca", "rded", "sre2l"):
     raise ValueError(f"pca.prune must be a selection method, got {name!r}")
   return get(name)(dataclasses.replace(inputs, options=inputs.options.get("prune_options", {})))
 
@@ -204,4 +230,5 @@ register("ccs", selection(ccs))
 register("herding", selection(herding))
 register("kcenter", selection(kcenter))
 register("rded", rded_method)
+register("sre2l", sre2l_method)
 register("pca", pca)

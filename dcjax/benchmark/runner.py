@@ -278,9 +278,14 @@ class Stages:
 
   @functools.cached_property
   def teacher(self) -> tuple:
+    return self.teacher_from("teacher")
+
+  @functools.cache
+  def teacher_from(self, name: str) -> tuple:
+    """The teacher of config block `name` ('teacher', 'sre2l.teacher'): cached or trained."""
     return teacher_lib.get_teacher(
         self.train_src, self.test_images, self.test_labels, mean=self.mean, std=self.std,
-        mesh=self.mesh, **config_args.teacher_args(self.config),
+        mesh=self.mesh, **config_args.teacher_args(self.config, name),
         train_images=lambda: self.split_images(self.train_src, self.config.data.image_size))
 
   @functools.cached_property
@@ -306,7 +311,8 @@ def compress(config, data: Stages) -> methods.Compressed:
       train=data.train_src, ipc=config.ipc, k=config.combine.k,
       key=jax.random.key(config.seed), options=config_args.method_options(config, config.method),
       load=data.load, scores=lambda: data.scores, teacher=lambda: data.teacher,
-      features=lambda: data.features, mean=data.mean, std=data.std, progress=config.progress,
+      features=lambda: data.features, teacher_from=data.teacher_from, mean=data.mean,
+      std=data.std, progress=config.progress,
       resample=config.combine.resample)
   with user_input():
     return methods.get(config.method)(inputs)
