@@ -59,7 +59,8 @@ def _resampled(r: dict) -> tuple[str, str]:
   t = r.get("resampled_test")
   if not t:
     return "—", "—"
-  return _acc(t["top1_mean"], t["top1_std"], len(r["runs"])), f"{t['top1_mean'] - r['top1_mean']:+.2f}"
+  shift = t["top1_mean"] - r["top1_mean"]
+  return _acc(t["top1_mean"], t["top1_std"], len(r["runs"])), f"{shift:+.2f}"
 
 
 def _describe(r: dict) -> str:
@@ -92,7 +93,8 @@ def report_markdown(results: list[dict]) -> str:
            "`experiments/pca_study.py report` from real runs on " + "; ".join(machines) + ".",
            ""]
   for split in ("validation", "test"):
-    keys = sorted({k for k in by if k[0] == split}, key=lambda k: (k[1], list(PART_TITLES).index(k[2])))
+    keys = sorted({k for k in by if k[0] == split},
+                  key=lambda k: (k[1], list(PART_TITLES).index(k[2])))
     if not keys:
       continue
     lines += [f"## {split.capitalize()} split" + (
@@ -107,17 +109,17 @@ def report_markdown(results: list[dict]) -> str:
         first[name] = min(first.get(name, r["created"]), r["created"])
       names = sorted(first, key=lambda n: (first[n], n))
       lines += [f"### {DATASET_NAMES.get(dataset, dataset)} — {PART_TITLES[part]}", ""]
-      if part in ("gap", "k", "ladder", "augment", "prune"):
-        head = "| cell | setting | " + " | ".join(
-            f"IPC {i} sharp | IPC {i} resampled | IPC {i} shift" for i in ipcs) + " |"
-        lines += [head, "|---|---|" + "---:|---:|---:|" * len(ipcs)]
-        for name in names:
-          any_r = next(cells[name, i] for i in ipcs if (name, i) in cells)
-          row = []
-          for i in ipcs:
-            r = cells.get((name, i))
-            row += [_sharp(r), *_resampled(r)] if r else ["—", "—", "—"]
-          lines.append(f"| {name.replace('_', ' ')} | {_describe(any_r)} | " + " | ".join(row) + " |")
+      head = "| cell | setting | " + " | ".join(
+          f"IPC {i} sharp | IPC {i} resampled | IPC {i} shift" for i in ipcs) + " |"
+      lines += [head, "|---|---|" + "---:|---:|---:|" * len(ipcs)]
+      for name in names:
+        any_r = next(cells[name, i] for i in ipcs if (name, i) in cells)
+        row = []
+        for i in ipcs:
+          r = cells.get((name, i))
+          row += [_sharp(r), *_resampled(r)] if r else ["—", "—", "—"]
+        lines.append(f"| {name.replace('_', ' ')} | {_describe(any_r)} | "
+                     + " | ".join(row) + " |")
       split_names = sorted({r.get("test_split", "?") + f", {r.get('test_examples', '?')} images"
                             for r in cells.values()})
       lines += ["", "Tested on " + "; ".join(split_names) + ". *resampled*: the same students "
