@@ -2,7 +2,7 @@
 
   python experiments/pca_study.py run --root RUNS [--datasets fmnist,cifar10] [--ipcs 10,1]
       [--parts gap,prune,k,augment,ladder] [--kernel K] [--sharpen S] [--prune M] [--seeds 3]
-      [--split validation|test] [--dry-run]
+      [--split validation|test] [--only NAME,...] [--dry-run]
   python experiments/pca_study.py report --root RUNS --out results
 
 Every cell is one `main.py` run of configs/pca.py:full (CIFAR-10: :full,cifar10_shared) with
@@ -124,7 +124,7 @@ def cells(args) -> list[dict]:
           argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
                   f"--config={os.path.join(ROOT_DIR, 'configs', 'pca.py')}:{config_arg}",
                   f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
-          out.append(dict(name=f"{dataset} {part}: {name} ipc={ipc}", workdir=workdir,
+          out.append(dict(name=f"{dataset} {part}: {name} ipc={ipc}", cell=name, workdir=workdir,
                           argv=argv + args.extra))
   return out
 
@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
                  help="PCA's P step in the k and augment parts (chosen by prune)")
   r.add_argument("--seeds", type=int, default=3)
   r.add_argument("--split", choices=("validation", "test"), default="validation")
+  r.add_argument("--only", default="",
+                 help="comma-separated cell names (as printed by --dry-run, e.g. "
+                      "'random full-res,PCA herding nearest'): run just these cells")
   r.add_argument("--dry-run", action="store_true", help="print the commands only")
   r.add_argument("extra", nargs="*", help="more main.py flags, after --")
   p = sub.add_parser("report", help="write OUT/pca_study.md and its figures")
@@ -158,7 +161,14 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:
       parser.error(f"unknown {name} {sorted(unknown)}; choose from {list(allowed)}")
-  return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run)
+  todo = cells(args)
+  if args.only:
+    wanted = set(args.only.split(","))
+    known = {c["cell"] for c in todo}
+    if wanted - known:
+      parser.error(f"unknown cells {sorted(wanted - known)}; these parts have {sorted(known)}")
+    todo = [c for c in todo if c["cell"] in wanted]
+  return fmnist_grid.run_cells(todo, args.seeds, args.dry_run)
 
 
 if __name__ == "__main__":

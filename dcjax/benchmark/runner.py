@@ -430,7 +430,8 @@ def summary_line(r: dict) -> str:
   return (f"{r['method']}{f' k={k}' if k > 1 else ''} ipc={r['ipc']} {r['dataset']} "
           f"{r['protocol']} {r['model']}: top-1 {top1} %, top-5 {r['top5_mean']:.2f} % "
           f"({n} seed{'s' * (n > 1)}), {r['num_images']} images"
-          + (f" tiling {r['num_source_images']} sources" if k > 1 else "")
+          + (f" tiling {r['num_source_images']} sources"
+             if k > 1 and r.get("num_source_images") else "")  # a given set may not say
           + f", {_kb(r['storage']['image_bytes'])} images"
           + (f" + {_kb(r['storage']['soft_label_bytes'])} soft labels"
              if r["storage"].get("soft_label_bytes") else "") + " stored"
