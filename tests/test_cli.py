@@ -49,11 +49,33 @@ def test_configs_run_and_evaluate_by_name(tmp_path):
     assert p.returncode == 2 and p.stderr.startswith(f"error: {message}"), p.stderr
 
 
+def _venv_with_our_dependencies(where):
+  """A new, empty virtual environment whose sys.path also sees this environment's installed
+  distributions except dcjax itself (symlinked into one folder named by a .pth file), so pip
+  can install dcjax's wheel with its dependencies resolved offline (--no-index)."""
+  import site
+  import venv
+  venv.EnvBuilder(with_pip=True).create(where)
+  deps = where.parent / "deps"
+  deps.mkdir()
+  for parent in site.getsitepackages():
+    for entry in os.listdir(parent):
+      if "dcjax" in entry.lower() or entry.endswith(".pth") or (deps / entry).exists():
+        continue
+      os.symlink(os.path.join(parent, entry), deps / entry)
+  py = where / "bin" / "python"
+  site_dir = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+  with open(os.path.join(site_dir, "dcjax-test-deps.pth"), "w") as f:
+    f.write(str(deps) + "\n")
+  return py
+
+
 @pytest.mark.slow
-def test_a_built_wheel_ships_the_configs_and_the_command(tmp_path):
-  """pip builds a wheel of this checkout; installed into a bare target directory (no
-  dependencies: the test's own environment provides them), `dcjax evaluate` runs outside the
-  repository."""
+def test_a_built_wheel_pip_installs_into_a_new_venv_and_runs_outside_the_repo(tmp_path):
+  """pip builds a wheel of this checkout and installs it into a new venv (its dependencies
+  resolved, offline, from this environment's installed distributions); the venv's `dcjax`
+  command then runs and evaluates a set outside the repository."""
   wheels = tmp_path / "wheels"
   p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
                       ROOT], capture_output=True, text=True, timeout=600)
@@ -64,18 +86,19 @@ def test_a_built_wheel_ships_the_configs_and_the_command(tmp_path):
   names = zipfile.ZipFile(wheel).namelist()
   assert "dcjax/configs/pca.py" in names and "dcjax/configs/evaluate.py" in names
   assert not any(n.startswith(("configs/", "tests/")) for n in names)
-  site = tmp_path / "site"
-  p = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
-                      str(site), str(wheel)], capture_output=True, text=True, timeout=600)
-  assert p.returncode == 0, p.stderr
-  exe = site / "bin" / "dcjax"
+  py = _venv_with_our_dependencies(tmp_path / "venv")
+  p = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-index", str(wheel)],
+                     capture_output=True, text=True, timeout=600)
+  assert p.returncode == 0, p.stdout + p.stderr
+  exe = tmp_path / "venv" / "bin" / "dcjax"
   assert exe.exists()
-  env = _env(PYTHONPATH=str(site))
+  env = _env()
+  env.pop("PYTHONPATH", None)
   outside = tmp_path / "elsewhere"
   outside.mkdir()
-  where = subprocess.run([sys.executable, "-c", "import dcjax; print(dcjax.__file__)"],
+  where = subprocess.run([str(py), "-c", "import dcjax; print(dcjax.__file__)"],
                          cwd=outside, env=env, capture_output=True, text=True)
-  assert where.stdout.startswith(str(site)), where.stdout + where.stderr
+  assert where.stdout.startswith(str(tmp_path / "venv")), where.stdout + where.stderr
   p = _dcjax("run", "--config=benchmark", f"--workdir={tmp_path / 'run'}",
              "--config.dataset=synthetic", "--config.ipc=2", *TINY, cwd=outside, env=env,
              exe=str(exe))
