@@ -2,6 +2,7 @@
 
   python main.py --config=configs/rded.py --workdir=W [--config.ipc=10 --config.seeds=3]
   python main.py --config=configs/rded.py --workdir=W --config.eval.protocol=hard
+  python main.py --config=configs/rded.py:cifar10_shared --workdir=W   # CIFAR-10 (configs/cifar10.py)
 
 Per class, the teacher of config.teacher (trained once on the full training split and cached,
 as for the soft protocol) scores `rded.crops_per_image` RandomResizedCrops of each of
@@ -21,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import benchmark  # noqa: E402
+from configs import benchmark, cifar10  # noqa: E402
 
 
 def with_rded(c):
@@ -33,5 +34,12 @@ def with_rded(c):
   return c
 
 
-def get_config():
-  return with_rded(benchmark.get_config())
+def get_config(arg: str | None = None):
+  """arg: '' (Fashion-MNIST), 'cifar10' (the binary batches, give data.dir) or
+  'cifar10_shared' (the project's parquet copy)."""
+  if arg not in (None, "", "cifar10", "cifar10_shared"):
+    raise ValueError(f"configs/rded.py takes '', 'cifar10' or 'cifar10_shared', got {arg!r}")
+  c = benchmark.get_config()
+  if arg:
+    c = cifar10.with_cifar10(c, "shared" if arg == "cifar10_shared" else "binary")
+  return with_rded(c)

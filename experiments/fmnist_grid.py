@@ -1,17 +1,38 @@
-"""The Fashion-MNIST grid of the PCA issue, resumable, and its report.
+"""The benchmark's grid (Fashion-MNIST or CIFAR-10), resumable, unattended, and its report.
 
-  python experiments/fmnist_grid.py run --root RUNS [--grid main|ablation] [--methods ...]
-      [--ipcs 1,10,50] [--protocols hard,soft] [--seeds 5] [--epochs 50:60] [--hard-protocol ...]
-  python experiments/fmnist_grid.py report --root RUNS --out results
+  python experiments/fmnist_grid.py run --root RUNS [--dataset fmnist|cifar10]
+      [--grid main|ablation] [--methods ...] [--ipcs 1,10,50] [--protocols hard,soft]
+      [--seeds 5] [--selection-seeds 1:5,10:2,50:2] [--epochs 50:60] [--hard-protocol ...]
+      [--background]
+  python experiments/fmnist_grid.py status --root RUNS [the run's cell arguments]
+  python experiments/fmnist_grid.py report --root RUNS [--dataset fmnist|cifar10] --out results
 
 `run` executes one `main.py` benchmark per cell (method x IPC x protocol; seeds inside a cell)
 into RUNS/<grid>/<protocol>/<method>_ipc<ipc>_e<epochs>/. A finished cell (results.json with
 --seeds seeds) is skipped, an interrupted one resumes from its checkpoints and a finished one
 with fewer seeds is extended (its seeds kept), so rerunning the same command continues the
-grid. Cells share the teacher and score caches ($DCJAX_CACHE).
+grid. Cells share the teacher and score caches ($DCJAX_CACHE). `--background` starts the same
+`run` detached under `nice -n 19` (one process; its log and pid in RUNS/grid.log, RUNS/grid.pid;
+refused while that pid runs), so the grid goes on while other work does and across sessions:
+start it again after a stop and it continues. Before every cell `run` prints the cells done /
+partly done / left and an ETA; `status` prints the same without running anything.
+
+ETA: the students left (seeds not finished, per cell) times the mean training seconds of the
+finished students of the same dataset and IPC under this root (any IPC's mean, scaled by the
+stored-image count, when none has finished at that IPC yet; no ETA before any student has).
+Scoring, teachers and SRe2L's recovery are not in it, so early ETAs run short.
+
+Datasets: `fmnist` (Debian's Fashion-MNIST; the layout RUNS/<grid>/...) and `cifar10` (the
+project's parquet copy, ../shared/data/cifar10-jpeg: every config's `cifar10_shared` variant;
+the layout RUNS/cifar10/<grid>/...). Selection seeds: `--selection-seeds IPC:N,...` runs the
+methods whose selection draws random numbers (SELECTION_RANDOM) N times at that IPC; selection
+seed s > 0 is the cell directory `..._sel<s>` run with --config.seed=100*s (so its students are
+seeds 100s..100s+seeds-1, disjoint from every other selection's), and the report pools every
+student of a cell's selections (mean ± std over all of them; the spread then includes the
+selection's, as the DC paper's random-draw figures do).
 
 Grids:
-  main      methods {random, el2n_easy, el2n_hard, ccs, herding, kcenter, rded, pca} x IPC x
+  main      methods {random, el2n_easy, el2n_hard, ccs, herding, kcenter, rded, sre2l, pca} x IPC x
             protocol {hard, soft}. "hard" is hard labels under --hard-protocol (default
             small_data: the distillation literature's SGD + DSA recipe that the published
             Fashion-MNIST rows use); "soft" is the benchmark's teacher-label protocol.
@@ -40,15 +61,27 @@ import subprocess
 import sys
 import time
 
+import numpy as np
+
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
 
 from dcjax import protocols  # noqa: E402
 from dcjax.benchmark import report  # noqa: E402
 
-MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "pca")
+MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "sre2l",
+                "pca")
+# Methods whose selection (or synthesis) draws from the selection key: more than one selection
+# seed measures that spread. EL2N, herding and PCA (EL2N-easy) are deterministic given scores.
+SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l")
+# Per dataset: (the config-file argument of each config, the subfolder of RUNS, report name).
+DATASETS = {"fmnist": (dict(benchmark="", pca="full", rded="", sre2l=""), "", "fmnist"),
+            "cifar10": (dict(benchmark="shared", pca="full,cifar10_shared", rded="cifar10_shared",
+                             sre2l="cifar10_shared"), "cifar10", "cifar10")}
+TITLES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard", "ccs": "CCS",
-           "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "pca": "PCA",
+           "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "sre2l": "SRe2L",
+           "pca": "PCA",
            "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
            "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
 # PCA ablation variants at hard labels: name -> main.py config overrides (the grid adds IPC,
@@ -98,8 +131,16 @@ def _epochs_map(text: str) -> dict[int, int]:
   return out
 
 
+def _selection_seeds(args, method: str, ipc: int) -> list[int]:
+  if args.grid != "main" or method not in SELECTION_RANDOM:
+    return [0]
+  return list(range(args.selection_map.get(ipc, 1)))
+
+
 def cells(args) -> list[dict]:
-  """Every cell of the requested grid: name, workdir and main.py arguments."""
+  """Every cell of the requested grid: name, workdir, main.py arguments, IPC."""
+  config_args, subdir, _ = DATASETS[args.dataset]
+  root = os.path.join(args.root, subdir) if subdir else args.root
   out = []
   for ipc in _ints(args.ipcs):
     for protocol in args.protocols.split(","):
@@ -114,23 +155,32 @@ def cells(args) -> list[dict]:
         variants = [(_slug(name), name, dict(overrides))
                     for name, overrides in ABLATION.items() if name in chosen]
       for slug, name, overrides in variants:
-        config = {"pca": "pca", "rded": "rded"}.get(slug if args.grid == "main" else "", "benchmark")
+        config = {"pca": "pca", "rded": "rded", "sre2l": "sre2l"}.get(
+            slug if args.grid == "main" else "", "benchmark")
+        if args.dataset == "cifar10" and config == "benchmark":
+          config = "cifar10"  # configs/cifar10.py is the benchmark config on CIFAR-10
+        config_arg = config_args["benchmark" if config == "cifar10" else config]
         flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
                  "progress": False, **overrides}
-        if args.grid == "main" and config == "benchmark":
+        if args.grid == "main" and config in ("benchmark", "cifar10"):
           flags["method"] = slug
         if args.validation_per_class:
           flags["data.validation_per_class"] = args.validation_per_class
         cell_epochs = overrides.get("eval.epochs", epochs)  # a schedule variant's own
-        workdir = os.path.join(args.root, args.grid, protocol, f"{slug}_ipc{ipc}_e{cell_epochs}")
-        argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
-                f"--config={os.path.join(ROOT_DIR, 'configs', config + '.py')}"
-                # PCA's full setting scores like every other score-based cell of the grid
-                # (configs/benchmark.py's scores: one score file for EL2N, CCS and PCA).
-                + (":full" if config == "pca" else ""),
-                f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
-        argv += args.extra
-        out.append(dict(name=f"{name} ipc={ipc} {protocol}", workdir=workdir, argv=argv))
+        for sel in _selection_seeds(args, slug, ipc):
+          workdir = os.path.join(root, args.grid, protocol,
+                                 f"{slug}_ipc{ipc}_e{cell_epochs}" + (f"_sel{sel}" if sel else ""))
+          argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"),
+                  f"--config={os.path.join(ROOT_DIR, 'configs', config + '.py')}"
+                  # PCA's full setting scores like every other score-based cell of the grid
+                  # (configs/benchmark.py's scores: one score file for EL2N, CCS and PCA).
+                  + (f":{config_arg}" if config_arg else ""),
+                  f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
+          if sel:
+            argv.append(f"--config.seed={100 * sel}")
+          argv += args.extra
+          out.append(dict(name=f"{name} ipc={ipc} {protocol}" + (f" sel {sel}" if sel else ""),
+                          workdir=workdir, argv=argv, ipc=ipc, dataset=args.dataset))
   return out
 
 
@@ -143,16 +193,69 @@ def _finished_seeds(workdir: str) -> int:
 
 
 def run(args) -> int:
-  return run_cells(cells(args), args.seeds, args.dry_run)
+  return run_cells(cells(args), args.seeds, args.dry_run, root=args.root)
 
 
-def run_cells(todo: list[dict], seeds: int, dry_run: bool = False) -> int:
+def _finished_train_seconds(root: str) -> dict[tuple[str, int], list[float]]:
+  """(dataset, ipc) -> training seconds of every finished student under root."""
+  out = collections.defaultdict(list)
+  for dirpath, _, files in os.walk(root):
+    if "results.json" not in files:
+      continue
+    try:
+      with open(os.path.join(dirpath, "results.json"), encoding="utf-8") as f:
+        r = json.load(f)
+      key = (r["dataset"], int(r["ipc"]))
+      out[key] += [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
+    except (OSError, ValueError, KeyError, TypeError):
+      continue  # a corrupt or foreign file does not stop the grid
+  return out
+
+
+def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
+  """Cells done / partly done / left and an ETA (seconds, or None) for the students left."""
+  done = partial = left = 0
+  students_left = collections.Counter()
+  for cell in todo:
+    n = _finished_seeds(cell["workdir"])
+    done += n >= seeds
+    partial += 0 < n < seeds
+    left += n == 0
+    if n < seeds:
+      students_left[cell.get("ipc", 0)] += seeds - n
+  eta = None
+  if root and students_left:
+    seconds = _finished_train_seconds(root)
+    per_ipc = collections.defaultdict(list)
+    for (_, ipc), xs in seconds.items():
+      per_ipc[ipc] += xs
+    every = [(ipc, x) for ipc, xs in per_ipc.items() for x in xs]
+    if every:
+      # Seconds per stored image of any finished student, for IPCs none has finished at yet.
+      per_image = sum(x / ipc for ipc, x in every) / len(every)
+      eta = sum(k * (sum(per_ipc[ipc]) / len(per_ipc[ipc]) if per_ipc.get(ipc)
+                     else per_image * ipc) for ipc, k in students_left.items())
+  return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta)
+
+
+def progress_line(p: dict) -> str:
+  eta = p["eta_seconds"]
+  when = ("ETA unknown (no finished student yet)" if eta is None else
+          f"ETA {eta / 3600:.1f} h (~{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + eta))})")
+  return (f"grid: {p['done']}/{p['total']} cells done, {p['partial']} partly, {p['left']} left; "
+          + when)
+
+
+def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | None = None) -> int:
   """Run each cell's main.py command (logging to <workdir>.log) unless its workdir already
   holds `seeds` finished seeds; an interrupted cell resumes, one with fewer seeds is extended.
+  With `root`, a progress line (cells done / left, ETA) is printed before each cell that runs.
   Returns 1 if any cell failed (the others still run)."""
   failed = []
   for i, cell in enumerate(todo):
     done = _finished_seeds(cell["workdir"]) >= seeds  # fewer: rerun extends the cell
+    if root and not done and not dry_run:
+      print(progress_line(progress(todo, seeds, root)), flush=True)
     print(f"[{i + 1}/{len(todo)}] {cell['name']}: "
           f"{'done' if done else 'running'} -> {cell['workdir']}", flush=True)
     if done or dry_run:
@@ -167,9 +270,48 @@ def run_cells(todo: list[dict], seeds: int, dry_run: bool = False) -> int:
     print(f"  rc={rc} in {time.perf_counter() - t:.0f} s: {tail[0] if tail else ''}", flush=True)
     if rc:
       failed.append(cell["name"])
+  if root and not dry_run:
+    print(progress_line(progress(todo, seeds, root)), flush=True)
   if failed:
     print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
+def start_background(root: str, argv: list[str]) -> int:
+  """`run` with the same arguments, detached under nice -n 19; log and pid under root."""
+  os.makedirs(root, exist_ok=True)
+  pid_file, log_file = os.path.join(root, "grid.pid"), os.path.join(root, "grid.log")
+  if os.path.exists(pid_file):
+    try:
+      pid = int(open(pid_file).read().strip())
+    except ValueError:
+      pid = 0
+    if pid and _pid_alive(pid):
+      print(f"error: a grid already runs in {root} (pid {pid}); watch {log_file}",
+            file=sys.stderr)
+      return 2
+  cmd = ["nice", "-n", "19", sys.executable, os.path.abspath(__file__)] + [
+      a for a in argv if a != "--background"]
+  with open(log_file, "a") as log:
+    log.write(f"== {time.strftime('%Y-%m-%d %H:%M:%S')} started: {' '.join(cmd)}\n")
+    log.flush()
+    p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                         cwd=ROOT_DIR, start_new_session=True)
+  with open(pid_file, "w") as f:
+    f.write(f"{p.pid}\n")
+  print(f"grid started in the background: pid {p.pid}, log {log_file} "
+        f"(progress: tail -f {log_file}; stop: kill -- -{p.pid}, its running cell included)")
+  return 0
 
 
 # --- Report -------------------------------------------------------------------------------------
@@ -187,7 +329,10 @@ def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None 
   full = protocols.PROTOCOLS.get(r["protocol"], {}).get("epochs")
   if full and r["recipe"]["epochs"] < full:
     marks.append(f"{r['recipe']['epochs']} ep")
-  if len(r["runs"]) != 5:
+  selections = r.get("_selection_seeds") or [0]
+  if len(selections) > 1:
+    marks.append(f"{len(r['runs'])} students over {len(selections)} selections")
+  elif len(r["runs"]) != 5:
     marks.append(f"{len(r['runs'])} seed{'s' * (len(r['runs']) > 1)}")
   return text + (f" ({', '.join(marks)})" if marks else "")
 
@@ -200,7 +345,7 @@ def _grid_and_variant(path: str) -> tuple[str, str]:
   return "main", ""
 
 
-def report_markdown(results: list[dict]) -> str:
+def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   by_key = collections.defaultdict(list)
   splits_seen, machines = set(), set()
   for r in results:
@@ -211,11 +356,13 @@ def report_markdown(results: list[dict]) -> str:
       splits_seen.add(r.get("test_split", f"{r['dataset']} test"))
     env = r.get("environment", {})
     machines.add(f"{env.get('backend', '?')} ({env.get('machine', '?')}), jax {env.get('jax')}")
+  published = PUBLISHED if dataset == "fmnist" else {}  # method.md cites Fashion-MNIST's only
   ipcs = sorted({k[2] for k in by_key if k[0] == "main"} | set(PUBLISHED_IPCS))
-  lines = ["# Fashion-MNIST: pruning, distillation and PCA under one protocol", "",
+  lines = [f"# {TITLES[dataset]}: pruning, distillation and PCA under one protocol", "",
            "ConvNet-3 students trained on the compressed set, top-1 (%) on "
            + (", ".join(sorted(splits_seen)) or "the ablation's split") + "; mean ± std over seeds (ddof 0). "
-           "Cells note a schedule shorter than the protocol's and a seed count other than 5. "
+           "Cells note a schedule shorter than the protocol's, a seed count other than 5, and "
+           "pooled selection seeds (mean ± std over every student of every selection). "
            "Produced by `experiments/fmnist_grid.py report` from real runs on "
            + "; ".join(sorted(machines)) + ".", ""]
   main_cells = {k for k in by_key if k[0] == "main"}
@@ -243,7 +390,7 @@ def report_markdown(results: list[dict]) -> str:
              if by_key.get(("main", m, i, label)) else "—" for i in ipcs]
       lines.append(f"| {DISPLAY.get(m, m)} | " + " | ".join(row) + " |")
     if label == "hard":
-      for name, accs in PUBLISHED.items():
+      for name, accs in published.items():
         pub = dict(zip(PUBLISHED_IPCS, accs))
         lines.append(f"| {name} (published, distilled pixels) | "
                      + " | ".join(f"{pub[i]:.1f}" if i in pub else "—" for i in ipcs) + " |")
@@ -286,8 +433,38 @@ def _ablation_name(path: str) -> str | None:
   return None
 
 
-def write_report(root: str, out: str) -> str:
+def pool_selections(results: list[dict]) -> list[dict]:
+  """One result per cell: the runs of a cell's selection-seed directories (`..._sel<s>`)
+  pooled, mean and std (ddof 0) over all of them; `_selection_seeds` lists the selections and
+  `_selection_means` their own means."""
+  groups = collections.defaultdict(list)
+  for r in results:
+    groups[re.sub(r"_sel\d+$", "", os.path.dirname(r["_path"]))].append(r)
+  pooled = []
+  for cell, rs in groups.items():
+    rs = sorted(rs, key=lambda r: r.get("selection_seed", 0))
+    if len(rs) == 1:
+      pooled.append(rs[0])
+      continue
+    top1 = np.array([x["top1"] for r in rs for x in r["runs"]])
+    top5 = np.array([x["top5"] for r in rs for x in r["runs"]])
+    pooled.append(dict(rs[0], _path=os.path.join(cell, "results.json"),
+                       runs=[x for r in rs for x in r["runs"]],
+                       top1_mean=float(top1.mean()), top1_std=float(top1.std()),
+                       top5_mean=float(top5.mean()), top5_std=float(top5.std()),
+                       _selection_seeds=[r.get("selection_seed", 0) for r in rs],
+                       _selection_means=[r["top1_mean"] for r in rs]))
+  return pooled
+
+
+def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
+  subdir, name = DATASETS[dataset][1], DATASETS[dataset][2]
+  if subdir:
+    root = os.path.join(root, subdir)
   paths = report._find(root)
+  if dataset == "fmnist":  # the other datasets' grids live in their own subfolders
+    others = [os.path.join(os.path.abspath(root), d[1]) + os.sep for d in DATASETS.values() if d[1]]
+    paths = [p for p in paths if not os.path.abspath(p).startswith(tuple(others))]
   results = []
   for p in paths:
     r = report.load_result(p)
@@ -299,9 +476,10 @@ def write_report(root: str, out: str) -> str:
     results.append(r)
   if not results:
     raise SystemExit(f"error: no results.json under {root}")
+  results = pool_selections(results)
   os.makedirs(out, exist_ok=True)
-  md = report_markdown(results)
-  with open(os.path.join(out, "fmnist.md"), "w", encoding="utf-8") as f:
+  md = report_markdown(results, dataset)
+  with open(os.path.join(out, f"{name}.md"), "w", encoding="utf-8") as f:
     f.write(md)
   # One line per method and protocol across IPCs, named as in the table; the schedule of each
   # point (some IPCs ran reduced) is in the table, not in the legend.
@@ -309,12 +487,12 @@ def write_report(root: str, out: str) -> str:
                recipe={k: v for k, v in r["recipe"].items() if k != "epochs"})
           for r in results if _grid_and_variant(r["_path"])[0] == "main"]
   if main:
-    report.plot_accuracy_vs_ipc(main, os.path.join(out, "fmnist_acc_vs_ipc.png"))
-    report.plot_accuracy_vs_storage(main, os.path.join(out, "fmnist_acc_vs_storage.png"))
+    report.plot_accuracy_vs_ipc(main, os.path.join(out, f"{name}_acc_vs_ipc.png"))
+    report.plot_accuracy_vs_storage(main, os.path.join(out, f"{name}_acc_vs_storage.png"))
   ablation = [r for r in results if _grid_and_variant(r["_path"])[0] == "ablation"
               and r["_variant"]]
   if ablation:
-    plot_ablation(ablation, os.path.join(out, "fmnist_ablation.png"))
+    plot_ablation(ablation, os.path.join(out, f"{name}_ablation.png"))
   return md
 
 
@@ -350,31 +528,46 @@ def plot_ablation(results: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
-  r = sub.add_parser("run", help="run (or resume) the grid")
-  r.add_argument("--root", required=True)
-  r.add_argument("--grid", choices=("main", "ablation"), default="main")
-  r.add_argument("--methods", default=",".join(MAIN_METHODS))
-  r.add_argument("--variants", default=",".join(ABLATION),
-                 help="ablation variants to run (names as in ABLATION, comma-separated)")
-  r.add_argument("--ipcs", default="1,10,50")
-  r.add_argument("--protocols", default="hard,soft")
-  r.add_argument("--hard-protocol", default="small_data", choices=("small_data", "hard"))
-  r.add_argument("--seeds", type=int, default=5)
-  r.add_argument("--epochs", default="", help="per-IPC epochs, e.g. '50:60' (reduced grid)")
-  r.add_argument("--validation-per-class", type=int, default=0,
-                 help="test on examples held out of the training split (settings search)")
+  cell_args = argparse.ArgumentParser(add_help=False)  # shared by run and status
+  cell_args.add_argument("--root", required=True)
+  cell_args.add_argument("--dataset", choices=tuple(DATASETS), default="fmnist")
+  cell_args.add_argument("--grid", choices=("main", "ablation"), default="main")
+  cell_args.add_argument("--methods", default=",".join(MAIN_METHODS))
+  cell_args.add_argument("--variants", default=",".join(ABLATION),
+                         help="ablation variants to run (names as in ABLATION, comma-separated)")
+  cell_args.add_argument("--ipcs", default="1,10,50")
+  cell_args.add_argument("--protocols", default="hard,soft")
+  cell_args.add_argument("--hard-protocol", default="small_data", choices=("small_data", "hard"))
+  cell_args.add_argument("--seeds", type=int, default=5)
+  cell_args.add_argument("--selection-seeds", default="",
+                         help="per-IPC selection seeds of the SELECTION_RANDOM methods, e.g. "
+                              "'1:5,10:2,50:2' (default one: seed 0)")
+  cell_args.add_argument("--epochs", default="",
+                         help="per-IPC epochs, e.g. '50:60' (reduced grid)")
+  cell_args.add_argument("--validation-per-class", type=int, default=0,
+                         help="test on examples held out of the training split (settings search)")
+  cell_args.add_argument("extra", nargs="*", help="more main.py flags, after --")
+  r = sub.add_parser("run", parents=[cell_args], help="run (or resume) the grid")
   r.add_argument("--dry-run", action="store_true", help="print the commands only")
-  r.add_argument("extra", nargs="*", help="more main.py flags, after --")
-  p = sub.add_parser("report", help="write OUT/fmnist.md and its plots")
+  r.add_argument("--background", action="store_true",
+                 help="start this run detached (nice -n 19), log in ROOT/grid.log")
+  sub.add_parser("status", parents=[cell_args],
+                 help="cells done / left and an ETA for these cell arguments; runs nothing")
+  p = sub.add_parser("report", help="write OUT/<dataset>.md and its plots")
   p.add_argument("--root", required=True)
+  p.add_argument("--dataset", choices=tuple(DATASETS), default="fmnist")
   p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
   args = parser.parse_args(argv)
   if args.command == "report":
-    print(write_report(args.root, args.out))
+    print(write_report(args.root, args.out, args.dataset))
     return 0
   args.epochs_map = _epochs_map(args.epochs)
+  args.selection_map = _epochs_map(args.selection_seeds)
+  if any(n < 1 for n in args.selection_map.values()):
+    parser.error("--selection-seeds counts must be >= 1")
   if args.grid == "main":
     unknown = set(args.methods.split(",")) - set(DISPLAY)
     if unknown:
@@ -383,6 +576,16 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.variants.split(",")) - set(ABLATION)
     if unknown:
       parser.error(f"unknown variants {sorted(unknown)}; choose from {list(ABLATION)}")
+  if args.command == "status":
+    todo = cells(args)
+    print(progress_line(progress(todo, args.seeds, args.root)))
+    for cell in todo:
+      n = _finished_seeds(cell["workdir"])
+      if n < args.seeds:
+        print(f"  {cell['name']}: {n}/{args.seeds} seeds")
+    return 0
+  if args.background and not args.dry_run:
+    return start_background(args.root, argv)
   return run(args)
 
 

@@ -9,13 +9,14 @@
 #   env       versions, nvidia-smi, JAX's devices; dcjax, grain and ml_collections import
 #   tests     pytest -m gpu tests/test_gpu.py (a skip fails there: DCJAX_REQUIRE_GPU=1)
 #   bench     experiments/bench_throughput.py --size gpu --out $OUT/bench_gpu.json
+#   vmapseeds experiments/bench_vmap_seeds.py: a cell's seeds vmapped vs one by one (#15 item 3)
 #   pipeline  if time allows: main.py on synthetic data (soft protocol: teacher + 2 students)
 # A failed step is recorded in $OUT/summary.txt (with the figures of the steps that ran) and
 # the next one runs. Exit status: the number of failed steps.
 #
 # Environment:
 #   GPU_CHECK_BUDGET_S=480     the whole run's time; a step gets at most what is left of it
-#   GPU_CHECK_STEPS="tests bench pipeline"   the steps after install and env (for a rerun)
+#   GPU_CHECK_STEPS="tests bench vmapseeds pipeline"   the steps after install and env (for a rerun)
 #   GPU_CHECK_ALLOW_CPU=1      dry run on a CPU: JAX on the CPU, bench size ci, a tiny pipeline
 #   GPU_CHECK_SKIP_INSTALL=1   use the packages PYTHON already has (no .whl needed)
 #   PYTHON=python3             the interpreter
@@ -30,7 +31,7 @@ SUMMARY=$OUT/summary.txt
 PY=${PYTHON:-python3}
 case $PY in */*) PY="$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")" ;; esac  # usable from /tmp
 BUDGET=${GPU_CHECK_BUDGET_S:-480}
-STEPS=${GPU_CHECK_STEPS:-tests bench pipeline}
+STEPS=${GPU_CHECK_STEPS:-tests bench vmapseeds pipeline}
 WORK=$(mktemp -d /tmp/dcjax_gpu_check.XXXXXX)
 export PY WORK PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false DCJAX_CACHE=$WORK/cache
 if [ "${GPU_CHECK_ALLOW_CPU:-0}" = 1 ]; then
@@ -113,6 +114,12 @@ fi
 if wanted bench; then
   step bench 330 120 "$PY" experiments/bench_throughput.py --size "$SIZE" \
     --out "$OUT/bench_$SIZE.json"
+fi
+if wanted vmapseeds; then
+  if [ "$MODE" = gpu ]; then vm_args=(--seeds 3,5 --ipcs 1,10,50 --steps 20)
+  else vm_args=(--seeds 2 --ipcs 1 --steps 2); fi
+  step vmapseeds 150 40 "$PY" experiments/bench_vmap_seeds.py "${vm_args[@]}" \
+    --out "$OUT/vmap_seeds_$SIZE.json"
 fi
 
 if [ "$MODE" = gpu ]; then

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import pytest
 
@@ -94,10 +95,91 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert "76.00 ± 0.50 (3 seeds)" in random_row and "81.00 ± 0.50 (30 ep, 3 seeds)" in random_row
   pca_row = next(line for line in lines if line.startswith("| PCA |"))
   assert "60.00 ± 0.50 (protocol hard, augment tile_crop)" in pca_row
-  assert "**Reduced grid**: 4 of the 48 cells" in md
+  assert f"**Reduced grid**: 4 of the {len(grid.MAIN_METHODS) * 3 * 2} cells" in md
   assert "| IDC-I (published, distilled pixels) | 70.7 | 85.3 | 89.1 |" in lines
   assert "## Soft labels" in md and "| P+C | 2 | dsa | 301 | 70.00 ± 0.50 (3 seeds) |" in md
   assert "Tested on fashion_mnist test (? images)" in md
   assert open(tmp_path / "out" / "fmnist.md").read() == md
   for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png", "fmnist_ablation.png"):
     assert open(tmp_path / "out" / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cifar10_cells_and_selection_seeds(grid, tmp_path, capsys):
+  assert grid.main(["run", "--root", str(tmp_path), "--dataset", "cifar10", "--ipcs", "1,10",
+                    "--protocols", "hard", "--methods", "random,herding,sre2l,rded,pca",
+                    "--selection-seeds", "1:3", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  # random, sre2l and rded draw their selection: 3 selections at IPC 1, one at IPC 10.
+  assert out.count("running ->") == 3 * 3 + 2 + 5
+  cifar = os.path.join(str(tmp_path), "cifar10", "main", "hard")
+  for d in ("random_ipc1_e301", "random_ipc1_e301_sel1", "random_ipc1_e301_sel2",
+            "sre2l_ipc1_e301_sel2", "herding_ipc1_e301", "random_ipc10_e301"):
+    assert f"-> {os.path.join(cifar, d)}\n" in out
+  assert "herding_ipc1_e301_sel1" not in out and "random_ipc10_e301_sel1" not in out
+  assert "configs/cifar10.py:shared" in out and "configs/sre2l.py:cifar10_shared" in out
+  assert "configs/rded.py:cifar10_shared" in out and "configs/pca.py:full,cifar10_shared" in out
+  lines = out.splitlines()
+  sel2 = lines[lines.index(next(l for l in lines if "random ipc=1 hard sel 2" in l)) + 1]
+  assert sel2.rstrip().endswith("--config.seed=200")  # students 200..204: disjoint
+  assert not os.listdir(tmp_path)
+  with pytest.raises(SystemExit):
+    grid.main(["run", "--root", str(tmp_path), "--selection-seeds", "1:0", "--dry-run"])
+
+
+def test_report_pools_the_students_of_every_selection(grid, tmp_path):
+  root = tmp_path / "runs"
+  for sel, top1s in ((0, [40.0, 42.0]), (1, [50.0, 52.0]), (2, [45.0, 47.0])):
+    _write(root, "main/hard/random_ipc1_e301" + (f"_sel{sel}" if sel else ""),
+           _result("random", 1, "small_data", "hard", top1s) | dict(selection_seed=sel))
+  _write(root, "cifar10/main/hard/random_ipc1_e301",  # another dataset's grid: not in fmnist.md
+         _result("random", 1, "small_data", "hard", [30.0] * 5) | dict(dataset="parquet:x"))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  row = next(line for line in md.splitlines() if line.startswith("| Random |"))
+  # Six students, pooled: mean 46.0, std (ddof 0) over all six.
+  import numpy as np
+  std = np.std([40, 42, 50, 52, 45, 47])
+  assert f"46.00 ± {std:.2f} (6 students over 3 selections)" in row
+  assert "30.00" not in md
+  md10 = grid.write_report(str(root), str(tmp_path / "out"), dataset="cifar10")
+  assert md10.startswith("# CIFAR-10:") and "30.00 ± 0.50" in md10
+  assert "(published" not in md10
+  assert os.path.exists(tmp_path / "out" / "cifar10.md")
+
+
+def test_status_counts_cells_and_estimates_the_time_left(grid, tmp_path, capsys):
+  finished = _result("random", 10, "small_data", "hard", [75.0] * 5)
+  for x in finished["runs"]:
+    x["train_seconds"] = 100.0
+  _write(tmp_path, "main/hard/random_ipc10_e301", finished)
+  partial = _result("herding", 10, "small_data", "hard", [78.0] * 2)
+  _write(tmp_path, "main/hard/herding_ipc10_e301", partial)
+  args = ["--root", str(tmp_path), "--methods", "random,herding,kcenter", "--ipcs", "10,20",
+          "--protocols", "hard"]
+  assert grid.main(["status", *args]) == 0
+  out = capsys.readouterr().out
+  assert "grid: 1/6 cells done, 1 partly, 4 left;" in out
+  # Left: 3 + 5 students at IPC 10 (100 s each) and 3 x 5 at IPC 20 (no finished student
+  # there: 100 s / 10 images per class x 20 = 200 s each).
+  assert "ETA 1.1 h" in out and f"{(8 * 100 + 15 * 200) / 3600:.1f}" == "1.1"
+  assert "herding ipc=10 hard: 2/5 seeds" in out and "random ipc=10 hard:" not in out
+  p = grid.progress([], 5, str(tmp_path / "empty"))
+  assert p["eta_seconds"] is None and p["total"] == 0
+
+
+def test_background_start_detaches_logs_and_refuses_a_second(grid, tmp_path, capsys):
+  root = tmp_path / "runs"
+  argv = ["run", "--root", str(root), "--methods", "random", "--ipcs", "1", "--protocols",
+          "hard", "--dry-run"]
+  assert grid.start_background(str(root), argv + ["--background"]) == 0
+  pid = int((root / "grid.pid").read_text())
+  assert f"pid {pid}" in capsys.readouterr().out
+  assert grid.start_background(str(root), argv) == 2  # while it runs (or just after: a zombie)
+  assert "a grid already runs" in capsys.readouterr().err
+  deadline = time.time() + 120
+  while "random ipc=1 hard" not in (root / "grid.log").read_text() and time.time() < deadline:
+    time.sleep(0.5)
+  log = (root / "grid.log").read_text()
+  assert "started: nice -n 19" in log and "--background" not in log.split("started:")[1]
+  assert "[1/1] random ipc=1 hard: running" in log
+  (root / "grid.pid").write_text("999999999\n")  # a dead pid: a new start is allowed
+  assert grid.start_background(str(root), argv) == 0
