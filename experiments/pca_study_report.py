@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import sys
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,6 +29,12 @@ PART_TITLES = {
     "ladder": "(e) Fashion-MNIST at 56 px: a 2x2 tile holds a whole 28 px image",
 }
 
+
+
+def _portable(split: str) -> str:
+  """A split name without this machine's directories: 'parquet:/a/b/cifar10-jpeg[...]' ->
+  'parquet:cifar10-jpeg[...]'."""
+  return re.sub(r"(parquet:|folder:)(/[^\[\]:]*/)", r"\1", split)
 
 def load(root: str) -> list[dict]:
   """Every finished cell under root, with _path, _split, _dataset, _part, _cell from its path
@@ -120,7 +127,8 @@ def report_markdown(results: list[dict]) -> str:
           row += [_sharp(r), *_resampled(r)] if r else ["—", "—", "—"]
         lines.append(f"| {name.replace('_', ' ')} | {_describe(any_r)} | "
                      + " | ".join(row) + " |")
-      split_names = sorted({r.get("test_split", "?") + f", {r.get('test_examples', '?')} images"
+      split_names = sorted({_portable(r.get("test_split", "?"))
+                            + f", {r.get('test_examples', '?')} images"
                             for r in cells.values()})
       lines += ["", "Tested on " + "; ".join(split_names) + ". *resampled*: the same students "
                 "on that split passed through the cell's own down/up resampling "
