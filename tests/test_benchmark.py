@@ -342,7 +342,8 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
   # Tiled as the runner tiles (one batch: XLA:CPU may round a .5 differently at another batch
   # size, so a group tiled alone can differ by 1 in a pixel).
   originals = np.stack([src[i]["image"] for e in manifest["files"] for i in e["source_indices"]])
-  np.testing.assert_array_equal(images, np.asarray(combine.tile(originals, 2)))
+  assert c.combine.resample == "nearest"  # configs/pca.py's validated kernel on Fashion-MNIST
+  np.testing.assert_array_equal(images, np.asarray(combine.tile(originals, 2, method="nearest")))
   for cls in range(4):
     members = np.flatnonzero(src.labels == cls)
     easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:8]]
