@@ -123,8 +123,11 @@ def write_report(root: str, out: str) -> str:
         verdicts.append(same == "yes")
       read_as = {"original": "original benchmark run", "folder": "its `compressed/` folder",
                  "npz": "an `.npz` of its arrays", "indices": "a `.npy` index list"}[kind]
+      combine = (r.get("config") or {}).get("combine", {})
+      label = name + (f" (k={combine['k']}, {combine.get('resample')} kernel)"
+                      if combine.get("k", 1) > 1 else "")
       for x in r["runs"]:
-        rows.append(f"| {name} IPC {r['ipc']} | {read_as} | {x['seed']} | {x['top1']:.2f} | "
+        rows.append(f"| {label} IPC {r['ipc']} | {read_as} | {x['seed']} | {x['top1']:.2f} | "
                     f"{x['top5']:.2f} | {x['final_loss']!r} | "
                     f"{r['storage']['image_bytes'] / 1000:.1f} KB | {same} |")
   import jax
