@@ -30,6 +30,18 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)
 SHARED_PARQUET = os.path.join(os.path.dirname(_ROOT), "shared", "data", "cifar10-jpeg")
 
 
+def benchmark_on(arg: str | None, config_name: str):
+  """A benchmark config for a config file's argument: '' (Fashion-MNIST), 'cifar10' (the binary
+  batches, give data.dir) or 'cifar10_shared' (the project's parquet copy)."""
+  if arg not in (None, "", "cifar10", "cifar10_shared"):
+    raise ValueError(f"configs/{config_name}.py takes '', 'cifar10' or 'cifar10_shared', "
+                     f"got {arg!r}")
+  c = benchmark.get_config()
+  if arg:
+    c = with_cifar10(c, "shared" if arg == "cifar10_shared" else "binary")
+  return c
+
+
 def with_cifar10(c, source: str | None = None):
   """Point a benchmark config at CIFAR-10: source None / 'binary' (dataset cifar10, give
   data.dir) or 'shared' (the project's parquet copy)."""

@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from configs import benchmark, cifar10  # noqa: E402
+from configs import cifar10  # noqa: E402
 
 
 def with_sre2l(c):
@@ -39,9 +39,4 @@ def with_sre2l(c):
 def get_config(arg: str | None = None):
   """arg: '' (Fashion-MNIST), 'cifar10' (the binary batches, give data.dir) or
   'cifar10_shared' (the project's parquet copy)."""
-  if arg not in (None, "", "cifar10", "cifar10_shared"):
-    raise ValueError(f"configs/sre2l.py takes '', 'cifar10' or 'cifar10_shared', got {arg!r}")
-  c = benchmark.get_config()
-  if arg:
-    c = cifar10.with_cifar10(c, "shared" if arg == "cifar10_shared" else "binary")
-  return with_sre2l(c)
+  return with_sre2l(cifar10.benchmark_on(arg, "sre2l"))

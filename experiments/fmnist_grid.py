@@ -564,8 +564,12 @@ def main(argv: list[str] | None = None) -> int:
   if args.command == "report":
     print(write_report(args.root, args.out, args.dataset))
     return 0
-  args.epochs_map = _epochs_map(args.epochs)
-  args.selection_map = _epochs_map(args.selection_seeds)
+  try:
+    args.epochs_map = _epochs_map(args.epochs)
+    args.selection_map = _epochs_map(args.selection_seeds)
+  except ValueError:
+    parser.error(f"--epochs / --selection-seeds take IPC:N,... (e.g. '1:5,10:2'), got "
+                 f"{args.epochs!r} / {args.selection_seeds!r}")
   if any(n < 1 for n in args.selection_map.values()):
     parser.error("--selection-seeds counts must be >= 1")
   if args.grid == "main":
