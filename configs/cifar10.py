@@ -23,9 +23,7 @@ import sys
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, _ROOT)
 from configs import benchmark  # noqa: E402
-
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2023, 0.1994, 0.2010)
+from dcjax.benchmark.config_args import CIFAR10_MEAN, CIFAR10_STD  # noqa: E402,F401  (DC/DSA's)
 # The project's shared parquet copy, relative to the repository (not installed with dcjax).
 SHARED_PARQUET = os.path.join(os.path.dirname(_ROOT), "shared", "data", "cifar10-jpeg")
 

@@ -89,8 +89,8 @@ def test_cifar10_configs_set_the_source_and_normalisation():
     cifar10_config.get_config("tfds")
   # The dataset's statistics are also known by name, for --config.dataset=cifar10 without them.
   from dcjax.benchmark import config_args
-  assert config_args.NORMALISATION["cifar10"] == (cifar10_config.CIFAR10_MEAN,
-                                                  cifar10_config.CIFAR10_STD)
+  assert config_args.NORMALISATION["cifar10"] == ((0.4914, 0.4822, 0.4465),
+                                                  (0.2023, 0.1994, 0.2010))
 
 
 def test_a_tiny_cifar10_run_end_to_end(tmp_path):
