@@ -25,7 +25,7 @@ Parts (IPC counts stored images; a k x k image stores k^2 sources):
   augment  PCA's view: tile_dsa against the paper's RandomResizedCrop inside a tile
            (tile_crop, scale 0.08-1 and 0.5-1).
   ladder   Fashion-MNIST upsampled to 56 px, where a 2x2 tile holds a whole 28 px image, so
-           Combine loses nothing by construction: random, P (EL2N-easy) and PCA (EL2N-easy,
+           Combine loses nothing by construction: random, P (--prune) and PCA (--prune,
            k = 2). PCA must beat P here or the pipeline has a bug. Scores are computed at 28 px
            (the same images; scores.image_size) so the ranking is the other parts' ranking.
 """
@@ -100,9 +100,9 @@ def part_cells(part: str, dataset: str, args) -> list[tuple[str, dict]]:
       return []
     at56 = {"data.image_size": 56, "scores.image_size": 28}
     return [("random 56px", {"method": "random", **_BASELINE, **at56}),
-            ("P el2n_easy 56px", {"method": "el2n_easy", **_BASELINE, **at56}),
-            (f"PCA el2n_easy 56px {chosen}", {"method": "pca", "pca.prune": "el2n_easy",
-                                              **_tiled(2, 56, kernel, sharpen), **at56})]
+            (f"P {prune} 56px", {"method": prune, **_BASELINE, **at56}),
+            (f"PCA {prune} 56px {chosen}", {"method": "pca", "pca.prune": prune,
+                                            **_tiled(2, 56, kernel, sharpen), **at56})]
   raise ValueError(part)
 
 
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                  help="resampling of the prune / k / augment / ladder parts (chosen by gap)")
   r.add_argument("--sharpen", type=float, default=0.0)
   r.add_argument("--prune", default="el2n_easy", choices=PRUNES,
-                 help="PCA's P step in the k and augment parts (chosen by prune)")
+                 help="PCA's P step in the k, augment and ladder parts (chosen by prune)")
   r.add_argument("--seeds", type=int, default=3)
   r.add_argument("--split", choices=("validation", "test"), default="validation")
   r.add_argument("--only", default="",

@@ -37,6 +37,8 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
   assert "--config.eval.crop_scale=(0.08,1.0)" in out
   assert "--config.data.image_size=56" in out and "--config.scores.image_size=28" in out
   assert "PCA_herding_k_3_lanczos3_sharpen_1_ipc1" in out
+  assert "P_herding_56px_ipc1" in out and "PCA_herding_56px_lanczos3_sharpen_1_ipc1" in out
+  assert "--config.method=herding --config.combine.k=1" in out
   with pytest.raises(SystemExit):
     study.main(["run", "--root", str(tmp_path), "--parts", "gap,magic"])
 
