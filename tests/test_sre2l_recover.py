@@ -1,0 +1,73 @@
+"""experiments/sre2l_recover.py: the cells it would run and the report it writes."""
+
+import json
+import os
+import sys
+
+import pytest
+
+import experiment_scripts
+from test_benchmark import ROOT
+
+
+@pytest.fixture(scope="module")
+def sweep():
+  return experiment_scripts.load("sre2l_recover")
+
+
+def test_every_setting_runs_soft_and_hard_on_the_validation_split(sweep, tmp_path, capsys):
+  assert sweep.main(["run", "--root", str(tmp_path), "--datasets", "fmnist,cifar10",
+                     "--ipcs", "10,1", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  assert out.count("running ->") == 2 * 2 * len(sweep.SETTINGS) * 2
+  assert out.count("--config.data.validation_per_class=500") == out.count("running ->")
+  assert out.count("--config.eval.protocol=soft") == out.count("--config.eval.protocol=small_data")
+  assert "configs/sre2l.py:cifar10_shared" in out
+  assert "--config.sre2l.jitter=0 --config.sre2l.flip=False" in out
+  assert os.path.join("validation", "fmnist", "hard", "r_bn_0.1_ipc10") in out
+  assert not list(tmp_path.iterdir())  # a dry run writes nothing
+  for bad in (["--settings", "default,lr 9"], ["--datasets", "mnist"], ["--ipcs", "ten"]):
+    with pytest.raises(SystemExit):
+      sweep.main(["run", "--root", str(tmp_path), *bad])
+
+
+def test_every_setting_names_fields_of_the_sre2l_config(sweep):
+  sys.path.insert(0, ROOT)
+  from configs import sre2l
+  c = sre2l.get_config()
+  for name, overrides in sweep.SETTINGS.items():
+    for field, value in overrides.items():
+      assert field in c.sre2l, (name, field)
+      assert type(c.sre2l[field]) is type(value), (name, field)
+      assert c.sre2l[field] != value, f"{name} repeats the default"
+
+
+def _cell(root, dataset, protocol, setting, ipc, top1s):
+  d = root / "validation" / dataset / protocol / f"{setting}_ipc{ipc}"
+  d.mkdir(parents=True)
+  n = len(top1s)
+  mean = sum(top1s) / n
+  std = (sum((t - mean) ** 2 for t in top1s) / n) ** 0.5
+  (d / "results.json").write_text(json.dumps(dict(
+      top1_mean=mean, top1_std=std, runs=[dict(seed=i, top1=t) for i, t in enumerate(top1s)])))
+
+
+def test_the_report_chooses_by_soft_labels_and_shows_hard(sweep, tmp_path):
+  _cell(tmp_path, "fmnist", "soft", "default", 10, [70.0, 71.0, 72.0])
+  _cell(tmp_path, "fmnist", "soft", "lr_0.5", 10, [74.0, 75.0, 76.0])
+  _cell(tmp_path, "fmnist", "hard", "default", 10, [40.0, 41.0, 42.0])
+  _cell(tmp_path, "fmnist", "hard", "lr_0.5", 10, [80.0, 80.0, 80.0])  # not used to choose
+  _cell(tmp_path, "fmnist", "soft", "not_a_setting", 10, [99.0])  # a foreign folder: ignored
+  rows = sweep.load(str(tmp_path))
+  assert len(rows) == 4
+  assert sweep.choose(rows, "fmnist", 10) == "lr 0.5"
+  assert sweep.choose(rows, "fmnist", 1) is None
+  path = sweep.write_report(str(tmp_path), str(tmp_path / "out"))
+  text = open(path).read()
+  assert "| **lr 0.5** (chosen) | 75.00 ± 0.82 (3 seeds) | 80.00 ± 0.00 (3 seeds) |" in text
+  assert "| default | 71.00 ± 0.82 (3 seeds) | 41.00 ± 0.82 (3 seeds) |" in text
+  assert "of the 2 settings that finished" in text
+  assert "r_bn" not in text.split("## fmnist")[1].split("Chosen")[0]  # unfinished: no row
+  assert os.path.getsize(tmp_path / "out" / "sre2l_recover.png") > 0
+  with pytest.raises(SystemExit, match="no finished"):
+    sweep.write_report(str(tmp_path / "empty"), str(tmp_path / "out2"))
