@@ -43,7 +43,8 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
     study.main(["run", "--root", str(tmp_path), "--parts", "gap,magic"])
 
 
-def _result(method, ipc, top1s, *, resampled=None, k=1, prune=None, created="2026-12-03T10:00"):
+def _result(method, ipc, top1s, *, resampled=None, k=1, prune=None, created="2026-12-03T10:00",
+            kernel="linear"):
   n = len(top1s)
   mean = sum(top1s) / n
   return dict(
@@ -55,7 +56,7 @@ def _result(method, ipc, top1s, *, resampled=None, k=1, prune=None, created="202
       recipe=dict(epochs=301, augment="tile_dsa" if k > 1 else "dsa", labels="hard"),
       resampled_test=(dict(size=14, down="linear", up="linear", top1_mean=resampled,
                            top1_std=0.4) if resampled is not None else None),
-      config=dict(combine=dict(k=k, resample="linear"), eval=dict(resample="linear"),
+      config=dict(combine=dict(k=k, resample=kernel), eval=dict(resample=kernel),
                   pca=dict(prune=prune)),
       environment=dict(backend="cpu", machine="x86_64", jax="0.10.2"))
 
@@ -71,8 +72,9 @@ def test_report_tables_the_gap_and_the_prune_choices_with_figures(study, tmp_pat
       "validation/fmnist/prune/herding_ipc10": _result("herding", 10, [79.0] * 3),
       "validation/fmnist/prune/PCA_herding_linear_ipc10": _result("pca", 10, [78.0] * 3, k=2,
                                                                   prune="herding"),
-      "validation/fmnist/prune/PCA_herding_linear_ipc1": _result("pca", 1, [60.0] * 3, k=2,
-                                                                 prune="herding"),
+      # The kernel chosen at IPC 1 differs from IPC 10's: still one row per P.
+      "validation/fmnist/prune/PCA_herding_area_ipc1": _result("pca", 1, [60.0] * 3, k=2,
+                                                               prune="herding", kernel="area"),
   }
   for sub, r in cells.items():
     (root / sub).mkdir(parents=True)
@@ -83,7 +85,10 @@ def test_report_tables_the_gap_and_the_prune_choices_with_figures(study, tmp_pat
   gap_rows = [line for line in lines if line.startswith("| random")]
   assert gap_rows[0].startswith("| random full-res | random, k=1, dsa | 76.00 ± 0.50 | — | — |")
   assert "| 70.00 ± 0.50 | 80.50 ± 0.40 | +10.50 |" in gap_rows[1]
-  assert any(line.startswith("| PCA herding linear | pca[herding], k=2") for line in lines)
+  pca_rows = [line for line in lines if line.startswith("| PCA herding |")]
+  assert pca_rows == ["| PCA herding | IPC 1: pca[herding], k=2, tile_dsa, area↓ area↑; IPC 10: "
+                      "pca[herding], k=2, tile_dsa, linear↓ linear↑ | 60.00 ± 0.50 | — | — | "
+                      "78.00 ± 0.50 | — | — |"]
   assert "| — | — | — |" not in gap_rows[0]  # IPC 10 only in the gap part
   for png in ("pca_study_gap.png", "pca_study_acc_vs_ipc.png"):
     assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
