@@ -193,7 +193,8 @@ def _finished_seeds(workdir: str) -> int:
 
 
 def run(args) -> int:
-  return run_cells(cells(args), args.seeds, args.dry_run, root=args.root)
+  return run_cells(cells(args), args.seeds, args.dry_run, root=args.root,
+                   stop_after=args.stop_after)
 
 
 def _finished_train_seconds(root: str) -> dict[tuple[str, int], list[float]]:
@@ -240,20 +241,30 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
 
 def progress_line(p: dict) -> str:
   eta = p["eta_seconds"]
-  when = ("ETA unknown (no finished student yet)" if eta is None else
+  when = ("nothing left" if p["done"] == p["total"] else
+          "ETA unknown (no finished student yet)" if eta is None else
           f"ETA {eta / 3600:.1f} h (~{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + eta))})")
   return (f"grid: {p['done']}/{p['total']} cells done, {p['partial']} partly, {p['left']} left; "
           + when)
 
 
-def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | None = None) -> int:
+def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | None = None,
+              stop_after: float | None = None) -> int:
   """Run each cell's main.py command (logging to <workdir>.log) unless its workdir already
   holds `seeds` finished seeds; an interrupted cell resumes, one with fewer seeds is extended.
   With `root`, a progress line (cells done / left, ETA) is printed before each cell that runs.
-  Returns 1 if any cell failed (the others still run)."""
+  With `stop_after` (seconds), no cell starts once that much time has passed (a time-boxed
+  machine: the cells left run next time). Returns 1 if any cell failed (the others still run)."""
   failed = []
+  start = time.monotonic()
   for i, cell in enumerate(todo):
     done = _finished_seeds(cell["workdir"]) >= seeds  # fewer: rerun extends the cell
+    if (not done and not dry_run and stop_after is not None
+        and time.monotonic() - start >= stop_after):
+      print(f"stopped after {time.monotonic() - start:.0f} s (--stop-after {stop_after:g}): "
+            f"{sum(_finished_seeds(c['workdir']) < seeds for c in todo[i:])} cell(s) left",
+            flush=True)
+      break
     if root and not done and not dry_run:
       print(progress_line(progress(todo, seeds, root)), flush=True)
     print(f"[{i + 1}/{len(todo)}] {cell['name']}: "
@@ -334,6 +345,9 @@ def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None 
     marks.append(f"{len(r['runs'])} students over {len(selections)} selections")
   elif len(r["runs"]) != 5:
     marks.append(f"{len(r['runs'])} seed{'s' * (len(r['runs']) > 1)}")
+  backends = r.get("_backends") or [r.get("environment", {}).get("backend", "cpu")]
+  if set(backends) != {"cpu"}:  # which cells ran where: the CPU is the unmarked default
+    marks.append("on " + "+".join(sorted(set(backends))))
   return text + (f" ({', '.join(marks)})" if marks else "")
 
 
@@ -361,8 +375,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   lines = [f"# {TITLES[dataset]}: pruning, distillation and PCA under one protocol", "",
            "ConvNet-3 students trained on the compressed set, top-1 (%) on "
            + (", ".join(sorted(splits_seen)) or "the ablation's split") + "; mean ± std over seeds (ddof 0). "
-           "Cells note a schedule shorter than the protocol's, a seed count other than 5, and "
-           "pooled selection seeds (mean ± std over every student of every selection). "
+           "Cells note a schedule shorter than the protocol's, a seed count other than 5, "
+           "pooled selection seeds (mean ± std over every student of every selection), and a "
+           "backend other than the CPU (`on gpu`: run by scripts/gpu_check.sh's grid step). "
            "Produced by `experiments/fmnist_grid.py report` from real runs on "
            + "; ".join(sorted(machines)) + ".", ""]
   main_cells = {k for k in by_key if k[0] == "main"}
@@ -453,6 +468,7 @@ def pool_selections(results: list[dict]) -> list[dict]:
                        top1_mean=float(top1.mean()), top1_std=float(top1.std()),
                        top5_mean=float(top5.mean()), top5_std=float(top5.std()),
                        _selection_seeds=[r.get("selection_seed", 0) for r in rs],
+                       _backends=[r.get("environment", {}).get("backend", "cpu") for r in rs],
                        _selection_means=[r["top1_mean"] for r in rs]))
   return pooled
 
@@ -554,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
   r.add_argument("--dry-run", action="store_true", help="print the commands only")
   r.add_argument("--background", action="store_true",
                  help="start this run detached (nice -n 19), log in ROOT/grid.log")
+  r.add_argument("--stop-after", type=float, default=None, metavar="S",
+                 help="start no cell after S seconds (a time-boxed machine, e.g. a lent GPU)")
   sub.add_parser("status", parents=[cell_args],
                  help="cells done / left and an ETA for these cell arguments; runs nothing")
   p = sub.add_parser("report", help="write OUT/<dataset>.md and its plots")

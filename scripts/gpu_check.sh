@@ -11,6 +11,10 @@
 #   bench     experiments/bench_throughput.py --size gpu --out $OUT/bench_gpu.json
 #   vmapseeds experiments/bench_vmap_seeds.py: a cell's seeds vmapped vs one by one (#15 item 3)
 #   pipeline  if time allows: main.py on synthetic data (soft protocol: teacher + 2 students)
+#   grid      only when named in GPU_CHECK_STEPS: cells of experiments/fmnist_grid.py (GRID_ARGS)
+#             on the data of .gpu_data/ (scripts/gpu_grid_data.sh), skipping the finished cells
+#             carried in .gpu_data/grid/, starting none after 2/3 of the time left; every cell
+#             it finishes lands in $OUT/grid/ (without checkpoints), to merge into the grid root
 # A failed step is recorded in $OUT/summary.txt (with the figures of the steps that ran) and
 # the next one runs. Exit status: the number of failed steps.
 #
@@ -20,6 +24,7 @@
 #   GPU_CHECK_ALLOW_CPU=1      dry run on a CPU: JAX on the CPU, bench size ci, a tiny pipeline
 #   GPU_CHECK_SKIP_INSTALL=1   use the packages PYTHON already has (no .whl needed)
 #   PYTHON=python3             the interpreter
+#   GRID_ARGS="--dataset fmnist"   fmnist_grid.py run arguments of the grid step (no --root)
 # Dry run here:  OUT=/tmp/gpu_check GPU_CHECK_ALLOW_CPU=1 GPU_CHECK_SKIP_INSTALL=1 \
 #                  PYTHON=.venv/bin/python bash scripts/gpu_check.sh
 set -uo pipefail
@@ -136,6 +141,40 @@ if wanted pipeline && step pipeline 150 90 "$PY" main.py --config=configs/benchm
     --workdir="$WORK/pipeline" --config.dataset=synthetic --config.eval.protocol=soft \
     --config.progress=False "${PIPELINE[@]}"; then
   cp "$WORK/pipeline/results.json" "$OUT/pipeline_results.json"
+fi
+
+if wanted grid; then
+  if [ "$MODE" = gpu ]; then GRID=(${GRID_ARGS:---dataset fmnist})
+  else GRID=(${GRID_ARGS:---methods random --ipcs 1 --protocols hard --seeds 1 --epochs 1:2})
+  fi
+  mkdir -p "$WORK/grid"
+  [ -d .gpu_data/grid ] && cp -r .gpu_data/grid/. "$WORK/grid/"
+  DATA=()  # the carried copies of the datasets, where gpu_grid_data.sh put them
+  [ -d .gpu_data/fashion-mnist ] && DATA+=(--config.data.dir="$PWD/.gpu_data/fashion-mnist")
+  if [[ " ${GRID[*]} " == *" cifar10 "* ]] && [ -d .gpu_data/cifar10-jpeg ]; then
+    DATA=(--config.dataset="parquet:$PWD/.gpu_data/cifar10-jpeg")
+  fi
+  left=$((BUDGET - SECONDS - 20))
+  step grid "$left" 60 "$PY" experiments/fmnist_grid.py run --root "$WORK/grid" "${GRID[@]}" \
+    --stop-after $((left * 2 / 3)) -- "${DATA[@]}"
+  # The cells finished here (results.json, config, runs/, the compressed set, logs; no
+  # checkpoints), relative to the grid root, for `cp -rn FILES/grid/. ROOT/` on the CPU side.
+  "$PY" - "$WORK/grid" "$OUT/grid" .gpu_data/grid >>"$SUMMARY" 2>&1 <<'EOF'
+import os, shutil, sys
+root, out, carried = sys.argv[1:]
+new = []
+for dirpath, dirs, files in os.walk(root):
+  dirs[:] = [d for d in dirs if d != "checkpoints"]
+  rel = os.path.relpath(dirpath, root)
+  if "results.json" in files and not os.path.exists(os.path.join(carried, rel, "results.json")):
+    shutil.copytree(dirpath, os.path.join(out, rel), ignore=shutil.ignore_patterns(
+        "checkpoints", ".lock"), dirs_exist_ok=True)
+    if os.path.exists(dirpath + ".log"):
+      shutil.copy(dirpath + ".log", os.path.join(out, rel) + ".log")
+    new.append(rel)
+    dirs[:] = []
+print(f"grid: {len(new)} cell(s) finished here" + "".join(f"\n  {c}" for c in sorted(new)))
+EOF
 fi
 
 # The figures, appended to the summary (whatever the steps above left).

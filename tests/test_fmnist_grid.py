@@ -183,3 +183,34 @@ def test_background_start_detaches_logs_and_refuses_a_second(grid, tmp_path, cap
   assert "[1/1] random ipc=1 hard: running" in log
   (root / "grid.pid").write_text("999999999\n")  # a dead pid: a new start is allowed
   assert grid.start_background(str(root), argv) == 0
+
+
+def test_stop_after_starts_no_cell_once_the_time_is_spent(grid, tmp_path, capsys):
+  _write(tmp_path, "main/hard/random_ipc1_e301",
+         _result("random", 1, "small_data", "hard", [50.0] * 5))
+  assert grid.main(["run", "--root", str(tmp_path), "--methods", "random", "--ipcs", "1,10",
+                    "--protocols", "hard", "--stop-after", "0"]) == 0
+  out = capsys.readouterr().out
+  assert "random ipc=1 hard: done" in out  # a finished cell is still counted
+  assert "stopped after 0 s (--stop-after 0): 1 cell(s) left" in out
+  assert not os.path.exists(tmp_path / "main" / "hard" / "random_ipc10_e301")
+
+
+def test_report_marks_the_cells_that_ran_on_a_gpu(grid, tmp_path):
+  root = tmp_path / "runs"
+  gpu = dict(environment=dict(backend="gpu", machine="x86_64", jax="0.11.0"))
+  _write(root, "main/hard/herding_ipc10_e301",
+         _result("herding", 10, "small_data", "hard", [79.0] * 5) | gpu)
+  _write(root, "main/hard/random_ipc10_e301",
+         _result("random", 10, "small_data", "hard", [75.0] * 5))
+  _write(root, "main/hard/random_ipc1_e301",
+         _result("random", 1, "small_data", "hard", [48.0] * 5) | gpu)
+  _write(root, "main/hard/random_ipc1_e301_sel1",  # one selection on each: both named
+         _result("random", 1, "small_data", "hard", [50.0] * 5) | dict(selection_seed=1))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  lines = md.splitlines()
+  assert "| 79.00 ± 0.50 (on gpu) |" in next(l for l in lines if l.startswith("| Herding |"))
+  random_row = next(l for l in lines if l.startswith("| Random |"))
+  assert "(10 students over 2 selections, on cpu+gpu)" in random_row
+  assert "| 75.00 ± 0.50 |" in random_row  # the CPU cell: unmarked
+  assert "gpu (x86_64), jax 0.11.0" in md
