@@ -306,21 +306,28 @@ def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
   assert benchmark.run(c2, str(tmp_path / "run2"))["score_file"] == r["score_file"]
 
 
-def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
-  """configs/pca.py on tiny data: k*k*ipc easiest images per class are selected, tiled 2x2 in
-  easy-first order, and trained with the tile-constrained crop."""
-  from configs import pca
-  from dcjax import combine
-  from dcjax.data import scorefile
-  c = pca.get_config()
+def _tiny_pca(c, tmp_path, ipc=2):
+  """A configs/pca.py config shrunk to seconds on the tiny synthetic data."""
   base = tiny_config()
   c.dataset, c.progress = "synthetic", False
   c.data.synthetic.update(dict(base.data.synthetic))
-  c.ipc = 2
+  c.ipc = ipc
   c.eval.epochs, c.eval.batch_size, c.eval.num_devices = 1, 8, 1
   c.eval.model_kwargs.width = 8
   c.scores.cache_dir, c.scores.epochs = str(tmp_path / "scores"), 1
   c.scores.model_kwargs.width = 4
+  c.teacher.cache_dir, c.teacher.epochs = str(tmp_path / "teachers"), 1
+  c.teacher.model_kwargs.width = 4
+  return c
+
+
+def test_pca_with_el2n_easy_tiles_the_easiest_images_easy_first(tmp_path, capsys):
+  """with_pca's default P (the paper's, configs/imagenet_pca.py's): the k*k*ipc easiest images
+  per class by EL2N, tiled 2x2 as the runner tiles, trained with the tile-constrained view."""
+  from configs import pca
+  from dcjax import combine
+  from dcjax.data import scorefile
+  c = _tiny_pca(pca.with_pca(benchmark_config()), tmp_path)
   c.lock()
   r = benchmark.run(c, str(tmp_path / "run"))
   assert (r["method"], r["combine_k"], r["num_images"], r["num_source_images"]) == (
@@ -342,13 +349,43 @@ def test_pca_config_end_to_end_tiles_easiest_images(tmp_path, capsys):
   # Tiled as the runner tiles (one batch: XLA:CPU may round a .5 differently at another batch
   # size, so a group tiled alone can differ by 1 in a pixel).
   originals = np.stack([src[i]["image"] for e in manifest["files"] for i in e["source_indices"]])
-  assert c.combine.resample == "nearest"  # configs/pca.py's validated kernel on Fashion-MNIST
-  np.testing.assert_array_equal(images, np.asarray(combine.tile(originals, 2, method="nearest")))
+  np.testing.assert_array_equal(
+      images, np.asarray(combine.tile(originals, 2, method=c.combine.resample)))
   for cls in range(4):
     members = np.flatnonzero(src.labels == cls)
     easiest = members[np.argsort(scores["el2n"][members], kind="stable")[:8]]
     chosen = [i for e in manifest["files"] if e["label"] == cls for i in e["source_indices"]]
     assert sorted(chosen) == sorted(easiest.tolist())
+
+
+def test_pca_config_prunes_by_herding_and_tiles_with_nearest(tmp_path, capsys):
+  """configs/pca.py (Fashion-MNIST's validated setting): its P is herding, so the 4*ipc
+  sources of each class are exactly what herding alone selects at ipc 4*ipc (same teacher)."""
+  from configs import pca
+  from dcjax import combine
+  c = _tiny_pca(pca.get_config(), tmp_path)
+  c.lock()
+  r = benchmark.run(c, str(tmp_path / "run"))
+  assert (r["method"], r["combine_k"], r["num_images"], r["num_source_images"]) == (
+      "pca", 2, 8, 32)
+  assert r["config"]["pca"]["prune"] == "herding"
+  assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+      "pca k=2 ipc=2 synthetic small_data convnet: top-1 ")
+  images, labels, manifest = store.read_compressed(str(tmp_path / "run" / "compressed"))
+  src = sources.open_source("synthetic", "train", synthetic=dict(c.data.synthetic))
+  originals = np.stack([src[i]["image"] for e in manifest["files"] for i in e["source_indices"]])
+  assert c.combine.resample == c.eval.resample == "nearest"
+  np.testing.assert_array_equal(images, np.asarray(combine.tile(originals, 2, method="nearest")))
+  h = _tiny_pca(pca.get_config(), tmp_path, ipc=8)
+  h.method, h.combine.k, h.eval.augment = "herding", 1, "dsa"
+  h.lock()
+  benchmark.run(h, str(tmp_path / "herding"))
+  _, herd_labels, herd_manifest = store.read_compressed(str(tmp_path / "herding" / "compressed"))
+  for cls in range(4):
+    chosen = [i for e in manifest["files"] if e["label"] == cls for i in e["source_indices"]]
+    herded = [i for e in herd_manifest["files"] if e["label"] == cls
+              for i in e["source_indices"]]
+    assert len(chosen) == 8 and sorted(chosen) == sorted(herded)
 
 
 def test_pca_config_quick_and_full():
@@ -358,9 +395,12 @@ def test_pca_config_quick_and_full():
   default = benchmark_config()
   assert (full.scores.num_models, full.scores.epochs, full.seeds) == (
       default.scores.num_models, default.scores.epochs, 3)
+  assert (quick.teacher.epochs, full.teacher.epochs) == (2, default.teacher.epochs)
   for c in (quick, full):
-    assert (c.method, c.combine.k, c.eval.protocol, c.eval.augment) == (
-        "el2n_easy", 2, "small_data", "tile_dsa")
+    assert (c.method, c.pca.prune, c.combine.k, c.eval.protocol, c.eval.augment) == (
+        "pca", "herding", 2, "small_data", "tile_dsa")
+  cifar = pca.get_config("full,cifar10")  # its P is not validated yet: the paper's
+  assert (cifar.method, cifar.combine.resample) == ("el2n_easy", "cubic")
   with pytest.raises(ValueError, match="full"):
     pca.get_config("fast")
 
