@@ -4,12 +4,16 @@
       [--parts gap,prune,k,augment,ladder] [--kernel K] [--sharpen S] [--prune M] [--seeds 3]
       [--split validation|test] [--only NAME,...] [--dry-run]
   python experiments/pca_study.py report --root RUNS --out results
+  python experiments/pca_study.py archive --root RUNS [--to results/pca_study_runs]
 
 Every cell is one `main.py` run of configs/pca.py:full (CIFAR-10: :full,cifar10_shared) with
 overrides, into RUNS/<split>/<dataset>/<part>/<cell>_ipc<ipc>/ (experiments/fmnist_grid.py's
 runner: a finished cell is skipped, an interrupted one resumes, rerunning continues). Settings
 are chosen on `--split validation` (500 training images per class held out, 3 seeds) and
-reported once on `--split test` (5 seeds).
+reported once on `--split test` (5 seeds). Run roots live outside the repository and do not
+outlive a machine: `archive` copies each finished cell's results.json into
+results/pca_study_runs/ (committed), from which `report --root results/pca_study_runs` rebuilds
+the tables and `cp -rn results/pca_study_runs/. RUNS/` lets a new machine skip those cells.
 
 Parts (IPC counts stored images; a k x k image stores k^2 sources):
   gap      the sharpness gap of Combine: random IPC/class at full resolution against random
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -129,6 +134,24 @@ def cells(args) -> list[dict]:
   return out
 
 
+def archive(root: str, to: str) -> list[str]:
+  """Copy root/<split>/<dataset>/<part>/<cell>/results.json of every finished cell to the same
+  path under `to` (results.json is a workdir's last file, so its presence means finished).
+  A cell's results.json is all its report row needs and all the runner needs to skip it; the
+  rest of a workdir (checkpoints, the set) stays behind. Returns the relative paths copied."""
+  copied = []
+  for dirpath, dirs, files in os.walk(root):
+    dirs.sort()
+    rel = os.path.relpath(dirpath, root)
+    if "results.json" in files and len(rel.split(os.sep)) == 4:
+      os.makedirs(os.path.join(to, rel), exist_ok=True)
+      shutil.copyfile(os.path.join(dirpath, "results.json"),
+                      os.path.join(to, rel, "results.json"))
+      copied.append(rel)
+      dirs[:] = []  # nothing further inside a workdir
+  return copied
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -152,10 +175,18 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("report", help="write OUT/pca_study.md and its figures")
   p.add_argument("--root", required=True)
   p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
+  a = sub.add_parser("archive", help="copy every finished cell's results.json into TO (the "
+                                     "repository's record; `cp -rn TO/. RUNS/` skips them again)")
+  a.add_argument("--root", required=True)
+  a.add_argument("--to", default=os.path.join(ROOT_DIR, "results", "pca_study_runs"))
   args = parser.parse_args(argv)
   if args.command == "report":
     import pca_study_report
     print(pca_study_report.write_report(args.root, args.out))
+    return 0
+  if args.command == "archive":
+    copied = archive(args.root, args.to)
+    print(f"{len(copied)} finished cell(s) archived in {args.to}")
     return 0
   for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)

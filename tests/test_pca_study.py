@@ -94,3 +94,42 @@ def test_report_tables_the_gap_and_the_prune_choices_with_figures(study, tmp_pat
     assert (tmp_path / "out" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"]({png})" in md
   assert (tmp_path / "out" / "pca_study.md").read_text() == md
+
+
+def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
+  import json
+  root = tmp_path / "runs"
+  cells = {
+      "test/fmnist/prune/herding_ipc10": _result("herding", 10, [79.0, 80.0, 81.0, 80.0, 80.0]),
+      "test/fmnist/prune/random_ipc10": _result("random", 10, [75.0] * 5),
+      "test/fmnist/prune/PCA_herding_nearest_ipc10": _result(
+          "pca", 10, [79.0] * 5, k=2, prune="herding", kernel="nearest"),
+      "test/fmnist/prune/herding_ipc1": _result("herding", 1, [66.0] * 5),
+      "test/fmnist/prune/PCA_herding_area_ipc1": _result("pca", 1, [70.5] * 5, k=2,
+                                                         prune="herding", kernel="area"),
+  }
+  for sub, r in cells.items():
+    (root / sub).mkdir(parents=True)
+    (root / sub / "results.json").write_text(json.dumps(r))
+  import pca_study_report
+  out = tmp_path / "out"
+  out.mkdir()
+  (out / pca_study_report.EARLIER).write_text("# frozen\n")
+  md = pca_study_report.write_report(str(root), str(out))
+  rows = [line for line in md.splitlines() if line.startswith("| Fashion-MNIST |")]
+  assert rows == [
+      "| Fashion-MNIST | 1 | pca[herding], k=2, tile_dsa, area↓ area↑ | 70.50 ± 0.50 | herding "
+      "(1 compared) | 66.00 ± 0.50 | +4.50 | yes |",
+      "| Fashion-MNIST | 10 | pca[herding], k=2, tile_dsa, nearest↓ nearest↑ | 79.00 ± 0.50 | "
+      "herding (2 compared) | 80.00 ± 0.50 | -1.00 | no |"]
+  assert f"]({pca_study_report.EARLIER})" in md
+
+  # The archive keeps results.json alone, at the report's layout; the runner skips it again.
+  (root / "test/fmnist/prune/herding_ipc10/checkpoints").mkdir()
+  assert study.main(["archive", "--root", str(root), "--to", str(tmp_path / "kept")]) == 0
+  kept = sorted(p.relative_to(tmp_path / "kept").as_posix()
+                for p in (tmp_path / "kept").rglob("*") if p.is_file())
+  assert kept == sorted(f"{sub}/results.json" for sub in cells)
+  assert pca_study_report.load(str(tmp_path / "kept"))[0]["_part"] == "prune"
+  import fmnist_grid
+  assert fmnist_grid._finished_seeds(str(tmp_path / "kept/test/fmnist/prune/random_ipc10")) == 5
