@@ -222,21 +222,22 @@ def plot_gap(results: list[dict], path: str) -> bool:
 
 
 def plot_prune(results: list[dict], path: str) -> bool:
-  """Top-1 vs IPC per selection method, alone (dashed) and as PCA's P step (solid)."""
+  """Top-1 vs IPC per selection method, alone (dashed) and as PCA's P step (solid); a panel
+  per dataset and split (test first)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  rows = [r for r in results if r["_part"] == "prune" and r["_split"] == "validation"]
-  datasets = sorted({r["_dataset"] for r in rows})
-  if not datasets:
+  rows = [r for r in results if r["_part"] == "prune"]
+  panels = sorted({(r["_split"] != "test", r["_dataset"], r["_split"]) for r in rows})
+  if not panels:
     return False
-  fig = Figure(figsize=(5.5 * len(datasets), 4.0), layout="constrained")
+  fig = Figure(figsize=(5.5 * len(panels), 4.0), layout="constrained")
   FigureCanvasAgg(fig)
   colours = {}
-  for ax, dataset in zip(fig.subplots(1, len(datasets), squeeze=False)[0], datasets):
+  for ax, (_, dataset, split) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
     lines = collections.defaultdict(list)
     for r in rows:
-      if r["_dataset"] == dataset:
+      if (r["_dataset"], r["_split"]) == (dataset, split):
         pca = r["method"] == "pca"
         name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
         lines[name, pca].append((r["ipc"], r["top1_mean"], r["top1_std"]))
@@ -249,7 +250,7 @@ def plot_prune(results: list[dict], path: str) -> bool:
     ax.set_xscale("log")
     ax.set_xlabel("stored images per class")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} (validation)", fontsize=9)
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} ({split})", fontsize=9)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
   fig.savefig(path, dpi=120)
