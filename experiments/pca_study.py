@@ -139,16 +139,14 @@ def archive(root: str, to: str) -> list[str]:
   path under `to` (results.json is a workdir's last file, so its presence means finished).
   A cell's results.json is all its report row needs and all the runner needs to skip it; the
   rest of a workdir (checkpoints, the set) stays behind. Returns the relative paths copied."""
+  from dcjax.benchmark import report
   copied = []
-  for dirpath, dirs, files in os.walk(root):
-    dirs.sort()
-    rel = os.path.relpath(dirpath, root)
-    if "results.json" in files and len(rel.split(os.sep)) == 4:
-      os.makedirs(os.path.join(to, rel), exist_ok=True)
-      shutil.copyfile(os.path.join(dirpath, "results.json"),
-                      os.path.join(to, rel, "results.json"))
-      copied.append(rel)
-      dirs[:] = []  # nothing further inside a workdir
+  for path in report._find(root):  # pylint: disable=protected-access
+    rel = os.path.relpath(path, root)
+    if len(rel.split(os.sep)) == 5:
+      os.makedirs(os.path.dirname(os.path.join(to, rel)), exist_ok=True)
+      shutil.copyfile(path, os.path.join(to, rel))
+      copied.append(os.path.dirname(rel))
   return copied
 
 
