@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The PCA study's cells still to run (issue #14), in the order they are needed; one process at
+# a time, nice 19, every cell resumable and every finished cell skipped, so the same command
+# continues where the last machine stopped. Run it from a `git worktree` at a fixed commit (a
+# refactor must not change a running experiment):
+#
+#   git worktree add --detach ../pca-study HEAD && cd ../pca-study && ln -s ../<repo>/.venv .venv
+#   nohup setsid bash scripts/pca_study_queue.sh RUNS >> RUNS.log 2>&1 &
+#
+# It first copies the archived cells (results/pca_study_runs, committed) into RUNS so they are
+# skipped. From the main checkout, `experiments/pca_study.py archive --root RUNS` and `report`
+# record what finished (commit results/). Edit the list as choices are made on the validation
+# split: CIFAR-10's test steps wait for its kernel and P.
+set -u
+RUNS=${1:?usage: bash scripts/pca_study_queue.sh RUNS}
+cd "$(dirname "$0")/.."
+mkdir -p "$RUNS" && cp -rn results/pca_study_runs/. "$RUNS"/
+PY=${PYTHON:-.venv/bin/python}
+step() { nice -n 19 "$PY" experiments/pca_study.py run --root "$RUNS" "$@"; }
+BASELINES="random,el2n_easy,ccs,kcenter,el2n_hard"
+
+# Fashion-MNIST on test (5 seeds): PCA with the validated P and kernels, then every baseline.
+step --datasets fmnist --ipcs 10 --parts prune --kernel nearest --split test --seeds 5 \
+  --only "herding,PCA herding nearest"
+step --datasets fmnist --ipcs 1 --parts prune --kernel area --split test --seeds 5 \
+  --only "herding,PCA herding area"
+step --datasets fmnist --ipcs 1,10 --parts prune --kernel nearest --split test --seeds 5 \
+  --only "$BASELINES"
+# The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are close at 28 px.
+step --datasets fmnist --ipcs 1 --parts ladder --kernel area --prune herding
+step --datasets fmnist --ipcs 10 --parts ladder --kernel nearest --prune herding
+# CIFAR-10 on validation: the kernel at IPC 1 and 10, then the P step under it.
+step --datasets cifar10 --ipcs 1,10 --parts gap \
+  --only "random full-res,random 2x2 cubic,random 2x2 area,random 2x2 nearest,random 2x2 lanczos3,random 2x2 linear"
+step --datasets cifar10 --ipcs 1,10 --parts prune --kernel cubic \
+  --only "random,herding,el2n_easy,PCA random cubic,PCA herding cubic,PCA el2n_easy cubic"
+# Fashion-MNIST k and the training view (validation).
+step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
+echo "pca_study_queue: every listed step has run"
