@@ -1,5 +1,7 @@
 """experiments/pca_study.py: the cells it would run."""
 
+import re
+
 import pytest
 
 import experiment_scripts
@@ -133,3 +135,19 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
   assert pca_study_report.load(str(tmp_path / "kept"))[0]["_part"] == "prune"
   import fmnist_grid
   assert fmnist_grid._finished_seeds(str(tmp_path / "kept/test/fmnist/prune/random_ipc10")) == 5
+
+
+def test_every_step_of_the_queue_script_names_cells_the_study_has(study, tmp_path, capsys):
+  import shlex
+  text = (study.ROOT_DIR + "/scripts/pca_study_queue.sh")
+  with open(text, encoding="utf-8") as f:
+    lines = f.read().replace("\\\n", " ").splitlines()
+  variables = dict(line.split("=", 1) for line in lines if re.match(r"^[A-Z]+=\"", line))
+  steps = [line for line in lines if line.startswith("step ")]
+  assert len(steps) >= 5
+  for line in steps:
+    for name, value in variables.items():
+      line = line.replace(f'"${name}"', value)
+    args = shlex.split(line)[1:]
+    assert study.main(["run", "--root", str(tmp_path), *args, "--dry-run"]) == 0, line
+  assert "running ->" in capsys.readouterr().out
