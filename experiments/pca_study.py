@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     print(pca_study_report.write_report(args.root, args.out))
     return 0
   if args.command == "archive":
+    if not os.path.isdir(args.root):
+      parser.error(f"--root {args.root} is not a directory of study cells")
     copied = archive(args.root, args.to)
     print(f"{len(copied)} finished cell(s) archived in {args.to}")
     return 0

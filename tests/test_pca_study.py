@@ -128,6 +128,9 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
 
   # The archive keeps results.json alone, at the report's layout; the runner skips it again.
   (root / "test/fmnist/prune/herding_ipc10/checkpoints").mkdir()
+  with pytest.raises(SystemExit):  # a mistyped root is refused, not "0 cells archived"
+    study.main(["archive", "--root", str(tmp_path / "no_such_runs"), "--to", str(tmp_path / "x")])
+  assert not (tmp_path / "x").exists()
   assert study.main(["archive", "--root", str(root), "--to", str(tmp_path / "kept")]) == 0
   kept = sorted(p.relative_to(tmp_path / "kept").as_posix()
                 for p in (tmp_path / "kept").rglob("*") if p.is_file())
