@@ -258,8 +258,9 @@ def plot_prune(results: list[dict], path: str) -> bool:
 
 
 def plot_tiles(results: list[dict], path: str, per_class: int = 4) -> bool:
-  """Stored images of the first PCA cell with a compressed set: `per_class` per class, one
-  row per class, one panel per dataset."""
+  """Stored images of the first PCA cell with a compressed set (the prune part's largest IPC):
+  up to `per_class` per class, one row per class (blank where the class stores fewer), one
+  panel per dataset."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   import numpy as np
@@ -280,8 +281,8 @@ def plot_tiles(results: list[dict], path: str, per_class: int = 4) -> bool:
     rows = []
     for c in range(int(labels.max()) + 1):
       mine = images[labels == c][:per_class]
-      mine = np.concatenate([mine, np.zeros((per_class - len(mine), *images.shape[1:]),
-                                            images.dtype)]) if len(mine) < per_class else mine
+      mine = np.concatenate([mine, np.full((per_class - len(mine), *images.shape[1:]), 255,
+                                           images.dtype)]) if len(mine) < per_class else mine
       rows.append(np.concatenate(list(np.pad(mine, ((0, 0), (1, 1), (1, 1), (0, 0)),
                                              constant_values=255)), axis=1))
     grid = np.concatenate(rows, axis=0)

@@ -399,8 +399,9 @@ def test_pca_config_quick_and_full():
   for c in (quick, full):
     assert (c.method, c.pca.prune, c.combine.k, c.eval.protocol, c.eval.augment) == (
         "pca", "herding", 2, "small_data", "tile_dsa")
-  cifar = pca.get_config("full,cifar10")  # its P is not validated yet: the paper's
-  assert (cifar.method, cifar.combine.resample) == ("el2n_easy", "cubic")
+  cifar = pca.get_config("full,cifar10")  # validated at IPC 10: herding P, cubic kernel
+  assert (cifar.method, cifar.pca.prune, cifar.combine.resample, cifar.eval.resample) == (
+      "pca", "herding", "cubic", "cubic")
   with pytest.raises(ValueError, match="full"):
     pca.get_config("fast")
 
