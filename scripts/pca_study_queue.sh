@@ -10,7 +10,7 @@
 # It first copies the archived cells (results/pca_study_runs, committed) into RUNS so they are
 # skipped. From the main checkout, `experiments/pca_study.py archive --root RUNS` and `report`
 # record what finished (commit results/). Edit the list as choices are made on the validation
-# split: CIFAR-10's test steps wait for its kernel and P.
+# split; the finished steps stay listed (they are skipped) so the archive can be rebuilt.
 set -u
 RUNS=${1:?usage: bash scripts/pca_study_queue.sh RUNS}
 cd "$(dirname "$0")/.."
@@ -26,14 +26,25 @@ step --datasets fmnist --ipcs 1 --parts prune --kernel area --split test --seeds
   --only "herding,PCA herding area"
 step --datasets fmnist --ipcs 1,10 --parts prune --kernel nearest --split test --seeds 5 \
   --only "$BASELINES"
-# The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are close at 28 px.
+# CIFAR-10 on validation: the gap kernels at IPC 1, the P step at IPC 1 (lanczos3) and 10 (cubic).
+step --datasets cifar10 --ipcs 1 --parts gap \
+  --only "random full-res,random 2x2 cubic,random 2x2 area,random 2x2 nearest,random 2x2 lanczos3"
+step --datasets cifar10 --ipcs 1 --parts prune --kernel lanczos3 \
+  --only "random,herding,el2n_easy,PCA random lanczos3,PCA herding lanczos3,PCA el2n_easy lanczos3"
+step --datasets cifar10 --ipcs 10 --parts prune --kernel cubic \
+  --only "PCA herding cubic,PCA el2n_easy cubic"
+# CIFAR-10 on test (5 seeds): PCA with the validated P and kernel per IPC, then every baseline.
+step --datasets cifar10 --ipcs 1 --parts prune --kernel lanczos3 --split test --seeds 5 \
+  --only "PCA el2n_easy lanczos3,herding,$BASELINES"
+step --datasets cifar10 --ipcs 10 --parts prune --kernel cubic --split test --seeds 5 \
+  --only "PCA herding cubic,herding,$BASELINES"
+# Still to run. The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are
+# close at 28 px.
 step --datasets fmnist --ipcs 1 --parts ladder --kernel area --prune herding
 step --datasets fmnist --ipcs 10 --parts ladder --kernel nearest --prune herding
-# CIFAR-10 on validation: the kernel at IPC 1 and 10, then the P step under it.
-step --datasets cifar10 --ipcs 1,10 --parts gap \
+# CIFAR-10's other kernels at IPC 10 (only linear and cubic were run, 2026-12-03).
+step --datasets cifar10 --ipcs 10 --parts gap \
   --only "random full-res,random 2x2 cubic,random 2x2 area,random 2x2 nearest,random 2x2 lanczos3,random 2x2 linear"
-step --datasets cifar10 --ipcs 1,10 --parts prune --kernel cubic \
-  --only "random,herding,el2n_easy,PCA random cubic,PCA herding cubic,PCA el2n_easy cubic"
 # Fashion-MNIST k and the training view (validation).
 step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
 echo "pca_study_queue: every listed step has run"

@@ -150,7 +150,7 @@ def test_every_step_of_the_queue_script_names_cells_the_study_has(study, tmp_pat
   assert len(steps) >= 5
   for line in steps:
     for name, value in variables.items():
-      line = line.replace(f'"${name}"', value)
+      line = line.replace(f"${name}", value.strip('"'))  # also inside a longer "..." list
     args = shlex.split(line)[1:]
     assert study.main(["run", "--root", str(tmp_path), *args, "--dry-run"]) == 0, line
   assert "running ->" in capsys.readouterr().out
