@@ -82,10 +82,8 @@ def get_config(arg: str | None = None):
   arg = size[0] if size else None
   # Chosen on the validation split at IPC 10 (see the docstring): herding P with the nearest
   # kernel on Fashion-MNIST, with the cubic kernel on CIFAR-10.
-  prune, kernel = "herding", "nearest"
-  if data:
-    kernel = "cubic"
-  c = with_pca(benchmark.get_config(), prune)
+  kernel = "cubic" if data else "nearest"
+  c = with_pca(benchmark.get_config(), "herding")
   if data:
     c = cifar10.with_cifar10(c, "shared" if data[0] == "cifar10_shared" else "binary")
   c.combine.resample = c.eval.resample = kernel
