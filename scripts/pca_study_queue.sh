@@ -38,13 +38,16 @@ step --datasets cifar10 --ipcs 1 --parts prune --kernel lanczos3 --split test --
   --only "PCA el2n_easy lanczos3,herding,$BASELINES"
 step --datasets cifar10 --ipcs 10 --parts prune --kernel cubic --split test --seeds 5 \
   --only "PCA herding cubic,herding,$BASELINES"
-# Still to run. The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are
-# close at 28 px.
+# Still to run (2026-12-05 order). The k and training-view parts (validation) at each dataset's
+# validated P and kernel per IPC; the augment part's tile_dsa row is the k part's k = 2 cell.
+step --datasets fmnist --ipcs 1 --parts k,augment --kernel area --prune herding
+step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
+step --datasets cifar10 --ipcs 1 --parts k,augment --kernel lanczos3 --prune el2n_easy
+step --datasets cifar10 --ipcs 10 --parts k,augment --kernel cubic --prune herding
+# The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are close at 28 px.
 step --datasets fmnist --ipcs 1 --parts ladder --kernel area --prune herding
 step --datasets fmnist --ipcs 10 --parts ladder --kernel nearest --prune herding
 # CIFAR-10's other kernels at IPC 10 (only linear and cubic were run, 2026-12-03).
 step --datasets cifar10 --ipcs 10 --parts gap \
   --only "random full-res,random 2x2 cubic,random 2x2 area,random 2x2 nearest,random 2x2 lanczos3,random 2x2 linear"
-# Fashion-MNIST k and the training view (validation).
-step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
 echo "pca_study_queue: every listed step has run"

@@ -32,7 +32,9 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
                      "--sharpen", "1", "--prune", "herding", "--split", "test", "--seeds", "5",
                      "--dry-run"]) == 0
   out = capsys.readouterr().out
-  assert out.count("running ->") == 2 * len(study.PRUNES) + 3 + 3 + 3
+  # k: 1, 2, 3; augment: two tile_crop scales (its tile_dsa row is k = 2's run); ladder: 3
+  assert out.count("running ->") == 2 * len(study.PRUNES) + 3 + 2 + 3
+  assert "PCA_herding_tile_dsa" not in out
   assert "validation_per_class" not in out and "--config.seeds=5" in out
   assert "--config.pca.prune=herding --config.combine.k=3" in out
   assert "--config.data.test_resample_size=9" in out  # 28 // 3
@@ -154,3 +156,28 @@ def test_every_step_of_the_queue_script_names_cells_the_study_has(study, tmp_pat
     args = shlex.split(line)[1:]
     assert study.main(["run", "--root", str(tmp_path), *args, "--dry-run"]) == 0, line
   assert "running ->" in capsys.readouterr().out
+
+
+def test_report_augment_table_borrows_the_k2_cell_as_its_tile_dsa_row(study, tmp_path):
+  import json
+  root = tmp_path / "runs"
+  crop = _result("pca", 10, [77.0] * 3, k=2, prune="herding", kernel="nearest")
+  crop["recipe"]["augment"] = "tile_crop"
+  crop["config"]["eval"]["crop_scale"] = [0.08, 1.0]
+  cells = {
+      "validation/fmnist/k/PCA_herding_k_1_nearest_ipc10": _result(
+          "pca", 10, [78.0] * 3, prune="herding", kernel="nearest"),
+      "validation/fmnist/k/PCA_herding_k_2_nearest_ipc10": _result(
+          "pca", 10, [79.5] * 3, k=2, prune="herding", kernel="nearest"),
+      "validation/fmnist/augment/PCA_herding_tile_crop_0.08-1_nearest_ipc10": crop,
+  }
+  for sub, r in cells.items():
+    (root / sub).mkdir(parents=True)
+    (root / sub / "results.json").write_text(json.dumps(r))
+  import pca_study_report
+  md = pca_study_report.write_report(str(root), str(tmp_path / "out"))
+  augment = md.split("(d) The training view")[1]
+  assert "| PCA herding tile dsa | pca[herding], k=2, tile_dsa, nearest↓ nearest↑ | 79.50" in augment
+  assert "| PCA herding tile crop 0.08-1 | pca[herding], k=2, tile_crop, nearest↓ nearest↑, " \
+         "scale 0.08-1 | 77.00" in augment
+  assert "k 1" not in augment  # only the k = 2 cell is borrowed
