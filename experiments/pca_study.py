@@ -61,9 +61,12 @@ _BASELINE = {"combine.k": 1, "eval.augment": "dsa"}  # a selection method alone
 
 
 def _tiled(k: int, size: int, kernel: str, sharpen: float = 0.0, **more) -> dict:
-  """Overrides of a k x k PCA cell whose students are also tested on the resampled split."""
+  """Overrides of a k x k PCA cell whose students (k > 1) are also tested on the resampled
+  split."""
   out = {"combine.k": k, "eval.augment": "tile_dsa", "combine.resample": kernel,
-         "eval.resample": kernel, "data.test_resample_size": size // k}
+         "eval.resample": kernel}
+  if k > 1:  # at k = 1 nothing is resampled
+    out["data.test_resample_size"] = size // k
   if sharpen:
     out["eval.sharpen"] = sharpen
   return out | more

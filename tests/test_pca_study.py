@@ -38,6 +38,9 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
   assert "validation_per_class" not in out and "--config.seeds=5" in out
   assert "--config.pca.prune=herding --config.combine.k=3" in out
   assert "--config.data.test_resample_size=9" in out  # 28 // 3
+  k1 = next(line for line in out.splitlines() if "--config.combine.k=1 " in line
+            and "pca.prune" in line)
+  assert "test_resample_size" not in k1  # the test split at its own size is not resampled
   assert "--config.eval.crop_scale=(0.08,1.0)" in out
   assert "--config.data.image_size=56" in out and "--config.scores.image_size=28" in out
   assert "PCA_herding_k_3_lanczos3_sharpen_1_ipc1" in out
