@@ -6,6 +6,7 @@
       [--background]
   python experiments/fmnist_grid.py status --root RUNS [the run's cell arguments]
   python experiments/fmnist_grid.py report --root RUNS [--dataset fmnist|cifar10] --out results
+  python experiments/fmnist_grid.py archive --root RUNS [--to results/grid_runs]
 
 `run` executes one `main.py` benchmark per cell (method x IPC x protocol; seeds inside a cell)
 into RUNS/<grid>/<protocol>/<method>_ipc<ipc>_e<epochs>/. A finished cell (results.json with
@@ -44,10 +45,15 @@ Grids:
             --validation-per-class N to choose settings on held-out training images.
 
 `report` collects every results.json under RUNS and writes OUT/fmnist.md (main table with the
-published DC / DSA / IDC reference rows of method.md section 4, the ablation table, and what
-ran: seeds, epochs, test or validation split) plus OUT/fmnist_acc_vs_ipc.png and
+published DC / DSA / IDC reference rows of method.md section 4, the three findings of method.md
+section 2 stated from the cells that finished (experiments/grid_findings.py), the storage table,
+the ablation table, and what ran: seeds, epochs, test or validation split) plus OUT/fmnist_acc_vs_ipc.png and
 OUT/fmnist_acc_vs_storage.png. A cell whose schedule is shorter than its protocol's is marked
 as reduced.
+
+`archive` copies each finished cell's results.json into results/grid_runs/ (committed: run roots
+do not outlive a machine); `report --root results/grid_runs` rebuilds the reports from it and
+`cp -rn results/grid_runs/. RUNS/` makes a new machine skip those cells.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ import collections
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -65,9 +72,12 @@ import numpy as np
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dcjax import protocols  # noqa: E402
 from dcjax.benchmark import report  # noqa: E402
+
+import grid_findings  # noqa: E402
 
 MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "sre2l",
                 "pca")
@@ -325,6 +335,20 @@ def start_background(root: str, argv: list[str]) -> int:
   return 0
 
 
+def archive(root: str, to: str) -> list[str]:
+  """Copy every finished cell's results.json (ROOT[/cifar10]/<grid>/<labels>/<cell>/) to the
+  same path under `to`: all a report row needs and all `run` needs to skip the cell, so the
+  record outlives the machine (run roots do not). Returns the cells copied."""
+  copied = []
+  for path in report._find(root):  # pylint: disable=protected-access
+    rel = os.path.relpath(path, root)
+    if _grid_and_variant(rel)[1] and os.path.dirname(rel).count(os.sep) in (2, 3):
+      os.makedirs(os.path.dirname(os.path.join(to, rel)), exist_ok=True)
+      shutil.copyfile(path, os.path.join(to, rel))
+      copied.append(os.path.dirname(rel))
+  return copied
+
+
 # --- Report -------------------------------------------------------------------------------------
 
 
@@ -410,6 +434,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
         lines.append(f"| {name} (published, distilled pixels) | "
                      + " | ".join(f"{pub[i]:.1f}" if i in pub else "—" for i in ipcs) + " |")
     lines.append("")
+  main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
+          if grid == "main"}
+  lines += grid_findings.findings_markdown(main, DISPLAY) + grid_findings.storage_markdown(main)
   abl = [k for k in by_key if k[0] == "ablation"]
   if abl:
     aipcs = sorted({k[2] for k in abl})
@@ -574,6 +601,10 @@ def main(argv: list[str] | None = None) -> int:
                  help="start no cell after S seconds (a time-boxed machine, e.g. a lent GPU)")
   sub.add_parser("status", parents=[cell_args],
                  help="cells done / left and an ETA for these cell arguments; runs nothing")
+  a = sub.add_parser("archive", help="copy every finished cell's results.json into TO (the "
+                                     "repository's record; `cp -rn TO/. RUNS/` skips them again)")
+  a.add_argument("--root", required=True)
+  a.add_argument("--to", default=os.path.join(ROOT_DIR, "results", "grid_runs"))
   p = sub.add_parser("report", help="write OUT/<dataset>.md and its plots")
   p.add_argument("--root", required=True)
   p.add_argument("--dataset", choices=tuple(DATASETS), default="fmnist")
@@ -581,6 +612,12 @@ def main(argv: list[str] | None = None) -> int:
   args = parser.parse_args(argv)
   if args.command == "report":
     print(write_report(args.root, args.out, args.dataset))
+    return 0
+  if args.command == "archive":
+    if not os.path.isdir(args.root):
+      parser.error(f"--root {args.root} is not a directory of grid cells")
+    copied = archive(args.root, args.to)
+    print(f"{len(copied)} finished cell(s) archived in {args.to}")
     return 0
   try:
     args.epochs_map = _epochs_map(args.epochs)

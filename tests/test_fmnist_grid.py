@@ -214,3 +214,77 @@ def test_report_marks_the_cells_that_ran_on_a_gpu(grid, tmp_path):
   assert "(10 students over 2 selections, on cpu+gpu)" in random_row
   assert "| 75.00 ± 0.50 |" in random_row  # the CPU cell: unmarked
   assert "gpu (x86_64), jax 0.11.0" in md
+
+
+def _soft(result, soft_bytes, teacher_bytes=300_000):
+  return result | dict(storage=dict(result["storage"], soft_label_bytes=soft_bytes,
+                                    teacher_bytes=teacher_bytes))
+
+
+def test_findings_state_each_verdict_with_its_numbers(grid, tmp_path):
+  root = tmp_path / "runs"
+  hard = lambda m, ipc, t: _result(m, ipc, "small_data", "hard", [t] * 5)  # noqa: E731
+  soft = lambda m, ipc, t: _soft(_result(m, ipc, "soft", "teacher", [t] * 5),  # noqa: E731
+                                 1000 * ipc * 50)
+  # IPC 1: random soft within a pooled std of RDED (holds); pruning far ahead at hard (holds).
+  _write(root, "main/soft/random_ipc1_e301", soft("random", 1, 76.0))
+  _write(root, "main/soft/rded_ipc1_e301", soft("rded", 1, 76.4))
+  _write(root, "main/hard/herding_ipc1_e301", hard("herding", 1, 66.0))
+  _write(root, "main/hard/random_ipc1_e301", hard("random", 1, 41.0))
+  _write(root, "main/hard/rded_ipc1_e301", hard("rded", 1, 18.0))
+  # IPC 10: random soft 3 points below SRe2L (does not hold); SRe2L hard beats pruning.
+  _write(root, "main/soft/random_ipc10_e301", soft("random", 10, 80.0))
+  _write(root, "main/soft/sre2l_ipc10_e301", soft("sre2l", 10, 83.0))
+  _write(root, "main/hard/herding_ipc10_e301", hard("herding", 10, 79.0))
+  _write(root, "main/hard/sre2l_ipc10_e301", hard("sre2l", 10, 79.2))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  findings = md.split("## Findings")[1].split("## Storage")[0]
+  assert "(1) Under soft labels a random subset is about as good as distillation: " \
+         "partly reproduced.**" in findings
+  assert ("IPC 1: random 76.00 ± 0.50 (5 students) vs RDED 76.40 ± 0.50 (5 students): random "
+          "behind by 0.40 (pooled std 0.50)") in findings
+  assert "IPC 10: random 80.00 ± 0.50 (5 students) vs SRe2L 83.00" in findings
+  assert "(2) Under hard labels synthesised images collapse and pruning wins: " \
+         "partly reproduced.**" in findings
+  assert ("IPC 1: best pruning Herding 66.00 ± 0.50 (5 students) vs best distillation RDED "
+          "18.00 ± 0.50 (5 students): pruning ahead by 48.00 (pooled std 0.50); soft − hard "
+          "labels: RDED +58.40") in findings
+  assert "pruning behind by 0.20" in findings
+  # Soft labels: 50 KB at IPC 1 over 500 B of images = 100x (holds); 500 KB / 5 KB at 10.
+  assert "(3) Soft labels cost far more storage than the images (at least 10x): " \
+         "reproduced.**" in findings
+  assert "IPC 1: soft labels 50.0 KB vs images 500 B (100x), teacher 300.0 KB" in findings
+  storage = md.split("## Storage")[1]
+  assert "| 1 | 500 B | 50.0 KB | 300.0 KB | 100x |" in storage
+  assert "| 10 | 5.0 KB | 500.0 KB | 300.0 KB | 100x |" in storage
+
+
+def test_findings_not_measured_where_the_cells_they_compare_are_missing(grid, tmp_path):
+  root = tmp_path / "runs"
+  _write(root, "main/hard/random_ipc10_e301",
+         _result("random", 10, "small_data", "hard", [75.0] * 5))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert md.count(": not measured yet.**") == 3
+  assert "needs random and RDED or SRe2L under soft labels at one IPC" in md
+  assert "| 10 | 5.0 KB | — | — | — |" in md
+
+
+def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_path, capsys):
+  root, to = tmp_path / "runs", tmp_path / "archive"
+  _write(root, "main/hard/random_ipc10_e301",
+         _result("random", 10, "small_data", "hard", [75.0] * 5))
+  _write(root, "cifar10/main/soft/random_ipc1_e301_sel1",
+         _result("random", 1, "soft", "teacher", [60.0] * 5))
+  (root / "main/hard/random_ipc10_e301/checkpoints").mkdir()
+  (root / "main/hard/herding_ipc10_e301").mkdir()  # not finished: not archived
+  assert grid.main(["archive", "--root", str(root), "--to", str(to)]) == 0
+  assert "2 finished cell(s) archived" in capsys.readouterr().out
+  assert sorted(str(p.relative_to(to)) for p in to.rglob("*") if p.is_file()) == [
+      "cifar10/main/soft/random_ipc1_e301_sel1/results.json",
+      "main/hard/random_ipc10_e301/results.json"]
+  assert grid.main(["run", "--root", str(to), "--methods", "random,herding", "--ipcs", "10",
+                    "--protocols", "hard", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  assert "random ipc=10 hard: done" in out and "herding ipc=10 hard: running" in out
+  with pytest.raises(SystemExit):
+    grid.main(["archive", "--root", str(tmp_path / "nothing")])

@@ -1,0 +1,147 @@
+"""The grid report's findings and storage sections (issue #15 item 5): the three findings of
+method.md section 2, each stated as reproduced, partly, not reproduced or not measured yet,
+from whatever cells of the main grid have finished, with their numbers and spread.
+
+  (1) Under soft labels a random subset is about as good as distillation: per IPC, random's
+      soft-label top-1 against the best distillation method's (RDED, SRe2L). It holds at an IPC
+      where random is no more than one pooled std (sqrt of the mean of the two variances) below.
+  (2) Under hard labels synthesised images collapse and pruning wins: per IPC, the best pruning
+      method's hard-label top-1 against the best distillation method's. It holds where pruning
+      is ahead by more than one pooled std; each distillation method's drop from its soft-label
+      figure (the collapse) is stated beside it.
+  (3) Soft labels cost far more storage than the images: per IPC, the soft-label bytes of a soft
+      cell (an FKD-style label file: epochs x images x classes x 2 bytes) over its image bytes.
+      It holds where they are at least 10x.
+
+A finding is reproduced where it holds at every IPC measured, partly where at some, not
+reproduced where at none, and not measured yet where no IPC has the cells it compares.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+PRUNING = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter")
+DISTILLATION = ("rded", "sre2l")
+FAR_MORE = 10.0  # finding (3): soft labels at least this many times the images' bytes
+
+# (method, ipc, "hard" | "soft") -> one (pooled) result of the main grid
+Cells = Mapping[tuple[str, int, str], dict]
+
+
+def _pooled_std(a: dict, b: dict) -> float:
+  return math.sqrt((a["top1_std"] ** 2 + b["top1_std"] ** 2) / 2)
+
+
+def _acc(r: dict) -> str:
+  return f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({len(r['runs'])} students)"
+
+
+def _best(cells: Cells, methods, ipc: int, label: str) -> tuple[str, dict] | None:
+  found = [(m, cells[m, ipc, label]) for m in methods if (m, ipc, label) in cells]
+  return max(found, key=lambda mr: mr[1]["top1_mean"]) if found else None
+
+
+def _verdict(holds: list[bool]) -> str:
+  if not holds:
+    return "not measured yet"
+  return "reproduced" if all(holds) else "partly reproduced" if any(holds) else "not reproduced"
+
+
+def _finding(title: str, ipcs, per_ipc: Callable[[int], tuple[bool, str] | None],
+             missing: str) -> list[str]:
+  rows = [(ipc, out) for ipc in ipcs if (out := per_ipc(ipc)) is not None]
+  lines = [f"- **{title}: {_verdict([holds for _, (holds, _) in rows])}.**"]
+  lines += [f"  - IPC {ipc}: {text}" for ipc, (_, text) in rows]
+  if not rows:
+    lines.append(f"  - {missing}")
+  return lines
+
+
+def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
+  """The findings section's lines."""
+  name = lambda m: display.get(m, m)  # noqa: E731
+  ipcs = sorted({ipc for _, ipc, _ in cells})
+
+  def soft_random_vs_distillation(ipc):
+    random, best = cells.get(("random", ipc, "soft")), _best(cells, DISTILLATION, ipc, "soft")
+    if random is None or best is None:
+      return None
+    m, d = best
+    gap, std = random["top1_mean"] - d["top1_mean"], _pooled_std(random, d)
+    return gap >= -std, (f"random {_acc(random)} vs {name(m)} {_acc(d)}: random "
+                         f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} "
+                         f"(pooled std {std:.2f})")
+
+  def hard_pruning_vs_distillation(ipc):
+    prune, best = _best(cells, PRUNING, ipc, "hard"), _best(cells, DISTILLATION, ipc, "hard")
+    if prune is None or best is None:
+      return None
+    (p, pr), (m, d) = prune, best
+    gap, std = pr["top1_mean"] - d["top1_mean"], _pooled_std(pr, d)
+    drops = [f"{name(x)} {cells[x, ipc, 'soft']['top1_mean'] - cells[x, ipc, 'hard']['top1_mean']:+.2f}"
+             for x in DISTILLATION if (x, ipc, "hard") in cells and (x, ipc, "soft") in cells]
+    text = (f"best pruning {name(p)} {_acc(pr)} vs best distillation {name(m)} {_acc(d)}: "
+            f"pruning {'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} (pooled std "
+            f"{std:.2f})")
+    if drops:
+      text += "; soft − hard labels: " + ", ".join(drops)
+    return gap > std, text
+
+  def storage_ratio(ipc):
+    soft = [r for (_, i, label), r in sorted(cells.items()) if i == ipc and label == "soft"
+            and r["storage"].get("soft_label_bytes")]
+    if not soft:
+      return None
+    r = soft[0]
+    images, labels = r["storage"]["image_bytes"], r["storage"]["soft_label_bytes"]
+    return labels >= FAR_MORE * images, (
+        f"soft labels {_bytes(labels)} vs images {_bytes(images)} ({labels / images:.0f}x), "
+        f"teacher {_bytes(r['storage'].get('teacher_bytes', 0))} "
+        f"({r['recipe']['epochs']} epochs of labels)")
+
+  return (["## Findings (method.md section 2)", "",
+           "Each finding holds at an IPC as stated here, is *reproduced* where it holds at every "
+           "IPC measured and *partly* where at some (experiments/grid_findings.py states the "
+           "rules). Spreads are the std over every student of a cell (selections pooled).", ""]
+          + _finding("(1) Under soft labels a random subset is about as good as distillation",
+                     ipcs, soft_random_vs_distillation,
+                     "needs random and RDED or SRe2L under soft labels at one IPC")
+          + _finding("(2) Under hard labels synthesised images collapse and pruning wins",
+                     ipcs, hard_pruning_vs_distillation,
+                     "needs a pruning method and RDED or SRe2L under hard labels at one IPC")
+          + _finding("(3) Soft labels cost far more storage than the images "
+                     f"(at least {FAR_MORE:g}x)", ipcs, storage_ratio,
+                     "needs a soft-label cell")
+          + [""])
+
+
+def _bytes(n: int) -> str:
+  from dcjax.benchmark import report
+  return report.human_bytes(int(n))
+
+
+def storage_markdown(cells: Cells) -> list[str]:
+  """Per IPC, what the options store: the images (the range over the finished cells' methods:
+  PNG sizes differ), the soft labels and the teacher (the same for every soft cell of an IPC)."""
+  ipcs = sorted({ipc for _, ipc, _ in cells})
+  if not ipcs:
+    return []
+  lines = ["## Storage (what each option stores)", "",
+           "Images as stored (PNG; the range over the methods that finished); soft labels as a "
+           "pre-computed FKD-style label file would take them (epochs x stored images x classes x "
+           "2 bytes); the teacher's parameters, for relabelling on the fly instead.", "",
+           "| IPC | images | soft labels | teacher | soft labels / images |",
+           "|---:|---:|---:|---:|---:|"]
+  for ipc in ipcs:
+    rs = [r for (_, i, _), r in cells.items() if i == ipc]
+    images = sorted(r["storage"]["image_bytes"] for r in rs)
+    soft = max((r["storage"].get("soft_label_bytes", 0) for r in rs), default=0)
+    teacher = max((r["storage"].get("teacher_bytes", 0) for r in rs), default=0)
+    span = (_bytes(images[0]) if images[0] == images[-1]
+            else f"{_bytes(images[0])} – {_bytes(images[-1])}")
+    lines.append(f"| {ipc} | {span} | {_bytes(soft) if soft else '—'} | "
+                 f"{_bytes(teacher) if teacher else '—'} | "
+                 + (f"{soft / images[len(images) // 2]:.0f}x |" if soft else "— |"))
+  return lines + [""]
