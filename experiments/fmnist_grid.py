@@ -170,6 +170,8 @@ def cells(args) -> list[dict]:
         if args.dataset == "cifar10" and config == "benchmark":
           config = "cifar10"  # configs/cifar10.py is the benchmark config on CIFAR-10
         config_arg = config_args["benchmark" if config == "cifar10" else config]
+        if config == "pca":  # the P and kernel configs/pca.py validated for this IPC
+          config_arg += f",ipc{ipc}"
         flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
                  "progress": False, **overrides}
         if args.grid == "main" and config in ("benchmark", "cifar10"):

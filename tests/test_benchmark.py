@@ -404,6 +404,20 @@ def test_pca_config_quick_and_full():
       "pca", "herding", "cubic", "cubic")
   with pytest.raises(ValueError, match="full"):
     pca.get_config("fast")
+  # ',ipcN': IPC N with the setting validated at the largest validated IPC <= N.
+  for arg, want in (("full,ipc1", (1, "pca", "herding", "area")),
+                    ("full,ipc50", (50, "pca", "herding", "nearest")),
+                    ("full,cifar10,ipc1", (1, "el2n_easy", "el2n_easy", "lanczos3")),
+                    ("cifar10,ipc5", (5, "el2n_easy", "el2n_easy", "lanczos3")),
+                    ("full,cifar10,ipc10", (10, "pca", "herding", "cubic"))):
+    c = pca.get_config(arg)
+    p = c.pca.prune if c.method == "pca" else c.method  # EL2N-easy P runs as el2n_easy
+    assert (c.ipc, c.method, p, c.combine.resample) == want, arg
+    assert c.eval.resample == c.combine.resample
+  assert pca.get_config("full,ipc1").teacher.epochs == full.teacher.epochs
+  for bad in ("full,ipc0", "ipc", "ipc1,ipc2", "full,ipcx"):
+    with pytest.raises(ValueError, match="ipcN"):
+      pca.get_config(bad)
 
 
 def benchmark_config():

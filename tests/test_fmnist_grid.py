@@ -20,7 +20,8 @@ def test_dry_run_lists_every_cell_with_its_config(grid, tmp_path, capsys):
                     "--seeds", "2", "--epochs", "10:7", "--dry-run"]) == 0
   out = capsys.readouterr().out
   assert out.count("running ->") == len(grid.MAIN_METHODS) * 2 * 2
-  assert "configs/pca.py:full" in out and "configs/rded.py" in out
+  assert "configs/pca.py:full,ipc1 " in out and "configs/pca.py:full,ipc10 " in out
+  assert "configs/rded.py" in out
   assert "--config.eval.protocol=small_data" in out and "--config.eval.protocol=soft" in out
   assert "--config.eval.epochs=7" in out and "pca_ipc10_e7" in out
   assert not os.listdir(tmp_path)  # a dry run writes nothing
@@ -117,7 +118,7 @@ def test_cifar10_cells_and_selection_seeds(grid, tmp_path, capsys):
     assert f"-> {os.path.join(cifar, d)}\n" in out
   assert "herding_ipc1_e301_sel1" not in out and "random_ipc10_e301_sel1" not in out
   assert "configs/cifar10.py:shared" in out and "configs/sre2l.py:cifar10_shared" in out
-  assert "configs/rded.py:cifar10_shared" in out and "configs/pca.py:full,cifar10_shared" in out
+  assert "configs/rded.py:cifar10_shared" in out and "configs/pca.py:full,cifar10_shared,ipc" in out
   lines = out.splitlines()
   sel2 = lines[lines.index(next(l for l in lines if "random ipc=1 hard sel 2" in l)) + 1]
   assert sel2.rstrip().endswith("--config.seed=200")  # students 200..204: disjoint
