@@ -289,3 +289,29 @@ def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_
   assert "random ipc=10 hard: done" in out and "herding ipc=10 hard: running" in out
   with pytest.raises(SystemExit):
     grid.main(["archive", "--root", str(tmp_path / "nothing")])
+
+
+def test_every_step_of_the_grid_queue_names_cells_the_runners_have(grid, tmp_path, capsys):
+  import re
+  import shlex
+  recover = experiment_scripts.load("sre2l_recover")
+  with open(os.path.join(grid.ROOT_DIR, "scripts", "grid_queue.sh"), encoding="utf-8") as f:
+    lines = f.read().replace("\\\n", " ").splitlines()
+  variables = dict(line.split("=", 1) for line in lines if re.match(r'^[A-Z]+="', line))
+  steps = [line for line in lines if line.startswith(("grid ", "recover "))]
+  assert len(steps) >= 10
+  for line in steps:
+    for name, value in variables.items():
+      line = line.replace(f"${name}", value.strip('"'))
+    runner, *args = shlex.split(line)
+    main = grid.main if runner == "grid" else recover.main
+    assert main(["run", "--root", str(tmp_path), *args, "--dry-run"]) == 0, line
+  out = capsys.readouterr().out
+  # The issue's grid: every method at IPC 1, 10 and 50 on both datasets, hard and soft labels.
+  for sub in ("", "cifar10/"):
+    for ipc in (1, 10, 50):
+      for method in grid.MAIN_METHODS:
+        for labels in ("hard", "soft"):
+          cell = f"-> {tmp_path}/{sub}main/{labels}/{method}_ipc{ipc}_e"
+          assert cell in out, cell
+  assert "random ipc=1 hard sel 4" in out and "random ipc=10 hard sel 1" in out
