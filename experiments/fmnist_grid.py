@@ -337,18 +337,32 @@ def start_background(root: str, argv: list[str]) -> int:
   return 0
 
 
-def archive(root: str, to: str) -> list[str]:
-  """Copy every finished cell's results.json (ROOT[/cifar10]/<grid>/<labels>/<cell>/) to the
-  same path under `to`: all a report row needs and all `run` needs to skip the cell, so the
-  record outlives the machine (run roots do not). Returns the cells copied."""
+def _grid_cell(rel: str) -> bool:
+  """A grid cell's results.json, relative to the root: [cifar10/]<grid>/<labels>/<cell>/."""
+  return bool(_grid_and_variant(rel)[1]) and os.path.dirname(rel).count(os.sep) in (2, 3)
+
+
+def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
+  """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
+  results.json is a workdir's last file) to the same path under `to`: all a report row needs
+  and all `run` needs to skip the cell, so the record outlives the machine (run roots do not).
+  The rest of a workdir (checkpoints, the set) stays behind. Returns the cells copied."""
   copied = []
   for path in report._find(root):  # pylint: disable=protected-access
     rel = os.path.relpath(path, root)
-    if _grid_and_variant(rel)[1] and os.path.dirname(rel).count(os.sep) in (2, 3):
+    if keep(rel):
       os.makedirs(os.path.dirname(os.path.join(to, rel)), exist_ok=True)
       shutil.copyfile(path, os.path.join(to, rel))
       copied.append(os.path.dirname(rel))
   return copied
+
+
+def archive_command(parser, root: str, to: str, keep=_grid_cell, what: str = "grid") -> int:
+  """The `archive` subcommand: one error line for a root that is not a directory."""
+  if not os.path.isdir(root):
+    parser.error(f"--root {root} is not a directory of {what} cells")
+  print(f"{len(archive(root, to, keep))} finished cell(s) archived in {to}")
+  return 0
 
 
 # --- Report -------------------------------------------------------------------------------------
@@ -616,11 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     print(write_report(args.root, args.out, args.dataset))
     return 0
   if args.command == "archive":
-    if not os.path.isdir(args.root):
-      parser.error(f"--root {args.root} is not a directory of grid cells")
-    copied = archive(args.root, args.to)
-    print(f"{len(copied)} finished cell(s) archived in {args.to}")
-    return 0
+    return archive_command(parser, args.root, args.to)
   try:
     args.epochs_map = _epochs_map(args.epochs)
     args.selection_map = _epochs_map(args.selection_seeds)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -138,20 +137,15 @@ def cells(args) -> list[dict]:
   return out
 
 
+def _study_cell(rel: str) -> bool:
+  """A study cell's results.json relative to the root: <split>/<dataset>/<part>/<cell>/."""
+  return len(rel.split(os.sep)) == 5
+
+
 def archive(root: str, to: str) -> list[str]:
   """Copy root/<split>/<dataset>/<part>/<cell>/results.json of every finished cell to the same
-  path under `to` (results.json is a workdir's last file, so its presence means finished).
-  A cell's results.json is all its report row needs and all the runner needs to skip it; the
-  rest of a workdir (checkpoints, the set) stays behind. Returns the relative paths copied."""
-  from dcjax.benchmark import report
-  copied = []
-  for path in report._find(root):  # pylint: disable=protected-access
-    rel = os.path.relpath(path, root)
-    if len(rel.split(os.sep)) == 5:
-      os.makedirs(os.path.dirname(os.path.join(to, rel)), exist_ok=True)
-      shutil.copyfile(path, os.path.join(to, rel))
-      copied.append(os.path.dirname(rel))
-  return copied
+  path under `to` (fmnist_grid.archive). Returns the relative paths copied."""
+  return fmnist_grid.archive(root, to, _study_cell)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,11 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     print(pca_study_report.write_report(args.root, args.out))
     return 0
   if args.command == "archive":
-    if not os.path.isdir(args.root):
-      parser.error(f"--root {args.root} is not a directory of study cells")
-    copied = archive(args.root, args.to)
-    print(f"{len(copied)} finished cell(s) archived in {args.to}")
-    return 0
+    return fmnist_grid.archive_command(parser, args.root, args.to, _study_cell, "study")
   for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:
