@@ -92,7 +92,10 @@ def evaluations(root: str, ipc: int, seeds: int) -> list[dict]:
 
 def _results(workdir: str) -> dict | None:
   path = os.path.join(workdir, "results.json")
-  return json.load(open(path)) if os.path.exists(path) else None
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
 
 
 def _per_seed(r: dict) -> list[tuple]:

@@ -289,7 +289,8 @@ def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | N
     t = time.perf_counter()
     with open(cell["workdir"] + ".log", "a") as log:
       rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR)
-    tail = open(cell["workdir"] + ".log").read().strip().splitlines()[-1:]
+    with open(cell["workdir"] + ".log", encoding="utf-8", errors="replace") as f:
+      tail = f.read().strip().splitlines()[-1:]
     print(f"  rc={rc} in {time.perf_counter() - t:.0f} s: {tail[0] if tail else ''}", flush=True)
     if rc:
       failed.append(cell["name"])
@@ -316,7 +317,8 @@ def start_background(root: str, argv: list[str]) -> int:
   pid_file, log_file = os.path.join(root, "grid.pid"), os.path.join(root, "grid.log")
   if os.path.exists(pid_file):
     try:
-      pid = int(open(pid_file).read().strip())
+      with open(pid_file, encoding="utf-8") as f:
+        pid = int(f.read().strip())
     except ValueError:
       pid = 0
     if pid and _pid_alive(pid):

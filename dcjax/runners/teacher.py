@@ -120,7 +120,8 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
       print(f"teacher: training {model} on all {len(train_src)} {dataset} training images for "
             f"{recipe.epochs} epochs -> {path}", file=sys.stderr, flush=True)
       _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
-  info = json.load(open(done_file))
+  with open(done_file, encoding="utf-8") as f:
+    info = json.load(f)
   with Checkpointer(os.path.join(path, "final")) as ckpt:
     variables = _abstract_variables(student, image_shape)
     variables, _ = ckpt.restore(ckpt.latest_step(), variables)
