@@ -191,7 +191,7 @@ AUGMENTATIONS: dict[str, Callable[[Array, Array], Array]] = {
 }
 
 # Augmentations applied to normalised images (the training step normalises first).
-NORMALISED_SPACE = frozenset({"dsa", "tile_dsa"})
+NORMALISED_SPACE = frozenset({"dsa", "tile_dsa", "tile_dsa_noflip"})
 
 
 def in_normalised_space(name: str) -> bool:
@@ -200,7 +200,7 @@ def in_normalised_space(name: str) -> bool:
   return name in NORMALISED_SPACE
 
 
-TILE_AUGMENTATIONS = ("tile_crop", "tile_dsa", "tile_dsa_pixel")
+TILE_AUGMENTATIONS = ("tile_crop", "tile_dsa", "tile_dsa_pixel", "tile_dsa_noflip")
 
 
 def get_augmentation(name: str, tiles: int = 1,
@@ -213,7 +213,10 @@ def get_augmentation(name: str, tiles: int = 1,
   (area fraction bounds of the RandomResizedCrop; None: 0.08-1) applies to 'rrc_flip' and
   'tile_crop'. `resampling` (`dcjax.resample.METHODS`) is the kernel of every crop-resize
   ('rrc_flip', 'tile_crop', 'tile_dsa'); `sharpen` > 0 adds `dcjax.resample.random_sharpness`
-  of that strength to every view (after the crop-resize, before DSA)."""
+  of that strength to every view (after the crop-resize, before DSA). 'tile_dsa_noflip' is
+  'tile_dsa' without the tile view's flip (DSA keeps its own flip op, drawn for one batch in
+  six): on data with a fixed orientation (Fashion-MNIST's shoes all face left) a flip of every
+  other view is a shift from the test images."""
   scale = (0.08, 1.0) if crop_scale is None else tuple(float(v) for v in crop_scale)
   if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
     raise ValueError(f"crop_scale must be (min, max) with 0 < min <= max <= 1, got {crop_scale}")
@@ -224,8 +227,9 @@ def get_augmentation(name: str, tiles: int = 1,
   sharpen = float(sharpen)
   if name == "tile_crop":
     view = make_tile_crop(tiles, scale=scale, method=resampling)
-  elif name in ("tile_dsa", "tile_dsa_pixel"):
-    whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0), method=resampling)
+  elif name in ("tile_dsa", "tile_dsa_pixel", "tile_dsa_noflip"):
+    whole_tile = make_tile_crop(tiles, scale=(1.0, 1.0), ratio=(1.0, 1.0), method=resampling,
+                                flip_views=name != "tile_dsa_noflip")
 
     def tile_dsa(key: Array, images: Array) -> Array:
       k_tile, k_dsa = jax.random.split(key)
@@ -256,13 +260,14 @@ def get_augmentation(name: str, tiles: int = 1,
 
 
 def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
-              ratio=(3 / 4, 4 / 3), method: str = "linear") -> Array:
+              ratio=(3 / 4, 4 / 3), method: str = "linear", flip_views: bool = True) -> Array:
   """PCA's train-time view of a tiled image: images [N, H, W, C] float -> [N, size, size, C].
 
   Per image: pick one of the k x k tiles (`dcjax.combine.tile_bounds`) uniformly, sample a
   torchvision RandomResizedCrop box (`sample_rrc_boxes`) with area and aspect relative to that
   tile, in integer pixels inside [tile_start, tile_stop), resize it to `size` (with `method`,
-  default antialiased linear, via `_crop_resize`), then flip horizontally with probability 1/2.
+  default antialiased linear, via `_crop_resize`), then flip horizontally with probability 1/2
+  (`flip_views`; False: no flip, the same boxes).
 
   The tile is sliced out before resizing because the antialiased resize also weighs pixels
   just outside the box; on the sliced tile those do not exist, so no pixel of another tile ever
@@ -308,11 +313,12 @@ def tile_crop(key: Array, images: Array, k: int, size: int, scale=(0.08, 1.0),
       views = jax.vmap(crop)(images, y_start, x_start, y0, x0, h, w)
       pick = (tile_h == th) & (tile_w == tw)
       out = jnp.where(pick[:, None, None, None], views.astype(out.dtype), out)
-  return flip(k_flip, out)
+  return flip(k_flip, out) if flip_views else out
 
 
 def make_tile_crop(k: int, size: int | None = None, scale=(0.08, 1.0),
-                   ratio=(3 / 4, 4 / 3), method: str = "linear") -> Callable[[Array, Array], Array]:
+                   ratio=(3 / 4, 4 / 3), method: str = "linear",
+                   flip_views: bool = True) -> Callable[[Array, Array], Array]:
   """`tile_crop` with k fixed, as a `(key, images [N, H, W, C]) -> [N, size, size, C]`
   augmentation for the training runner; size None crops back to the input height H."""
   if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -320,6 +326,6 @@ def make_tile_crop(k: int, size: int | None = None, scale=(0.08, 1.0),
 
   def tile_crop_k(key: Array, images: Array) -> Array:
     return tile_crop(key, images, k, images.shape[1] if size is None else size, scale, ratio,
-                     method)
+                     method, flip_views)
 
   return tile_crop_k

@@ -46,7 +46,7 @@ SCHEDULES = ("cosine_epoch", "step_half", "dc_step", "constant")
 # Augmentation names a recipe may use (dcjax.augment.get_augmentation) and mixings
 # (dcjax.mixing.MIXINGS); kept here as names so the recipe is validated without building one.
 AUGMENTS = ("none", "flip", "rrc_flip", "dsa", "dsa_pixel", "tile_crop", "tile_dsa",
-            "tile_dsa_pixel")
+            "tile_dsa_pixel", "tile_dsa_noflip")
 MIXINGS = ("none", "cutmix", "mixup", "cutout")
 
 

@@ -27,8 +27,9 @@ Parts (IPC counts stored images; a k x k image stores k^2 sources):
            tile_dsa) under --kernel / --sharpen.
   k        PCA (--prune) at k = 1, 2, 3.
   augment  PCA's view: the paper's RandomResizedCrop inside a tile (tile_crop, scale 0.08-1 and
-           0.5-1) against tile_dsa, which is the k part's k = 2 cell (run once, reported in
-           both tables).
+           0.5-1) and tile_dsa without its view flip (tile_dsa_noflip: DSA's own flip only)
+           against tile_dsa, which is the k part's k = 2 cell (run once, reported in both
+           tables).
   ladder   Fashion-MNIST upsampled to 56 px, where a 2x2 tile holds a whole 28 px image, so
            Combine loses nothing by construction: random, P (--prune) and PCA (--prune,
            k = 2). PCA must beat P here or the pipeline has a bug. Scores are computed at 28 px
@@ -102,7 +103,8 @@ def part_cells(part: str, dataset: str, args) -> list[tuple[str, dict]]:
     return [
         (f"PCA {prune} tile_crop {lo:g}-1 {chosen}",
          base | {"eval.augment": "tile_crop", "eval.crop_scale": f"({lo},1.0)"})
-        for lo in (0.08, 0.5)]
+        for lo in (0.08, 0.5)] + [
+        (f"PCA {prune} tile_dsa_noflip {chosen}", base | {"eval.augment": "tile_dsa_noflip"})]
   if part == "ladder":
     if dataset != "fmnist":
       return []

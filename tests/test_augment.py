@@ -334,3 +334,27 @@ def test_crop_scale_and_tile_dsa():
   assert augment.get_augmentation("tile_dsa", tiles=1)(key, x).shape == x.shape
   with pytest.raises(ValueError, match="crop_scale"):
     augment.get_augmentation("tile_crop", tiles=2, crop_scale=(0.0, 1.0))
+
+
+def test_tile_dsa_noflip_is_tile_dsa_without_the_view_flip():
+  """The same tile and DSA draws; only the tile view's flip (p = 1/2) is gone. At k = 1 the
+  view is the image itself, so tile_dsa_noflip is exactly DSA with tile_dsa's DSA key."""
+  x = images(n=16, h=8, w=8, c=1)
+  noflip = jax.jit(augment.get_augmentation("tile_dsa_noflip", tiles=1, resampling="nearest"))
+  withflip = jax.jit(augment.get_augmentation("tile_dsa", tiles=1, resampling="nearest"))
+  flipped_somewhere = False
+  for seed in range(6):
+    key = jax.random.key(seed)
+    _, k_dsa = jax.random.split(key)
+    np.testing.assert_allclose(noflip(key, x), augment.dsa(k_dsa, x), atol=1e-6)
+    a, b = np.asarray(noflip(key, x)), np.asarray(withflip(key, x))
+    # tile_dsa = DSA(flip(x)): per image, either the same as noflip or its DSA of the mirror.
+    k_tile, _ = jax.random.split(key)
+    _, k_flip = jax.random.split(k_tile)
+    mirrored = np.asarray(augment.dsa(k_dsa, augment.flip(k_flip, x)))
+    np.testing.assert_allclose(b, mirrored, atol=1e-6)
+    flipped_somewhere |= not np.allclose(a, b)
+  assert flipped_somewhere
+  assert augment.in_normalised_space("tile_dsa_noflip")
+  tiled = jax.jit(augment.get_augmentation("tile_dsa_noflip", tiles=2))
+  assert tiled(jax.random.key(0), x).shape == x.shape

@@ -32,9 +32,11 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
                      "--sharpen", "1", "--prune", "herding", "--split", "test", "--seeds", "5",
                      "--dry-run"]) == 0
   out = capsys.readouterr().out
-  # k: 1, 2, 3; augment: two tile_crop scales (its tile_dsa row is k = 2's run); ladder: 3
-  assert out.count("running ->") == 2 * len(study.PRUNES) + 3 + 2 + 3
-  assert "PCA_herding_tile_dsa" not in out
+  # k: 1, 2, 3; augment: two tile_crop scales and tile_dsa_noflip (its tile_dsa row is k = 2's
+  # run); ladder: 3
+  assert out.count("running ->") == 2 * len(study.PRUNES) + 3 + 3 + 3
+  assert "--config.eval.augment=tile_dsa_noflip" in out
+  assert "PCA_herding_tile_dsa_lanczos3" not in out
   assert "validation_per_class" not in out and "--config.seeds=5" in out
   assert "--config.pca.prune=herding --config.combine.k=3" in out
   assert "--config.data.test_resample_size=9" in out  # 28 // 3

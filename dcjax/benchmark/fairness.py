@@ -31,7 +31,8 @@ from dcjax.data import files
 from dcjax.errors import UserError
 
 # Tiled augmentations of a set map to the same augmentation on whole images for its baselines.
-_UNTILED = {"tile_dsa": "dsa", "tile_dsa_pixel": "dsa_pixel", "tile_crop": "rrc_flip"}
+_UNTILED = {"tile_dsa": "dsa", "tile_dsa_pixel": "dsa_pixel", "tile_dsa_noflip": "dsa",
+            "tile_crop": "rrc_flip"}
 # Fields that do not change what a baseline run computes.
 _KEY_IGNORES = ("progress", "checkpoint_every", "overwrite", "compressed", "test_dataset",
                 "fairness", "job", "distributed")
