@@ -40,11 +40,16 @@ step --datasets cifar10 --ipcs 10 --parts prune --kernel cubic --split test --se
   --only "PCA herding cubic,herding,$BASELINES"
 # Still to run (2026-12-05 order). The k and training-view parts (validation) at each dataset's
 # validated P and kernel per IPC; the augment part's tile_dsa row is the k part's k = 2 cell.
+# First the view flip: PCA at k = 1 scored 76.75 at IPC 10 against herding alone's 80.19
+# (2026-12-03): tile_dsa mirrors every other view (DSA flips one batch in six), and
+# Fashion-MNIST's shoes all face left.
+step --datasets fmnist --ipcs 10 --parts augment --kernel nearest --prune herding \
+  --only "PCA herding tile_dsa_noflip nearest"
+step --datasets fmnist --ipcs 1 --parts augment --kernel area --prune herding \
+  --only "PCA herding tile_dsa_noflip area"
+step --datasets fmnist --ipcs 10 --parts prune --only herding
 step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
 step --datasets fmnist --ipcs 1 --parts k,augment --kernel area --prune herding
-# PCA at k = 1 scored 76.75 at IPC 10 against herding alone's 80.19 (2026-12-03): the view flip
-# of tile_dsa (every other view mirrored; DSA flips one batch in six) on left-facing shoes?
-step --datasets fmnist --ipcs 10 --parts prune --only herding
 step --datasets cifar10 --ipcs 1 --parts k,augment --kernel lanczos3 --prune el2n_easy
 step --datasets cifar10 --ipcs 10 --parts k,augment --kernel cubic --prune herding
 # The 56 px ladder (validation): done at IPC 1; IPC 10 is where PCA and P are close at 28 px.
