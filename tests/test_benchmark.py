@@ -413,6 +413,7 @@ def test_pca_config_quick_and_full():
     c = pca.get_config(arg)
     p = c.pca.prune if c.method == "pca" else c.method  # EL2N-easy P runs as el2n_easy
     assert (c.ipc, c.method, p, c.combine.resample) == want, arg
+    assert c.eval.augment == ("tile_dsa_noflip" if arg == "full,ipc1" else "tile_dsa"), arg
     assert c.eval.resample == c.combine.resample
   assert pca.get_config("full,ipc1").teacher.epochs == full.teacher.epochs
   for bad in ("full,ipc0", "ipc", "ipc1,ipc2", "full,ipcx"):
