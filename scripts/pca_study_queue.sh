@@ -48,6 +48,9 @@ step --datasets fmnist --ipcs 10 --parts augment --kernel nearest --prune herdin
 step --datasets fmnist --ipcs 1 --parts augment --kernel area --prune herding \
   --only "PCA herding tile_dsa_noflip area"
 step --datasets fmnist --ipcs 10 --parts prune --only herding
+# The rule chose tile_dsa_noflip at IPC 1 (configs/pca.py:ipc1): its figure on test, once.
+step --datasets fmnist --ipcs 1 --parts augment --kernel area --prune herding --split test \
+  --seeds 5 --only "PCA herding tile_dsa_noflip area"
 step --datasets fmnist --ipcs 10 --parts k,augment --kernel nearest --prune herding
 step --datasets fmnist --ipcs 1 --parts k,augment --kernel area --prune herding
 step --datasets cifar10 --ipcs 1 --parts k,augment --kernel lanczos3 --prune el2n_easy
