@@ -44,9 +44,18 @@ def test_configs_run_and_evaluate_by_name(tmp_path):
   for args, message in ((["run", "--workdir=x"], "dcjax run needs --config"),
                         (["run", "--config=nope", "--workdir=x"], "unknown config 'nope'"),
                         (["evaluate", "--workdir=x"], "dcjax evaluate takes one PATH"),
-                        (["frobnicate"], "unknown command 'frobnicate'")):
+                        (["frobnicate"], "unknown command 'frobnicate'"),
+                        # get_config refusing its argument: its message, not a traceback
+                        (["run", "--config=pca:full,ipc0", "--workdir=x"],
+                         "bad config argument: configs/pca.py takes ':quick'"),
+                        (["run", "--config=benchmark:fast", "--workdir=x"],
+                         "bad config argument: this config takes no ':ARG'")):
     p = _dcjax(*args)
     assert p.returncode == 2 and p.stderr.startswith(f"error: {message}"), p.stderr
+    assert "Traceback" not in p.stderr and "File " not in p.stderr, p.stderr
+    if message.startswith("bad config"):
+      assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+  assert not os.path.exists(os.path.join(ROOT, "x"))  # nothing written for refused input
 
 
 def _venv_with_our_dependencies(where):

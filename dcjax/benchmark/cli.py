@@ -41,6 +41,11 @@ def _one_line(e: BaseException) -> str:
   if "Failed loading config file" in text:  # say which file and why, not the flag's name
     lines = [line.strip() for line in text.splitlines()]
     return f"cannot load the config file: {lines[-1]}"
+  if "Error whilst parsing config file" in text:  # get_config raised: its message, no traceback
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    if re.search(r"get_config\(\) takes 0 positional arguments", last):
+      return "bad config argument: this config takes no ':ARG'"
+    return "bad config argument: " + re.sub(r"^\w+(Error|Exception): ", "", last)
   text = "; ".join(line.strip() for line in text.splitlines() if line.strip())
   m = re.fullmatch(r"'?(\w+)'?(?:; Did you mean \"(\w+)\" instead of \"\w+\"\?)?", text)
   if m:  # a misspelt field
