@@ -359,11 +359,14 @@ def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
   return copied
 
 
-def archive_command(parser, root: str, to: str, keep=_grid_cell, what: str = "grid") -> int:
-  """The `archive` subcommand: one error line for a root that is not a directory."""
+def archive_command(parser, root: str, to: str, keep=_grid_cell, what: str = "grid",
+                    archive_fn=None) -> int:
+  """The `archive` subcommand: one error line for a root that is not a directory.
+  `archive_fn(root, to)` replaces `archive(root, to, keep)` (the PCA study's adds a set)."""
   if not os.path.isdir(root):
     parser.error(f"--root {root} is not a directory of {what} cells")
-  print(f"{len(archive(root, to, keep))} finished cell(s) archived in {to}")
+  copied = archive_fn(root, to) if archive_fn else archive(root, to, keep)
+  print(f"{len(copied)} finished cell(s) archived in {to}")
   return 0
 
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -146,8 +147,17 @@ def _study_cell(rel: str) -> bool:
 
 def archive(root: str, to: str) -> list[str]:
   """Copy root/<split>/<dataset>/<part>/<cell>/results.json of every finished cell to the same
-  path under `to` (fmnist_grid.archive). Returns the relative paths copied."""
-  return fmnist_grid.archive(root, to, _study_cell)
+  path under `to` (fmnist_grid.archive), and the compressed set of each dataset's cell that the
+  report's tile figure shows (pca_study_report.tile_cells: a few hundred KB of PNGs at most),
+  so the figure can be redrawn from the record. Returns the relative paths copied."""
+  import pca_study_report
+  copied = fmnist_grid.archive(root, to, _study_cell)
+  for _, folder in pca_study_report.tile_cells(pca_study_report.load(root)).values():
+    dest = os.path.join(to, os.path.relpath(folder, root))
+    if not os.path.isdir(dest):
+      shutil.copytree(folder, dest)
+      copied.append(os.path.relpath(folder, root))
+  return copied
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     print(pca_study_report.write_report(args.root, args.out))
     return 0
   if args.command == "archive":
-    return fmnist_grid.archive_command(parser, args.root, args.to, _study_cell, "study")
+    return fmnist_grid.archive_command(parser, args.root, args.to, what="study",
+                                       archive_fn=archive)
   for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:

@@ -13,6 +13,7 @@ import collections
 import os
 import re
 import sys
+import textwrap
 
 ROOT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT_DIR)
@@ -109,11 +110,14 @@ def report_markdown(results: list[dict]) -> str:
   by = collections.defaultdict(dict)  # (split, dataset, part) -> {(row, ipc): result}
   for r in results:
     by[r["_split"], r["_dataset"], r["_part"]][_row(r["_part"], r["_cell"]), r["ipc"]] = r
-  for split, dataset, part in list(by):  # the augment part's tile_dsa row is k's k = 2 cell
-    if part == "augment":
+  # The k part's k = 2 cell is the augment part's tile_dsa row, and the prune part's PCA row of
+  # its P where that part did not run it (the same set, view and kernel).
+  for split, dataset, part in list(by):
+    if part in ("augment", "prune"):
       for (name, ipc), r in by.get((split, dataset, "k"), {}).items():
         if _K2.search(name):
-          by[split, dataset, part][_K2.sub("_tile_dsa", name), ipc] = r
+          row = _K2.sub("_tile_dsa" if part == "augment" else "", name)
+          by[split, dataset, part].setdefault((row, ipc), r)
   machines = sorted({f"{r['environment'].get('backend')} ({r['environment'].get('machine')}), "
                      f"jax {r['environment'].get('jax')}" for r in results})
   lines = ["# The PCA study (issue #14)", "",
@@ -263,27 +267,37 @@ def plot_prune(results: list[dict], path: str) -> bool:
   return True
 
 
+def tile_cells(results: list[dict]) -> dict[str, tuple[dict, str]]:
+  """Per dataset, the PCA cell whose stored images the tile figure shows, with its set's
+  folder: 2x2 tiles, the test split before validation, the prune part before the k and augment
+  parts, the largest IPC; only cells whose compressed set is still there (`archive` keeps
+  these sets, so the figure can be redrawn from the repository's record)."""
+  picks = {}
+  for r in sorted(results, key=lambda r: (r["_split"] != "test", r["_part"] != "prune",
+                                          -r["ipc"], r["_cell"])):
+    if r["method"] == "pca" and r["combine_k"] == 2 and r["_dataset"] not in picks:
+      folder = os.path.join(os.path.dirname(r["_path"]), "compressed")
+      if store.is_compressed_set(folder):
+        picks[r["_dataset"]] = (r, folder)
+  return picks
+
+
 def plot_tiles(results: list[dict], path: str, per_class: int = 4) -> bool:
-  """Stored images of the first PCA cell with a compressed set (the prune part's largest IPC):
-  up to `per_class` per class, one row per class (blank where the class stores fewer), one
-  panel per dataset."""
+  """Stored images of each dataset's tile_cells pick: up to `per_class` per class, one row
+  per class (blank where the class stores fewer), one panel per dataset."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
   import numpy as np
 
-  picks = {}
-  for r in sorted(results, key=lambda r: (r["_part"] != "prune", -r["ipc"])):
-    if r["method"] == "pca" and r["_dataset"] not in picks:
-      folder = os.path.join(os.path.dirname(r["_path"]), "compressed")
-      if store.is_compressed_set(folder):
-        picks[r["_dataset"]] = (r, folder)
+  picks = tile_cells(results)
   if not picks:
     return False
-  fig = Figure(figsize=(2.2 * per_class * len(picks), 8.5), layout="constrained")
+  fig = Figure(figsize=(1.25 * per_class * len(picks) + 0.5, 8.5), layout="constrained")
   FigureCanvasAgg(fig)
   for ax, (dataset, (r, folder)) in zip(fig.subplots(1, len(picks), squeeze=False)[0],
                                         sorted(picks.items())):
     images, labels, manifest = store.read_compressed(folder)
+    names = manifest.get("class_names") or [str(c) for c in range(int(labels.max()) + 1)]
     rows = []
     for c in range(int(labels.max()) + 1):
       mine = images[labels == c][:per_class]
@@ -294,8 +308,8 @@ def plot_tiles(results: list[dict], path: str, per_class: int = 4) -> bool:
     grid = np.concatenate(rows, axis=0)
     ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray")
     ax.set_axis_off()
-    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}: {_describe(r)}, IPC {r['ipc']}\n"
-                 f"rows = classes ({', '.join(manifest.get('class_names', [])[:10])})",
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, IPC {r['ipc']} ({r['_split']} run)\n"
+                 f"{_describe(r)}\nrows: " + textwrap.fill(", ".join(names[:10]), 40),
                  fontsize=7)
   fig.savefig(path, dpi=120)
   return True

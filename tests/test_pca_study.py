@@ -1,5 +1,6 @@
 """experiments/pca_study.py: the cells it would run."""
 
+import os
 import re
 
 import pytest
@@ -186,3 +187,48 @@ def test_report_augment_table_borrows_the_k2_cell_as_its_tile_dsa_row(study, tmp
   assert "| PCA herding tile crop 0.08-1 | pca[herding], k=2, tile_crop, nearest↓ nearest↑, " \
          "scale 0.08-1 | 77.00" in augment
   assert "k 1" not in augment  # only the k = 2 cell is borrowed
+
+
+def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_archive(study,
+                                                                                     tmp_path):
+  """What PCA stores: `archive` copies the compressed set of each dataset's tile-figure cell
+  (2x2 PCA, test before validation, prune part first, largest IPC) and nothing else of a
+  workdir, so `report --root <archive>` still draws pca_study_tiles.png."""
+  import json
+  import numpy as np
+  import pca_study_report
+  from dcjax.data import store
+  root = tmp_path / "runs"
+  cells = {  # cell -> (result, with a compressed set)
+      "validation/fmnist/k/PCA_herding_k_1_nearest_ipc10": (
+          _result("pca", 10, [76.0] * 3, prune="herding", kernel="nearest"), True),
+      "validation/fmnist/k/PCA_herding_k_2_nearest_ipc10": (
+          _result("pca", 10, [81.0] * 3, k=2, prune="herding", kernel="nearest"), True),
+      "validation/fmnist/k/PCA_herding_k_2_area_ipc1": (
+          _result("pca", 1, [70.0] * 3, k=2, prune="herding", kernel="area"), True),
+      "test/fmnist/prune/PCA_herding_nearest_ipc10": (  # its set was lost with its machine
+          _result("pca", 10, [80.0] * 5, k=2, prune="herding", kernel="nearest"), False),
+  }
+  rng = np.random.default_rng(0)
+  for sub, (r, with_set) in cells.items():
+    (root / sub).mkdir(parents=True)
+    (root / sub / "results.json").write_text(json.dumps(r))
+    if with_set:
+      n = 10 * r["ipc"]
+      store.write_compressed(root / sub / "compressed",
+                             rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8),
+                             np.repeat(np.arange(10), r["ipc"]), [[i] for i in range(n)],
+                             dataset="fashion_mnist", split="train", method="pca", config={},
+                             num_classes=10)
+  picks = pca_study_report.tile_cells(pca_study_report.load(str(root)))
+  assert {d: os.path.relpath(f, root) for d, (_, f) in picks.items()} == {
+      "fmnist": "validation/fmnist/k/PCA_herding_k_2_nearest_ipc10/compressed"}
+  kept = tmp_path / "kept"
+  assert study.main(["archive", "--root", str(root), "--to", str(kept)]) == 0
+  sets = sorted(p.parent.relative_to(kept).as_posix() for p in kept.rglob("manifest.json"))
+  assert sets == ["validation/fmnist/k/PCA_herding_k_2_nearest_ipc10/compressed"]
+  md = pca_study_report.write_report(str(kept), str(tmp_path / "out"))
+  assert "](pca_study_tiles.png)" in md
+  assert (tmp_path / "out" / "pca_study_tiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  # A second archive of the same root copies no set again.
+  assert study.main(["archive", "--root", str(root), "--to", str(kept)]) == 0
