@@ -117,7 +117,13 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
       "test/fmnist/prune/herding_ipc1": _result("herding", 1, [66.0] * 5),
       "test/fmnist/prune/PCA_herding_area_ipc1": _result("pca", 1, [70.5] * 5, k=2,
                                                          prune="herding", kernel="area"),
+      # configs/pca.py's IPC-1 view (VALIDATED), tested later in the augment part: listed first
+      # and marked, though not the higher figure.
+      "test/fmnist/augment/PCA_herding_tile_dsa_noflip_area_ipc1": _result(
+          "pca", 1, [70.0] * 5, k=2, prune="herding", kernel="area"),
   }
+  cells["test/fmnist/augment/PCA_herding_tile_dsa_noflip_area_ipc1"]["recipe"]["augment"] = (
+      "tile_dsa_noflip")
   for sub, r in cells.items():
     (root / sub).mkdir(parents=True)
     (root / sub / "results.json").write_text(json.dumps(r))
@@ -128,10 +134,12 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
   md = pca_study_report.write_report(str(root), str(out))
   rows = [line for line in md.splitlines() if line.startswith("| Fashion-MNIST |")]
   assert rows == [
+      "| Fashion-MNIST | 1 | pca[herding], k=2, tile_dsa_noflip, area↓ area↑ (configs/pca.py) | "
+      "70.00 ± 0.50 | herding (1 compared) | 66.00 ± 0.50 | +4.00 | yes |",
       "| Fashion-MNIST | 1 | pca[herding], k=2, tile_dsa, area↓ area↑ | 70.50 ± 0.50 | herding "
       "(1 compared) | 66.00 ± 0.50 | +4.50 | yes |",
-      "| Fashion-MNIST | 10 | pca[herding], k=2, tile_dsa, nearest↓ nearest↑ | 79.00 ± 0.50 | "
-      "herding (2 compared) | 80.00 ± 0.50 | -1.00 | no |"]
+      "| Fashion-MNIST | 10 | pca[herding], k=2, tile_dsa, nearest↓ nearest↑ (configs/pca.py) | "
+      "79.00 ± 0.50 | herding (2 compared) | 80.00 ± 0.50 | -1.00 | no |"]
   assert f"]({pca_study_report.EARLIER})" in md
 
   # The archive keeps results.json alone, at the report's layout; the runner skips it again.
@@ -143,7 +151,7 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
   kept = sorted(p.relative_to(tmp_path / "kept").as_posix()
                 for p in (tmp_path / "kept").rglob("*") if p.is_file())
   assert kept == sorted(f"{sub}/results.json" for sub in cells)
-  assert pca_study_report.load(str(tmp_path / "kept"))[0]["_part"] == "prune"
+  assert {r["_part"] for r in pca_study_report.load(str(tmp_path / "kept"))} == {"prune", "augment"}
   import fmnist_grid
   assert fmnist_grid._finished_seeds(str(tmp_path / "kept/test/fmnist/prune/random_ipc10")) == 5
 
