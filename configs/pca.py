@@ -22,7 +22,10 @@ class, 3 seeds; experiments/pca_study.py, results/pca_study.md):
 - P = herding: PCA scores 79.37 ± 0.07 % at IPC 10 with herding P, 78.17 ± 0.38 with random
   P, 72.41 ± 0.60 with EL2N-easy P; at IPC 1 (area kernel) 71.59 ± 0.87 with herding P,
   66.43 ± 0.15 CCS, 66.25 ± 0.41 EL2N-easy, 65.80 ± 0.15 random. Herding alone: 80.19 ± 0.08
-  (IPC 10) and 67.40 ± 0.33 (IPC 1): PCA wins by 4.2 points at IPC 1 and is 0.8 short at IPC 10.
+  (IPC 10) and 67.40 ± 0.33 (IPC 1): PCA wins by 4.2 points at IPC 1 and is 0.8 short at IPC 10
+  on that page (2026-12-03); rerun 2026-12-05/06 with one feature teacher for both, herding
+  alone scores 77.03 ± 0.15 and PCA 81.15 ± 0.37 at IPC 10 (the difference is not explained).
+  On test (5 seeds) PCA leads herding by 5.2 (IPC 1, tile_dsa_noflip) and 1.6 (IPC 10).
 - Resampling (combine.resample down into a tile, eval.resample up to the training view), from
   the sharpness-gap part (random 4*IPC/class in 2x2 tiles): at IPC 10 `nearest` (78.17 ± 0.38
   against 69.92 ± 1.19 for the antialiased linear kernel, 74.34 lanczos3, 75.86 area, 77.89
