@@ -282,6 +282,8 @@ def test_score_and_feature_methods_end_to_end(tmp_path, method):
   assert np.bincount(labels).tolist() == [2, 2, 2, 2]
   if method in ("el2n_easy", "aum_hard", "ccs"):
     assert r["score_file"] and os.path.exists(r["score_file"])
+  # Only the feature methods name the teacher they selected with (hard labels: no other use).
+  assert (r["feature_teacher"] is not None) == (method in ("herding", "kcenter")), r
 
 
 def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
@@ -379,7 +381,11 @@ def test_pca_config_prunes_by_herding_and_tiles_with_nearest(tmp_path, capsys):
   h = _tiny_pca(pca.get_config(), tmp_path, ipc=8)
   h.method, h.combine.k, h.eval.augment = "herding", 1, "dsa"
   h.lock()
-  benchmark.run(h, str(tmp_path / "herding"))
+  rh = benchmark.run(h, str(tmp_path / "herding"))
+  # Both selected on one teacher's features, and results.json names it (name, accuracy).
+  assert r["feature_teacher"] == rh["feature_teacher"]
+  assert r["feature_teacher"]["name"].startswith("synthetic-convnet-")
+  assert 0 <= r["feature_teacher"]["top1"] <= 100
   _, herd_labels, herd_manifest = store.read_compressed(str(tmp_path / "herding" / "compressed"))
   for cls in range(4):
     chosen = [i for e in manifest["files"] if e["label"] == cls for i in e["source_indices"]]

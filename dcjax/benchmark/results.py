@@ -72,6 +72,9 @@ class Results:
   # data.test_resample_size > 0: {size, down, up, top1_mean, top1_std, top5_mean, top5_std} of
   # the students tested on the resampled copy of the test split; None otherwise.
   resampled_test: dict | None = None
+  # {name, top1, top5} of the teacher whose features the method selected with (herding,
+  # k-center, RDED, PCA with such a P); None when the method used none.
+  feature_teacher: dict | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -66,6 +66,13 @@ def run(config, workdir: str) -> dict[str, Any]:
 _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
 
 
+def _teacher_summary(teacher: tuple) -> dict:
+  """{name (its cache folder's name: dataset, model, config hash), top1, top5} of a teacher."""
+  info = teacher[2]
+  return {"name": os.path.basename(os.path.normpath(info["dir"])), "top1": info["top1"],
+          "top5": info["top5"]}
+
+
 def _run(config, wd: Workdir) -> dict[str, Any]:
   t_start = time.perf_counter()
   wd.check()
@@ -83,6 +90,9 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
     compressed, given_set = read_given_set(config, data, train_src, recipe)
   else:
     compressed = compress(config, data)
+  # The teacher whose features the method selected with (herding, k-center, RDED): recorded, so
+  # two runs of the same selection on different machines can be told apart.
+  feature_teacher = _teacher_summary(data.teacher) if "teacher" in vars(data) else None
   soft = recipe.labels == "teacher"
   teacher_model, teacher_vars, teacher_info = data.teacher if soft else (None, None, None)
   student = config_args.student(config, train_src.num_classes, data.image_shape, data.mesh,
@@ -135,7 +145,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
                | {"model": config.teacher.model} if teacher_info else None),
       test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
       resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
-      selection_seed=config.seed, score_file=data.score_file,
+      selection_seed=config.seed, score_file=data.score_file, feature_teacher=feature_teacher,
       wall_seconds=time.perf_counter() - t_start, environment=_environment(),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       config=wd.config,
