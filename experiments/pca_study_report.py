@@ -252,32 +252,51 @@ def plot_gap(results: list[dict], path: str) -> bool:
 
 
 def plot_prune(results: list[dict], path: str) -> bool:
-  """Top-1 vs IPC per selection method, alone (dashed) and as PCA's P step (solid); a panel
-  per dataset and split (test first)."""
+  """Top-1 vs IPC, one panel per dataset on the test split (validation where a dataset has no
+  test cell yet): each selection method alone (dashed), PCA with configs/pca.py's validated
+  setting per IPC (thick black line; prune or augment part) and PCA with other P steps of the
+  prune part (solid, thin)."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  rows = [r for r in results if r["_part"] == "prune"]
-  panels = sorted({(r["_split"] != "test", r["_dataset"], r["_split"]) for r in rows})
-  if not panels:
+  cells = [r for r in results if r["_part"] in ("prune", "augment")]
+  tested = {r["_dataset"] for r in cells if r["_split"] == "test"}
+  panels = sorted({(r["_dataset"], r["_split"]) for r in cells
+                   if r["_split"] == ("test" if r["_dataset"] in tested else "validation")})
+  by_panel = {}
+  for dataset, split in panels:
+    lines = collections.defaultdict(list)
+    for r in cells:
+      if (r["_dataset"], r["_split"]) != (dataset, split):
+        continue
+      pca = r["method"] == "pca"
+      if pca and r["combine_k"] == 2 and _setting(r) == _validated(dataset, r["ipc"]):
+        lines["PCA (configs/pca.py)", "chosen"].append(r)
+      elif r["_part"] == "prune":
+        name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
+        label = f"PCA[{name}], {r['recipe']['augment']}" if pca else name
+        lines[label, "pca" if pca else "alone"].append(r)
+    if lines:
+      by_panel[dataset, split] = lines
+  if not by_panel:
     return False
-  fig = Figure(figsize=(5.5 * len(panels), 4.0), layout="constrained")
+  fig = Figure(figsize=(5.5 * len(by_panel), 4.0), layout="constrained")
   FigureCanvasAgg(fig)
   colours = {}
-  for ax, (_, dataset, split) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-    lines = collections.defaultdict(list)
-    for r in rows:
-      if (r["_dataset"], r["_split"]) == (dataset, split):
-        pca = r["method"] == "pca"
-        name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
-        lines[name, pca].append((r["ipc"], r["top1_mean"], r["top1_std"]))
-    for (name, pca), pts in sorted(lines.items()):
-      pts.sort()
-      colour = colours.setdefault(name, f"C{len(colours)}")
-      ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
-                  color=colour, ls="-" if pca else "--", marker="o" if pca else "s",
-                  capsize=3, label=f"PCA[{name}]" if pca else name)
+  for ax, ((dataset, split), lines) in zip(fig.subplots(1, len(by_panel), squeeze=False)[0],
+                                          by_panel.items()):
+    for (label, kind), rs in sorted(lines.items(), key=lambda kv: (kv[0][1] != "chosen", kv[0])):
+      rs.sort(key=lambda r: r["ipc"])
+      style = dict(color="black", ls="-", lw=2.5, marker="o", zorder=3) if kind == "chosen" else (
+          dict(color=colours.setdefault(re.sub(r"^PCA\[(\w+)\].*", r"\1", label),
+                                        f"C{len(colours)}"),
+               ls="-" if kind == "pca" else "--", lw=1, marker="o" if kind == "pca" else "s",
+               alpha=0.6 if kind == "pca" else 1.0))
+      ax.errorbar([r["ipc"] for r in rs], [r["top1_mean"] for r in rs],
+                  yerr=[r["top1_std"] for r in rs], capsize=3, label=label, **style)
     ax.set_xscale("log")
+    ax.set_xticks(sorted({r["ipc"] for rs in lines.values() for r in rs}))
+    ax.get_xaxis().set_major_formatter("{x:g}")
     ax.set_xlabel("stored images per class")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} ({split})", fontsize=9)
