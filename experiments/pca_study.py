@@ -117,6 +117,37 @@ def part_cells(part: str, dataset: str, args) -> list[tuple[str, dict]]:
   raise ValueError(part)
 
 
+def reuse_identical(todo: list[dict], every: list[dict], seeds: int) -> list[str]:
+  """Cells of `todo` whose main.py command (all but --workdir) equals that of a finished cell
+  of `every` (e.g. the k part's k = 2 cell and the prune part's PCA cell at the same P and
+  kernel): copy that cell's config.json, runs/ and results.json into the unfinished one instead
+  of training the same students again. Returns the names of the cells filled this way."""
+  def key(cell):
+    return tuple(a for a in cell["argv"] if not a.startswith("--workdir="))
+  finished = {}
+  for c in every:
+    if fmnist_grid._finished_seeds(c["workdir"]) >= seeds:  # pylint: disable=protected-access
+      finished.setdefault(key(c), c)
+  filled = []
+  for c in todo:
+    src = finished.get(key(c))
+    if src is None or src["workdir"] == c["workdir"] or (
+        fmnist_grid._finished_seeds(c["workdir"]) >= seeds):  # pylint: disable=protected-access
+      continue
+    os.makedirs(c["workdir"], exist_ok=True)
+    for name in ("config.json", "runs"):
+      there = os.path.join(src["workdir"], name)
+      if os.path.isdir(there):
+        shutil.copytree(there, os.path.join(c["workdir"], name), dirs_exist_ok=True)
+      elif os.path.exists(there):
+        shutil.copyfile(there, os.path.join(c["workdir"], name))
+    shutil.copyfile(os.path.join(src["workdir"], "results.json"),
+                    os.path.join(c["workdir"], "results.json"))  # last: marks it finished
+    print(f"{c['name']}: the same run as {src['name']} (finished): results copied", flush=True)
+    filled.append(c["name"])
+  return filled
+
+
 def slug(name: str) -> str:
   return "".join(c if c.isalnum() or c in ".-" else "_" for c in name)
 
@@ -206,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     if wanted - known:
       parser.error(f"unknown cells {sorted(wanted - known)}; these parts have {sorted(known)}")
     todo = [c for c in todo if c["cell"] in wanted]
+  if not args.dry_run:
+    reuse_identical(todo, cells(argparse.Namespace(**{**vars(args), "parts": ",".join(PARTS)})),
+                    args.seeds)
   return fmnist_grid.run_cells(todo, args.seeds, args.dry_run)
 
 

@@ -240,3 +240,31 @@ def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_arch
   assert (tmp_path / "out" / "pca_study_tiles.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # A second archive of the same root copies no set again.
   assert study.main(["archive", "--root", str(root), "--to", str(kept)]) == 0
+
+
+def test_a_cell_identical_to_a_finished_one_is_copied_not_trained(study, tmp_path, capsys,
+                                                                  monkeypatch):
+  """The k part's k = 2 cell runs the same command as the prune part's PCA cell of that P and
+  kernel (only --workdir differs): once one has finished, the other gets its results instead
+  of training the same students again; a cell with any other flag still runs."""
+  import json
+  import subprocess
+  root = tmp_path / "runs"
+  done = root / "validation/cifar10/prune/PCA_herding_cubic_ipc10"
+  done.mkdir(parents=True)
+  (done / "results.json").write_text(json.dumps(_result("pca", 10, [45.0] * 3, k=2,
+                                                        prune="herding", kernel="cubic")))
+  (done / "config.json").write_text("{}")
+  (done / "runs").mkdir()
+  (done / "runs" / "seed_0.json").write_text("{}")
+  ran = []
+  monkeypatch.setattr(subprocess, "call", lambda argv, **kw: ran.append(argv) or 0)
+  args = ["run", "--root", str(root), "--datasets", "cifar10", "--ipcs", "10", "--parts", "k",
+          "--kernel", "cubic", "--prune", "herding"]
+  assert study.main(args + ["--only", "PCA herding k=2 cubic"]) == 0
+  copied = root / "validation/cifar10/k/PCA_herding_k_2_cubic_ipc10"
+  assert (copied / "results.json").read_text() == (done / "results.json").read_text()
+  assert (copied / "runs" / "seed_0.json").exists() and not ran
+  assert "the same run as cifar10 prune: PCA herding cubic ipc=10" in capsys.readouterr().out
+  assert study.main(args + ["--only", "PCA herding k=3 cubic"]) == 0
+  assert len(ran) == 1 and "--config.combine.k=3" in ran[0]
