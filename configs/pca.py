@@ -42,10 +42,11 @@ class, 3 seeds; experiments/pca_study.py, results/pca_study.md):
   unconstrained DSA (P+C) and 62.0 % for AdamW + RandomResizedCrop-in-a-tile (one seed each).
   Re-checked under the fixed protocol (2026-12-05, the study's k and augment parts): at IPC 1
   tile_dsa 70.85 ± 0.59 against the paper's RandomResizedCrop in a tile 63.61 ± 2.41 (scale
-  0.08-1) and 63.89 ± 0.60 (0.5-1); tile_dsa without its view flip (`tile_dsa_noflip`) 71.34 ±
-  0.34 at IPC 1 and 81.43 ± 0.29 against 81.15 ± 0.37 at IPC 10.
+  0.08-1) and 63.89 ± 0.60 (0.5-1), at IPC 10 tile_dsa 81.15 ± 0.37 against 74.50 ± 0.04 and
+  77.13 ± 0.10; tile_dsa without its view flip (`tile_dsa_noflip`) 71.34 ± 0.34 at IPC 1 and
+  81.43 ± 0.29 against 81.15 ± 0.37 at IPC 10.
 - k = 2: at IPC 1 k = 3 scores 71.22 ± 0.21 against 70.85 ± 0.59 (k = 1: 69.05 ± 0.36); at
-  IPC 10 k = 1 76.75 ± 0.26 against k = 2 81.15 ± 0.37 (k = 3 not run yet).
+  IPC 10 k = 1 / 2 / 3 score 76.75 ± 0.26 / 81.15 ± 0.37 / 79.22 ± 0.24.
   The rule for both: a setting replaces the current one only where it is ahead by more than one
   pooled std on validation (3 seeds). k = 3 is not (+0.37, pooled std 0.44): k = 2 stays.
   tile_dsa_noflip is at IPC 1 (+0.49, pooled std 0.48), not at IPC 10 (+0.28, 0.33): IPC 1 uses
