@@ -167,14 +167,14 @@ def report_markdown(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def _setting(r: dict) -> tuple[str, str, str]:
-  """A PCA cell's (P, kernel, view), as configs/pca.py's VALIDATED holds them."""
+def _setting(r: dict) -> tuple[str, str, str, int]:
+  """A PCA cell's (P, kernel, view, k), as configs/pca.py's VALIDATED holds them."""
   c = r.get("config") or {}
   return (c.get("pca", {}).get("prune"), c.get("combine", {}).get("resample", "linear"),
-          r["recipe"]["augment"])
+          r["recipe"]["augment"], r["combine_k"])
 
 
-def _validated(dataset: str, ipc: int) -> tuple[str, str, str] | None:
+def _validated(dataset: str, ipc: int) -> tuple[str, str, str, int] | None:
   from configs import pca  # pylint: disable=import-outside-toplevel
   return pca.VALIDATED.get((dataset, ipc))
 
@@ -193,8 +193,8 @@ def against_the_best_baseline(results: list[dict]) -> list[str]:
       continue
     best = max(baselines, key=lambda r: r["top1_mean"])
     chosen = _validated(dataset, ipc)
-    pcas = [r for r in here if r["method"] == "pca" and r["combine_k"] == 2
-            and r["_part"] in ("prune", "augment")]
+    pcas = [r for r in here if r["method"] == "pca" and r["combine_k"] > 1
+            and r["_part"] in ("prune", "augment", "k")]
     for r in sorted(pcas, key=lambda r: (_setting(r) != chosen, -r["top1_mean"])):
       delta = r["top1_mean"] - best["top1_mean"]
       mark = " (configs/pca.py)" if _setting(r) == chosen else ""
@@ -259,7 +259,7 @@ def plot_prune(results: list[dict], path: str) -> bool:
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
 
-  cells = [r for r in results if r["_part"] in ("prune", "augment")]
+  cells = [r for r in results if r["_part"] in ("prune", "augment", "k")]
   tested = {r["_dataset"] for r in cells if r["_split"] == "test"}
   panels = sorted({(r["_dataset"], r["_split"]) for r in cells
                    if r["_split"] == ("test" if r["_dataset"] in tested else "validation")})
@@ -270,8 +270,10 @@ def plot_prune(results: list[dict], path: str) -> bool:
       if (r["_dataset"], r["_split"]) != (dataset, split):
         continue
       pca = r["method"] == "pca"
-      if pca and r["combine_k"] == 2 and _setting(r) == _validated(dataset, r["ipc"]):
-        lines["PCA (configs/pca.py)", "chosen"].append(r)
+      if pca and _setting(r) == _validated(dataset, r["ipc"]):
+        chosen = lines["PCA (configs/pca.py)", "chosen"]
+        if r["ipc"] not in [c["ipc"] for c in chosen]:  # the k part's k = 2 = the prune part's
+          chosen.append(r)
       elif r["_part"] == "prune":
         name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
         label = f"PCA[{name}], {r['recipe']['augment']}" if pca else name
@@ -308,13 +310,16 @@ def plot_prune(results: list[dict], path: str) -> bool:
 
 def tile_cells(results: list[dict]) -> dict[str, tuple[dict, str]]:
   """Per dataset, the PCA cell whose stored images the tile figure shows, with its set's
-  folder: 2x2 tiles, the largest IPC (the most to see), the test split before validation, the
-  prune part before the k and augment parts; only cells whose compressed set is still there
+  folder: combined tiles (k > 1), the largest IPC (the most to see), the test split before
+  validation, configs/pca.py's validated setting before others, the prune part before the k
+  and augment parts; only cells whose compressed set is still there
   (`archive` keeps these sets, so the figure can be redrawn from the repository's record)."""
   picks = {}
-  for r in sorted(results, key=lambda r: (-r["ipc"], r["_split"] != "test",
-                                          r["_part"] != "prune", r["_cell"])):
-    if r["method"] == "pca" and r["combine_k"] == 2 and r["_dataset"] not in picks:
+  def order(r):
+    return (-r["ipc"], r["_split"] != "test", _setting(r) != _validated(r["_dataset"], r["ipc"]),
+            r["_part"] != "prune", r["_cell"])
+  for r in sorted((r for r in results if r["method"] == "pca" and r["combine_k"] > 1), key=order):
+    if r["_dataset"] not in picks:
       folder = os.path.join(os.path.dirname(r["_path"]), "compressed")
       if store.is_compressed_set(folder):
         picks[r["_dataset"]] = (r, folder)

@@ -121,9 +121,13 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
       # and marked, though not the higher figure.
       "test/fmnist/augment/PCA_herding_tile_dsa_noflip_area_ipc1": _result(
           "pca", 1, [70.0] * 5, k=2, prune="herding", kernel="area"),
+      # The k part on test: listed; the same P, kernel and view at another k is not the
+      # validated setting (VALIDATED holds k).
+      "test/fmnist/k/PCA_herding_k_3_area_ipc1": _result("pca", 1, [71.0] * 5, k=3,
+                                                         prune="herding", kernel="area"),
   }
-  cells["test/fmnist/augment/PCA_herding_tile_dsa_noflip_area_ipc1"]["recipe"]["augment"] = (
-      "tile_dsa_noflip")
+  for sub in ("augment/PCA_herding_tile_dsa_noflip_area_ipc1", "k/PCA_herding_k_3_area_ipc1"):
+    cells["test/fmnist/" + sub]["recipe"]["augment"] = "tile_dsa_noflip"
   for sub, r in cells.items():
     (root / sub).mkdir(parents=True)
     (root / sub / "results.json").write_text(json.dumps(r))
@@ -136,6 +140,8 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
   assert rows == [
       "| Fashion-MNIST | 1 | pca[herding], k=2, tile_dsa_noflip, area↓ area↑ (configs/pca.py) | "
       "70.00 ± 0.50 | herding (1 compared) | 66.00 ± 0.50 | +4.00 | yes |",
+      "| Fashion-MNIST | 1 | pca[herding], k=3, tile_dsa_noflip, area↓ area↑ | 71.00 ± 0.50 | "
+      "herding (1 compared) | 66.00 ± 0.50 | +5.00 | yes |",
       "| Fashion-MNIST | 1 | pca[herding], k=2, tile_dsa, area↓ area↑ | 70.50 ± 0.50 | herding "
       "(1 compared) | 66.00 ± 0.50 | +4.50 | yes |",
       "| Fashion-MNIST | 10 | pca[herding], k=2, tile_dsa, nearest↓ nearest↑ (configs/pca.py) | "
@@ -151,7 +157,8 @@ def test_report_puts_pca_against_the_best_baseline_on_test(study, tmp_path):
   kept = sorted(p.relative_to(tmp_path / "kept").as_posix()
                 for p in (tmp_path / "kept").rglob("*") if p.is_file())
   assert kept == sorted(f"{sub}/results.json" for sub in cells)
-  assert {r["_part"] for r in pca_study_report.load(str(tmp_path / "kept"))} == {"prune", "augment"}
+  assert {r["_part"] for r in pca_study_report.load(str(tmp_path / "kept"))} == {"prune", "augment",
+                                                                              "k"}
   import fmnist_grid
   assert fmnist_grid._finished_seeds(str(tmp_path / "kept/test/fmnist/prune/random_ipc10")) == 5
 
@@ -200,7 +207,8 @@ def test_report_augment_table_borrows_the_k2_cell_as_its_tile_dsa_row(study, tmp
 def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_archive(study,
                                                                                      tmp_path):
   """What PCA stores: `archive` copies the compressed set of each dataset's tile-figure cell
-  (2x2 PCA, test before validation, prune part first, largest IPC) and nothing else of a
+  (combined tiles, largest IPC, test before validation, configs/pca.py's validated setting
+  first, then the prune part) and nothing else of a
   workdir, so `report --root <archive>` still draws pca_study_tiles.png."""
   import json
   import numpy as np
@@ -214,6 +222,9 @@ def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_arch
           _result("pca", 10, [81.0] * 3, k=2, prune="herding", kernel="nearest"), True),
       "validation/fmnist/k/PCA_herding_k_2_area_ipc1": (
           _result("pca", 1, [70.0] * 3, k=2, prune="herding", kernel="area"), True),
+      # Not the validated P at IPC 10: second to the k part's validated cell.
+      "validation/fmnist/prune/PCA_random_nearest_ipc10": (
+          _result("pca", 10, [78.0] * 3, k=2, prune="random", kernel="nearest"), True),
       "test/fmnist/prune/PCA_herding_nearest_ipc10": (  # its set was lost with its machine
           _result("pca", 10, [80.0] * 5, k=2, prune="herding", kernel="nearest"), False),
   }
