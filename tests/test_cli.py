@@ -28,6 +28,22 @@ def _dcjax(*args, cwd=ROOT, env=None, exe=None):
                         env=env or _env(), timeout=600)
 
 
+def test_refused_commands_say_why_in_one_line(capsys):
+  """Refused before any config is loaded: checked in this process (a subprocess per case cost
+  ~6 s of JAX import each); the refusals that go through absl's flag parsing run below."""
+  from dcjax.benchmark.cli import console_main
+  for args, message in ((["run", "--workdir=x"], "dcjax run needs --config"),
+                        (["run", "--config=nope", "--workdir=x"], "unknown config 'nope'"),
+                        (["evaluate", "--workdir=x"], "dcjax evaluate takes one PATH"),
+                        (["frobnicate"], "unknown command 'frobnicate'")):
+    with pytest.raises(SystemExit) as e:
+      console_main(["dcjax", *args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(f"error: {message}"), err
+    assert "Traceback" not in err
+  assert not os.path.exists(os.path.join(ROOT, "x"))
+
+
 def test_configs_run_and_evaluate_by_name(tmp_path):
   p = _dcjax("configs")
   assert p.returncode == 0 and {"benchmark", "pca", "evaluate", "cifar10"} <= set(p.stdout.split())
@@ -41,12 +57,9 @@ def test_configs_run_and_evaluate_by_name(tmp_path):
   assert p.returncode == 0, p.stderr
   r = json.load(open(tmp_path / "ev" / "results.json"))
   assert r["method"] == "evaluate" and r["protocol"] == "hard" and r["dataset"] == "synthetic"
-  for args, message in ((["run", "--workdir=x"], "dcjax run needs --config"),
-                        (["run", "--config=nope", "--workdir=x"], "unknown config 'nope'"),
-                        (["evaluate", "--workdir=x"], "dcjax evaluate takes one PATH"),
-                        (["frobnicate"], "unknown command 'frobnicate'"),
-                        # get_config refusing its argument: its message, not a traceback
-                        (["run", "--config=pca:full,ipc0", "--workdir=x"],
+  # get_config refusing its argument: its message, not a traceback (absl parses the flags,
+  # so each runs as its own process, as a user would)
+  for args, message in ((["run", "--config=pca:full,ipc0", "--workdir=x"],
                          "bad config argument: configs/pca.py takes ':quick'"),
                         (["run", "--config=benchmark:fast", "--workdir=x"],
                          "bad config argument: this config takes no ':ARG'")):
