@@ -45,6 +45,12 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
             and "pca.prune" in line)
   assert "test_resample_size" not in k1  # the test split at its own size is not resampled
   assert "--config.eval.crop_scale=(0.08,1.0)" in out
+  assert "k_4" not in out
+  assert study.main(["run", "--root", str(tmp_path), "--datasets", "cifar10", "--ipcs", "1",
+                     "--parts", "k", "--ks", "4", "--kernel", "lanczos3", "--dry-run"]) == 0
+  k4 = capsys.readouterr().out
+  assert k4.count("running ->") == 1 and "--config.combine.k=4" in k4
+  assert "--config.data.test_resample_size=8" in k4  # 32 // 4
   assert "--config.data.image_size=56" in out and "--config.scores.image_size=28" in out
   assert "PCA_herding_k_3_lanczos3_sharpen_1_ipc1" in out
   assert "P_herding_56px_ipc1" in out and "PCA_herding_56px_lanczos3_sharpen_1_ipc1" in out
