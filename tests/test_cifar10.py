@@ -80,7 +80,7 @@ def test_cifar10_configs_set_the_source_and_normalisation():
   shared = cifar10_config.get_config("shared")
   assert shared.dataset == f"parquet:{cifar10_config.SHARED_PARQUET}"
   p = pca_config.get_config("full,cifar10_shared")
-  assert p.dataset == shared.dataset and p.seeds == 3 and p.combine.k == 2
+  assert p.dataset == shared.dataset and p.seeds == 3 and p.combine.k == 3  # VALIDATED, IPC 10
   assert pca_config.get_config("cifar10").scores.num_models == 1  # quick
   for bad in ("cifar100", "quick,full", "cifar10,cifar10_shared"):
     with pytest.raises(ValueError, match="configs/pca.py takes"):
