@@ -413,8 +413,8 @@ def test_pca_config_quick_and_full():
   # ',ipcN': IPC N with the setting validated at the largest validated IPC <= N.
   for arg, want in (("full,ipc1", (1, "pca", "herding", "area", 2)),
                     ("full,ipc50", (50, "pca", "herding", "nearest", 2)),
-                    ("full,cifar10,ipc1", (1, "el2n_easy", "el2n_easy", "lanczos3", 3)),
-                    ("cifar10,ipc5", (5, "el2n_easy", "el2n_easy", "lanczos3", 3)),
+                    ("full,cifar10,ipc1", (1, "el2n_easy", "el2n_easy", "lanczos3", 4)),
+                    ("cifar10,ipc5", (5, "el2n_easy", "el2n_easy", "lanczos3", 4)),
                     ("full,cifar10,ipc10", (10, "pca", "herding", "cubic", 3))):
     c = pca.get_config(arg)
     p = c.pca.prune if c.method == "pca" else c.method  # EL2N-easy P runs as el2n_easy
