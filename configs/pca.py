@@ -46,13 +46,13 @@ class, 3 seeds; experiments/pca_study.py, results/pca_study.md):
   0.08-1) and 63.89 ± 0.60 (0.5-1), at IPC 10 tile_dsa 81.15 ± 0.37 against 74.50 ± 0.04 and
   77.13 ± 0.10; tile_dsa without its view flip (`tile_dsa_noflip`) 71.34 ± 0.34 at IPC 1 and
   81.43 ± 0.29 against 81.15 ± 0.37 at IPC 10.
-- k = 2 on Fashion-MNIST, 3-4 on CIFAR-10. Fashion-MNIST: at IPC 1 k = 3 scores 71.22 ± 0.21 against 70.85 ± 0.59 (k = 1:
-  69.05 ± 0.36); at IPC 10 k = 1 / 2 / 3 score 76.75 ± 0.26 / 81.15 ± 0.37 / 79.22 ± 0.24.
-  CIFAR-10 at IPC 1 (EL2N-easy P, lanczos3): k = 1 / 2 / 3 / 4 score 23.69 ± 0.30 /
-  31.13 ± 0.06 / 33.80 ± 0.13 / 34.54 ± 0.31 (k = 4 tried because k = 3 won at the edge); its views there: tile_crop 29.56 ± 0.25 (0.08-1) / 30.55 ± 0.18
-  (0.5-1), tile_dsa_noflip 29.95 ± 0.32 against tile_dsa 31.13 (measured at k = 2). k = 3 on
-  CIFAR-10 at IPC 10 (herding P, cubic): k = 1 / 2 / 3 score 36.32 ± 0.25 / 45.59 ± 0.40 /
-  48.25 ± 0.15.
+- k = 2 on Fashion-MNIST, 3-4 on CIFAR-10. Fashion-MNIST: at IPC 1 k = 3 scores 71.22 ± 0.21
+  against 70.85 ± 0.59 (k = 1: 69.05 ± 0.36); at IPC 10 k = 1 / 2 / 3 score 76.75 ± 0.26 /
+  81.15 ± 0.37 / 79.22 ± 0.24. CIFAR-10 at IPC 1 (EL2N-easy P, lanczos3): k = 1 / 2 / 3 / 4
+  score 23.69 ± 0.30 / 31.13 ± 0.06 / 33.80 ± 0.13 / 34.54 ± 0.31 (k = 4 tried because k = 3
+  won at the edge); its views there: tile_crop 29.56 ± 0.25 (0.08-1) / 30.55 ± 0.18 (0.5-1),
+  tile_dsa_noflip 29.95 ± 0.32 against tile_dsa 31.13 (measured at k = 2). k = 3 on CIFAR-10 at
+  IPC 10 (herding P, cubic): k = 1 / 2 / 3 score 36.32 ± 0.25 / 45.59 ± 0.40 / 48.25 ± 0.15.
   The rule for all: a setting replaces the current one only where it is ahead by more than one
   pooled std on validation (3 seeds). On Fashion-MNIST IPC 1 k = 3 is not (+0.37, pooled std
   0.44): k = 2 stays; on CIFAR-10 it is, at IPC 1 (+2.67, pooled std 0.10) and at IPC 10
