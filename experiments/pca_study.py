@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 
@@ -232,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:
       parser.error(f"unknown {name} {sorted(unknown)}; choose from {list(allowed)}")
+  if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", args.ks):
+    parser.error(f"--ks takes comma-separated integers >= 1, got {args.ks!r}")
   todo = cells(args)
   if args.only:
     wanted = set(args.only.split(","))

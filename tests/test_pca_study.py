@@ -51,6 +51,11 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
   k4 = capsys.readouterr().out
   assert k4.count("running ->") == 1 and "--config.combine.k=4" in k4
   assert "--config.data.test_resample_size=8" in k4  # 32 // 4
+  for bad in ("0", "abc", "2,", ""):
+    with pytest.raises(SystemExit):
+      study.main(["run", "--root", str(tmp_path / "bad"), "--parts", "k", "--ks", bad])
+    assert "--ks takes comma-separated integers >= 1" in capsys.readouterr().err
+  assert not (tmp_path / "bad").exists()
   assert "--config.data.image_size=56" in out and "--config.scores.image_size=28" in out
   assert "PCA_herding_k_3_lanczos3_sharpen_1_ipc1" in out
   assert "P_herding_56px_ipc1" in out and "PCA_herding_56px_lanczos3_sharpen_1_ipc1" in out
