@@ -2,7 +2,7 @@
 
   python experiments/pca_study.py run --root RUNS [--datasets fmnist,cifar10] [--ipcs 10,1]
       [--parts gap,prune,k,augment,ladder] [--kernel K] [--sharpen S] [--prune M] [--seeds 3]
-      [--split validation|test] [--only NAME,...] [--dry-run]
+      [--ks 1,2,3] [--view-k 2] [--split validation|test] [--only NAME,...] [--dry-run]
   python experiments/pca_study.py report --root RUNS --out results
   python experiments/pca_study.py archive --root RUNS [--to results/pca_study_runs]
 
@@ -29,7 +29,7 @@ Parts (IPC counts stored images; a k x k image stores k^2 sources):
   augment  PCA's view: the paper's RandomResizedCrop inside a tile (tile_crop, scale 0.08-1 and
            0.5-1) and tile_dsa without its view flip (tile_dsa_noflip: DSA's own flip only)
            against tile_dsa, which is the k part's k = 2 cell (run once, reported in both
-           tables).
+           tables); `--view-k K` runs them at k = K (where the validated k moved from 2).
   ladder   Fashion-MNIST upsampled to 56 px, where a 2x2 tile holds a whole 28 px image, so
            Combine loses nothing by construction: random, P (--prune) and PCA (--prune,
            k = 2). PCA must beat P here or the pipeline has a bug. Scores are computed at 28 px
@@ -100,13 +100,16 @@ def part_cells(part: str, dataset: str, args) -> list[tuple[str, dict]]:
     return [(f"PCA {prune} k={k} {chosen}", {"method": "pca", "pca.prune": prune,
                                              **_tiled(k, size, kernel, sharpen)})
             for k in fmnist_grid._ints(args.ks)]  # pylint: disable=protected-access
-  if part == "augment":  # its tile_dsa row is the k part's k = 2 cell (the same run)
-    base = {"method": "pca", "pca.prune": prune, **_tiled(2, size, kernel, sharpen)}
+  if part == "augment":  # its tile_dsa row is the k part's cell at the same k (the same run)
+    k = args.view_k
+    base = {"method": "pca", "pca.prune": prune, **_tiled(k, size, kernel, sharpen)}
+    at = "" if k == 2 else f"k={k} "  # k = 2 keeps the names of the cells that ran first
     return [
-        (f"PCA {prune} tile_crop {lo:g}-1 {chosen}",
+        (f"PCA {prune} {at}tile_crop {lo:g}-1 {chosen}",
          base | {"eval.augment": "tile_crop", "eval.crop_scale": f"({lo},1.0)"})
         for lo in (0.08, 0.5)] + [
-        (f"PCA {prune} tile_dsa_noflip {chosen}", base | {"eval.augment": "tile_dsa_noflip"})]
+        (f"PCA {prune} {at}tile_dsa_noflip {chosen}",
+         base | {"eval.augment": "tile_dsa_noflip"})]
   if part == "ladder":
     if dataset != "fmnist":
       return []
@@ -207,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                  help="PCA's P step in the k, augment and ladder parts (chosen by prune)")
   r.add_argument("--ks", default="1,2,3",
                  help="the k part's k values (the issue's 1,2,3; 4 where 3 wins at the edge)")
+  r.add_argument("--view-k", type=int, default=2,
+                 help="k of the augment part's cells (the validated k where it moved from 2)")
   r.add_argument("--seeds", type=int, default=3)
   r.add_argument("--split", choices=("validation", "test"), default="validation")
   r.add_argument("--only", default="",
@@ -235,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"unknown {name} {sorted(unknown)}; choose from {list(allowed)}")
   if not re.fullmatch(r"[1-9]\d*(,[1-9]\d*)*", args.ks):
     parser.error(f"--ks takes comma-separated integers >= 1, got {args.ks!r}")
+  if args.view_k < 2:
+    parser.error(f"--view-k must be >= 2 (the views are tile views), got {args.view_k}")
   todo = cells(args)
   if args.only:
     wanted = set(args.only.split(","))

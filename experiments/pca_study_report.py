@@ -111,13 +111,18 @@ def report_markdown(results: list[dict]) -> str:
   for r in results:
     by[r["_split"], r["_dataset"], r["_part"]][_row(r["_part"], r["_cell"]), r["ipc"]] = r
   # The k part's k = 2 cell is the augment part's tile_dsa row, and the prune part's PCA row of
-  # its P where that part did not run it (the same set, view and kernel).
+  # its P where that part did not run it (the same set, view and kernel). Augment cells run at
+  # another k (`--view-k`, named '..._k_3_tile_crop...') borrow the k part's cell at that k.
   for split, dataset, part in list(by):
     if part in ("augment", "prune"):
+      rows = by[split, dataset, part]
       for (name, ipc), r in by.get((split, dataset, "k"), {}).items():
         if _K2.search(name):
           row = _K2.sub("_tile_dsa" if part == "augment" else "", name)
-          by[split, dataset, part].setdefault((row, ipc), r)
+          rows.setdefault((row, ipc), r)
+        elif part == "augment" and any(n.startswith(name + "_tile") and i == ipc
+                                       for n, i in list(rows)):
+          rows.setdefault((name + "_tile_dsa", ipc), r)
   machines = sorted({f"{r['environment'].get('backend')} ({r['environment'].get('machine')}), "
                      f"jax {r['environment'].get('jax')}" for r in results})
   lines = ["# The PCA study (issue #14)", "",

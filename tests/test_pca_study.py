@@ -46,6 +46,14 @@ def test_later_parts_use_the_chosen_kernel_and_prune(study, tmp_path, capsys):
   assert "test_resample_size" not in k1  # the test split at its own size is not resampled
   assert "--config.eval.crop_scale=(0.08,1.0)" in out
   assert "k_4" not in out
+  assert study.main(["run", "--root", str(tmp_path), "--datasets", "cifar10", "--ipcs", "10",
+                     "--parts", "augment", "--view-k", "3", "--dry-run"]) == 0
+  v3 = capsys.readouterr().out
+  assert v3.count("running ->") == 3 and v3.count("--config.combine.k=3 ") == 3
+  assert "PCA_el2n_easy_k_3_tile_dsa_noflip_linear_ipc10" in v3
+  with pytest.raises(SystemExit):
+    study.main(["run", "--root", str(tmp_path / "bad"), "--parts", "augment", "--view-k", "1"])
+  assert "--view-k must be >= 2" in capsys.readouterr().err
   assert study.main(["run", "--root", str(tmp_path), "--datasets", "cifar10", "--ipcs", "1",
                      "--parts", "k", "--ks", "4", "--kernel", "lanczos3", "--dry-run"]) == 0
   k4 = capsys.readouterr().out
@@ -213,6 +221,21 @@ def test_report_augment_table_borrows_the_k2_cell_as_its_tile_dsa_row(study, tmp
   assert "| PCA herding tile crop 0.08-1 | pca[herding], k=2, tile_crop, nearest↓ nearest↑, " \
          "scale 0.08-1 | 77.00" in augment
   assert "k 1" not in augment  # only the k = 2 cell is borrowed
+  # Views run at the validated k (--view-k 3) borrow the k part's k = 3 cell as their tile_dsa.
+  crop3 = json.loads(json.dumps(crop))
+  crop3["combine_k"] = crop3["config"]["combine"]["k"] = 3
+  for sub, r in {"validation/fmnist/k/PCA_herding_k_3_nearest_ipc10": _result(
+                     "pca", 10, [80.5] * 3, k=3, prune="herding", kernel="nearest"),
+                 "validation/fmnist/augment/PCA_herding_k_3_tile_crop_0.08-1_nearest_ipc10":
+                     crop3}.items():
+    (root / sub).mkdir(parents=True)
+    (root / sub / "results.json").write_text(json.dumps(r))
+  augment = pca_study_report.write_report(str(root), str(tmp_path / "out")).split(
+      "(d) The training view")[1].split("\n## ")[0]
+  assert "| PCA herding k 3 tile dsa | pca[herding], k=3, tile_dsa, nearest↓ nearest↑ | 80.50" \
+      in augment
+  assert "| PCA herding k 3 tile crop 0.08-1 | pca[herding], k=3, tile_crop" in augment
+  assert "PCA herding tile dsa | pca[herding], k=2" in augment
 
 
 def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_archive(study,
