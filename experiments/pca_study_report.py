@@ -281,7 +281,7 @@ def plot_prune(results: list[dict], path: str) -> bool:
           chosen.append(r)
       elif r["_part"] == "prune":
         name = (r.get("config") or {}).get("pca", {}).get("prune") if pca else r["method"]
-        label = f"PCA[{name}], {r['recipe']['augment']}" if pca else name
+        label = f"PCA[{name}], k={r['combine_k']}, {r['recipe']['augment']}" if pca else name
         lines[label, "pca" if pca else "alone"].append(r)
     if lines:
       by_panel[dataset, split] = lines
