@@ -24,12 +24,14 @@ recover() { nice -n 19 "$PY" experiments/sre2l_recover.py run --root "$RUNS/sre2
 METHODS="random,el2n_easy,el2n_hard,ccs,herding,kcenter,rded,pca"
 SELECTIONS="1:5,10:2,50:2"
 
-grid --dataset fmnist --ipcs 1 --methods "$METHODS" --selection-seeds "$SELECTIONS"
-grid --dataset fmnist --ipcs 10 --methods "$METHODS" --selection-seeds "$SELECTIONS"
+# The recover sweeps first: every finding compares pruning with synthesis, and SRe2L's cells
+# wait for the setting its sweep chooses on validation (20 cells per dataset).
 recover --datasets fmnist --ipcs 10
-grid --dataset cifar10 --ipcs 1 --methods "$METHODS" --selection-seeds "$SELECTIONS"
-grid --dataset cifar10 --ipcs 10 --methods "$METHODS" --selection-seeds "$SELECTIONS"
+grid --dataset fmnist --ipcs 1 --methods "$METHODS" --selection-seeds "$SELECTIONS"
 recover --datasets cifar10 --ipcs 10
+grid --dataset cifar10 --ipcs 1 --methods "$METHODS" --selection-seeds "$SELECTIONS"
+grid --dataset fmnist --ipcs 10 --methods "$METHODS" --selection-seeds "$SELECTIONS"
+grid --dataset cifar10 --ipcs 10 --methods "$METHODS" --selection-seeds "$SELECTIONS"
 grid --dataset fmnist --ipcs 50 --methods "$METHODS" --selection-seeds "$SELECTIONS"
 grid --dataset cifar10 --ipcs 50 --methods "$METHODS" --selection-seeds "$SELECTIONS"
 grid --dataset fmnist --ipcs 1,10,50 --methods sre2l --selection-seeds "$SELECTIONS"
