@@ -106,23 +106,39 @@ def _settings(rs: dict[int, dict]) -> str:
   return "; ".join(f"IPC {ipc}: {t}" for ipc, t in texts.items())
 
 
-def report_markdown(results: list[dict]) -> str:
-  by = collections.defaultdict(dict)  # (split, dataset, part) -> {(row, ipc): result}
+def _rows_by_part(results: list[dict]) -> dict:
+  """(split, dataset, part) -> {(row, ipc): result}. The k part's k = 2 cell is the augment
+  part's tile_dsa row, and the prune part's PCA row of its P where that part did not run it
+  (the same set, view and kernel); augment cells run at another k (`--view-k`, named
+  '..._k_3_tile_crop..._cubic') borrow the k part's cell at that k. A borrowed cell has the
+  kernel of the cells it is compared with. Rows drop the kernel from the cell's name (_row)
+  unless two cells of one part and IPC differ only by it: then each keeps its own row."""
+  raw = collections.defaultdict(dict)  # (split, dataset, part) -> {(cell, ipc): result}
   for r in results:
-    by[r["_split"], r["_dataset"], r["_part"]][_row(r["_part"], r["_cell"]), r["ipc"]] = r
-  # The k part's k = 2 cell is the augment part's tile_dsa row, and the prune part's PCA row of
-  # its P where that part did not run it (the same set, view and kernel). Augment cells run at
-  # another k (`--view-k`, named '..._k_3_tile_crop...') borrow the k part's cell at that k.
-  for split, dataset, part in list(by):
+    raw[r["_split"], r["_dataset"], r["_part"]][r["_cell"], r["ipc"]] = r
+  for split, dataset, part in list(raw):
     if part in ("augment", "prune"):
-      rows = by[split, dataset, part]
-      for (name, ipc), r in by.get((split, dataset, "k"), {}).items():
-        if _K2.search(name):
-          row = _K2.sub("_tile_dsa" if part == "augment" else "", name)
-          rows.setdefault((row, ipc), r)
-        elif part == "augment" and any(n.startswith(name + "_tile") and i == ipc
-                                       for n, i in list(rows)):
-          rows.setdefault((name + "_tile_dsa", ipc), r)
+      rows = raw[split, dataset, part]
+      for (name, ipc), r in raw.get((split, dataset, "k"), {}).items():
+        kernel = m.group(0) if (m := _KERNEL_SUFFIX.search(name)) else ""
+        base = name[:len(name) - len(kernel)]
+        if _K2.search(base):
+          rows.setdefault((_K2.sub("_tile_dsa" if part == "augment" else "", base) + kernel,
+                           ipc), r)
+        elif part == "augment" and any(
+            n.startswith(base + "_tile") and n.endswith(kernel) and i == ipc for n, i in rows):
+          rows.setdefault((base + "_tile_dsa" + kernel, ipc), r)
+  by = {}
+  for (split, dataset, part), cells in raw.items():
+    count = collections.Counter((_row(part, name), ipc) for name, ipc in cells)
+    by[split, dataset, part] = {
+        (_row(part, name) if count[_row(part, name), ipc] == 1 else name, ipc): r
+        for (name, ipc), r in cells.items()}
+  return by
+
+
+def report_markdown(results: list[dict]) -> str:
+  by = _rows_by_part(results)
   machines = sorted({f"{r['environment'].get('backend')} ({r['environment'].get('machine')}), "
                      f"jax {r['environment'].get('jax')}" for r in results})
   lines = ["# The PCA study (issue #14)", "",

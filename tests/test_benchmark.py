@@ -405,9 +405,9 @@ def test_pca_config_quick_and_full():
   for c in (quick, full):
     assert (c.method, c.pca.prune, c.combine.k, c.eval.protocol, c.eval.augment) == (
         "pca", "herding", 2, "small_data", "tile_dsa")
-  cifar = pca.get_config("full,cifar10")  # validated at IPC 10: herding P, cubic kernel, k=3
+  cifar = pca.get_config("full,cifar10")  # validated at IPC 10: herding P, lanczos3 kernel, k=3
   assert (cifar.method, cifar.pca.prune, cifar.combine.resample, cifar.eval.resample,
-          cifar.combine.k) == ("pca", "herding", "cubic", "cubic", 3)
+          cifar.combine.k) == ("pca", "herding", "lanczos3", "lanczos3", 3)
   with pytest.raises(ValueError, match="full"):
     pca.get_config("fast")
   # ',ipcN': IPC N with the setting validated at the largest validated IPC <= N.
@@ -415,7 +415,7 @@ def test_pca_config_quick_and_full():
                     ("full,ipc50", (50, "pca", "herding", "nearest", 2)),
                     ("full,cifar10,ipc1", (1, "el2n_easy", "el2n_easy", "lanczos3", 4)),
                     ("cifar10,ipc5", (5, "el2n_easy", "el2n_easy", "lanczos3", 4)),
-                    ("full,cifar10,ipc10", (10, "pca", "herding", "cubic", 3))):
+                    ("full,cifar10,ipc10", (10, "pca", "herding", "lanczos3", 3))):
     c = pca.get_config(arg)
     p = c.pca.prune if c.method == "pca" else c.method  # EL2N-easy P runs as el2n_easy
     assert (c.ipc, c.method, p, c.combine.resample, c.combine.k) == want, arg

@@ -236,6 +236,20 @@ def test_report_augment_table_borrows_the_k2_cell_as_its_tile_dsa_row(study, tmp
       in augment
   assert "| PCA herding k 3 tile crop 0.08-1 | pca[herding], k=3, tile_crop" in augment
   assert "PCA herding tile dsa | pca[herding], k=2" in augment
+  # The same setting under a second kernel (a later kernel check): both keep their own row in
+  # the k table, and the views still borrow the cell of their own kernel.
+  (root / "validation/fmnist/k/PCA_herding_k_3_lanczos3_ipc10").mkdir(parents=True)
+  (root / "validation/fmnist/k/PCA_herding_k_3_lanczos3_ipc10/results.json").write_text(
+      json.dumps(_result("pca", 10, [81.5] * 3, k=3, prune="herding", kernel="lanczos3")))
+  md = pca_study_report.write_report(str(root), str(tmp_path / "out"))
+  k_part = md.split("(c) Tiles per side k")[1].split("\n### ")[0]
+  assert "| PCA herding k 3 nearest | pca[herding], k=3, tile_dsa, nearest↓ nearest↑ | 80.50" \
+      in k_part
+  assert "| PCA herding k 3 lanczos3 | pca[herding], k=3, tile_dsa, lanczos3↓ lanczos3↑ | 81.50" \
+      in k_part
+  augment = md.split("(d) The training view")[1].split("\n## ")[0]
+  assert "| PCA herding k 3 tile dsa | pca[herding], k=3, tile_dsa, nearest↓ nearest↑ | 80.50" \
+      in augment and "81.50" not in augment
 
 
 def test_archive_keeps_the_tile_figure_set_and_the_report_draws_it_from_the_archive(study,
