@@ -35,12 +35,13 @@ class, 3 seeds; experiments/pca_study.py, results/pca_study.md):
 - CIFAR-10 (same validation split size, 3 seeds): at IPC 10 P = herding (PCA at k = 2, cubic:
   45.59 ± 0.40 with herding P, 41.41 ± 0.34 EL2N-easy P, 40.65 ± 0.24 random P) with `lanczos3`:
   in the gap part (random 40/class in 2x2 tiles) lanczos3 41.30 ± 0.24 against cubic 40.46 ±
-  0.24 and linear 39.13 ± 0.45 (random 10/class at full resolution: 26.73 ± 0.23), and PCA
+  0.24, linear 38.96 ± 0.59, area 41.27 ± 0.15 and nearest 41.49 ± 0.54 (+0.19, under the
+  pooled std 0.42; random 10/class at full resolution: 26.73 ± 0.23), and PCA
   (herding, k = 3, tile_dsa) with lanczos3 48.71 ± 0.09 against cubic's 48.25 ± 0.15 (test, 5
   seeds: 49.10 ± 0.17 against 48.07 ± 0.18); at IPC 1
   P = EL2N-easy with `lanczos3` (PCA 31.13 ± 0.06 with EL2N-easy P, 25.88 ± 0.47 herding P,
-  19.30 ± 0.13 random P; random P under nearest 19.24, cubic 19.00, area 18.82). Baselines
-  there: IPC 1 EL2N-easy 21.28, herding 20.07, random 12.22.
+  19.30 ± 0.13 random P; random P under nearest 19.24, cubic 19.00, area 18.82, linear
+  18.62). Baselines there: IPC 1 EL2N-easy 21.28, herding 20.07, random 12.22.
 - the augmentation `tile_dsa` under the small-data protocol (SGD, 301 epochs), chosen under the
   protocol's earlier variant: 69.3 % on validation against 26.8 % for the same tiles with
   unconstrained DSA (P+C) and 62.0 % for AdamW + RandomResizedCrop-in-a-tile (one seed each).

@@ -262,7 +262,8 @@ def plot_gap(results: list[dict], path: str) -> bool:
     ax.set_xticks(list(xs), [r["_cell"].replace("random_2x2_", "").replace("_", " ")
                              for r in tiled], rotation=40, ha="right", fontsize=7)
     lo = min([r["top1_mean"] for r in cells] + [r["resampled_test"]["top1_mean"] for r in tiled])
-    ax.set_ylim(max(0, lo - 10), 100)
+    hi = max([r["top1_mean"] for r in cells] + [r["resampled_test"]["top1_mean"] for r in tiled])
+    ax.set_ylim(max(0, lo - 10), min(100, hi + 10))  # room for the legend, differences visible
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)}, IPC {ipc}: random 4x{ipc}/class in "
                  "2x2 tiles", fontsize=9)
