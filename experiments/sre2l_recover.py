@@ -2,7 +2,8 @@
 
   python experiments/sre2l_recover.py run --root RUNS [--datasets fmnist,cifar10] [--ipcs 10]
       [--settings NAME,...] [--seeds 3] [--dry-run]
-  python experiments/sre2l_recover.py report --root RUNS --out results
+  python experiments/sre2l_recover.py archive --root RUNS [--to results/sre2l_recover_runs]
+  python experiments/sre2l_recover.py report --root results/sre2l_recover_runs --out results
 
 Every cell is one `main.py` run of configs/sre2l.py (CIFAR-10: :cifar10_shared) on the
 validation split (500 training images per class held out), into
@@ -88,6 +89,13 @@ def load(root: str) -> list[dict]:
   return out
 
 
+def _recover_cell(rel: str) -> bool:
+  """A sweep cell's results.json, relative to the root: validation/<dataset>/<protocol>/<cell>/."""
+  parts = rel.split(os.sep)
+  return (len(parts) == 5 and parts[0] == "validation" and parts[1] in DATASETS
+          and parts[2] in PROTOCOLS and parts[4] == "results.json")
+
+
 def choose(rows: list[dict], dataset: str, ipc: int) -> str | None:
   """The setting with the best soft-label validation mean (None: no soft cell finished)."""
   soft = {r["setting"]: r["result"]["top1_mean"] for r in rows
@@ -114,6 +122,8 @@ def report_markdown(rows: list[dict]) -> str:
     at = {(r["setting"], r["protocol"]): r["result"] for r in rows
           if (r["dataset"], r["ipc"]) == (dataset, ipc)}
     best = choose(rows, dataset, ipc)
+    n = sum(1 for s in SETTINGS if (s, "soft") in at)
+    mark = "chosen" if n == len(SETTINGS) else "leading"  # chosen once every setting finished
     lines += [f"## {dataset}, IPC {ipc}", "",
               "| setting | soft top-1 (%) | hard top-1 (%) |", "|---|---|---|"]
     for setting in SETTINGS:
@@ -124,13 +134,15 @@ def report_markdown(rows: list[dict]) -> str:
                     f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({_seeds(len(r['runs']))})")
       if cols == ["—", "—"]:
         continue
-      name = f"**{setting}** (chosen)" if setting == best else setting
+      name = f"**{setting}** ({mark})" if setting == best else setting
       lines.append(f"| {name} | {cols[0]} | {cols[1]} |")
     lines.append("")
     if best is not None:
-      n = sum(1 for s in SETTINGS if (s, "soft") in at)
-      lines.append(f"Chosen: **{best}** ({SETTINGS[best] or 'SRe2L CIFAR defaults'}), the best "
-                   f"soft-label mean of the {n} settings that finished.")
+      what = f"**{best}** ({SETTINGS[best] or 'SRe2L CIFAR defaults'})"
+      lines.append(f"Chosen: {what}, the best soft-label mean of the {n} settings."
+                   if mark == "chosen" else
+                   f"Leading so far: {what}, the best soft-label mean of the {n} of "
+                   f"{len(SETTINGS)} settings that finished; the choice is made when all have.")
       lines.append("")
   return "\n".join(lines)
 
@@ -189,6 +201,10 @@ def main(argv: list[str] | None = None) -> int:
   r.add_argument("--seeds", type=int, default=3)
   r.add_argument("--dry-run", action="store_true", help="print the commands only")
   r.add_argument("extra", nargs="*", help="more main.py flags, after --")
+  a = sub.add_parser("archive", help="copy every finished cell's results.json into TO (the "
+                     "record outlives the machine; scripts/grid_queue.sh seeds RUNS from it)")
+  a.add_argument("--root", required=True)
+  a.add_argument("--to", default=os.path.join(ROOT_DIR, "results", "sre2l_recover_runs"))
   p = sub.add_parser("report", help="write OUT/sre2l_recover.md and its figure")
   p.add_argument("--root", required=True)
   p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
@@ -196,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
   if args.command == "report":
     print(write_report(args.root, args.out))
     return 0
+  if args.command == "archive":
+    return fmnist_grid.archive_command(parser, args.root, args.to, keep=_recover_cell,
+                                       what="sre2l_recover")
   for name, allowed in (("datasets", DATASETS), ("settings", SETTINGS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:

@@ -8,15 +8,16 @@
 #   git worktree add --detach ../grid HEAD && cd ../grid && ln -s ../<repo>/.venv .venv
 #   nohup setsid bash scripts/grid_queue.sh RUNS >> RUNS.log 2>&1 &
 #
-# It first copies the archived cells (results/grid_runs, committed) into RUNS so they are
-# skipped. From the main checkout, `experiments/fmnist_grid.py archive --root RUNS` and
+# It first copies the archived cells (results/grid_runs and results/sre2l_recover_runs,
+# committed) into RUNS so they are skipped. From the main checkout, `experiments/fmnist_grid.py archive --root RUNS` and
 # `report --root results/grid_runs [--dataset cifar10]` record what finished (commit results/).
 # SRe2L's cells come after its recover sweep on the validation split: run them from a commit
 # whose configs/sre2l.py holds the setting that sweep chose (issue #15: no tuning on test).
 set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS}
 cd "$(dirname "$0")/.."
-mkdir -p "$RUNS" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null
+mkdir -p "$RUNS/sre2l_recover" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null
+cp -rn results/sre2l_recover_runs/. "$RUNS/sre2l_recover"/ 2>/dev/null
 PY=${PYTHON:-.venv/bin/python}
 grid() { nice -n 19 "$PY" experiments/fmnist_grid.py run --root "$RUNS" "$@"; }
 recover() { nice -n 19 "$PY" experiments/sre2l_recover.py run --root "$RUNS/sre2l_recover" "$@"; }

@@ -64,10 +64,41 @@ def test_the_report_chooses_by_soft_labels_and_shows_hard(sweep, tmp_path):
   assert sweep.choose(rows, "fmnist", 1) is None
   path = sweep.write_report(str(tmp_path), str(tmp_path / "out"))
   text = open(path).read()
-  assert "| **lr 0.5** (chosen) | 75.00 ± 0.82 (3 seeds) | 80.00 ± 0.00 (3 seeds) |" in text
+  assert "| **lr 0.5** (leading) | 75.00 ± 0.82 (3 seeds) | 80.00 ± 0.00 (3 seeds) |" in text
   assert "| default | 71.00 ± 0.82 (3 seeds) | 41.00 ± 0.82 (3 seeds) |" in text
-  assert "of the 2 settings that finished" in text
-  assert "r_bn" not in text.split("## fmnist")[1].split("Chosen")[0]  # unfinished: no row
+  assert f"of the 2 of {len(sweep.SETTINGS)} settings that finished" in text
+  assert "r_bn" not in text.split("## fmnist")[1].split("Leading so far")[0]  # unfinished: no row
+  assert "Chosen" not in text  # 2 of the settings finished: no choice yet
+  for i, name in enumerate(sweep.SETTINGS):  # every setting finished: the choice is made
+    if name not in ("default", "lr 0.5"):
+      _cell(tmp_path, "fmnist", "soft", sweep.slug(name), 10, [60.0 + i])
+  text = open(sweep.write_report(str(tmp_path), str(tmp_path / "out"))).read()
+  assert "| **lr 0.5** (chosen) |" in text and "Leading" not in text
+  assert f"Chosen: **lr 0.5** ({{'lr': 0.5}}), the best soft-label mean of the " \
+         f"{len(sweep.SETTINGS)} settings." in text
   assert os.path.getsize(tmp_path / "out" / "sre2l_recover.png") > 0
   with pytest.raises(SystemExit, match="no finished"):
     sweep.write_report(str(tmp_path / "empty"), str(tmp_path / "out2"))
+
+
+def test_archive_keeps_only_finished_cells_and_the_report_reads_it(sweep, tmp_path, capsys):
+  root = tmp_path / "runs"
+  _cell(root, "fmnist", "soft", "default", 10, [80.0, 80.5, 79.5])
+  _cell(root, "fmnist", "hard", "default", 10, [50.0, 51.0, 52.0])
+  unfinished = root / "validation" / "fmnist" / "soft" / "lr_0.1_ipc10"
+  (unfinished / "checkpoints").mkdir(parents=True)  # a running cell: no results.json yet
+  (root / "validation" / "fmnist" / "soft" / "default_ipc10" / "compressed").mkdir()
+  (root / "validation" / "fmnist" / "soft" / "default_ipc10" / "compressed" / "x.png").write_bytes(
+      b"png")
+  (root / "stray").mkdir()
+  (root / "stray" / "results.json").write_text("{}")  # not a sweep cell
+  to = tmp_path / "archive"
+  assert sweep.main(["archive", "--root", str(root), "--to", str(to)]) == 0
+  assert "2 finished cell(s) archived" in capsys.readouterr().out
+  kept = sorted(str(p.relative_to(to)) for p in to.rglob("*") if p.is_file())
+  assert kept == [os.path.join("validation", "fmnist", p, "default_ipc10", "results.json")
+                  for p in ("hard", "soft")]
+  text = open(sweep.write_report(str(to), str(tmp_path / "out"))).read()
+  assert "| **default** (leading) | 80.00 ± 0.41 (3 seeds) | 51.00 ± 0.82 (3 seeds) |" in text
+  with pytest.raises(SystemExit):
+    sweep.main(["archive", "--root", str(tmp_path / "nothing")])
