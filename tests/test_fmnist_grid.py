@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import time
 
 import pytest
@@ -315,3 +316,24 @@ def test_every_step_of_the_grid_queue_names_cells_the_runners_have(grid, tmp_pat
           cell = f"-> {tmp_path}/{sub}main/{labels}/{method}_ipc{ipc}_e"
           assert cell in out, cell
   assert "random ipc=1 hard sel 4" in out and "random ipc=10 hard sel 1" in out
+
+
+def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_path, monkeypatch):
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  out = tmp_path / "env.txt"
+  child = ("import os, sys; open(sys.argv[1], 'w').write(os.environ['JAX_COMPILATION_CACHE_DIR']"
+           " + '|' + os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'])")
+  cell = dict(name="probe", workdir=str(tmp_path / "runs" / "probe"), ipc=1,
+              argv=[sys.executable, "-c", child, str(out)])
+  assert grid.run_cells([cell], seeds=1, root=str(tmp_path / "runs")) == 0
+  fingerprint = grid.cpu_fingerprint()
+  assert len(fingerprint) == 12 and fingerprint == grid.cpu_fingerprint()
+  assert out.read_text() == f"{tmp_path / 'runs' / '.jax_cache' / fingerprint}|0"
+  # A cache the caller already chose is kept; without a root nothing is added.
+  env = grid.compilation_cache_env(str(tmp_path), {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"})
+  assert env["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"
+  assert "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in env
+  monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", "/mine")
+  cell["workdir"] = str(tmp_path / "runs" / "probe2")
+  assert grid.run_cells([cell], seeds=1, root=str(tmp_path / "runs")) == 0
+  assert out.read_text().startswith("/mine|")
