@@ -18,10 +18,12 @@ refused while that pid runs), so the grid goes on while other work does and acro
 start it again after a stop and it continues. Before every cell `run` prints the cells done /
 partly done / left and an ETA; `status` prints the same without running anything.
 
-ETA: the students left (seeds not finished, per cell) times the mean training seconds of the
-finished students of the same dataset and IPC under this root (any IPC's mean, scaled by the
-stored-image count, when none has finished at that IPC yet; no ETA before any student has).
-Scoring, teachers and SRe2L's recovery are not in it, so early ETAs run short.
+ETA: the students left (seeds not finished, per cell) times the mean seconds per student of
+the finished cells of the same dataset and IPC under this root (any IPC's mean, scaled by the
+stored-image count, when none has finished at that IPC yet; no ETA before any student has). A
+cell's seconds per student are its process's wall time over its students (compiles, test
+passes, SRe2L's recovery included), or its mean training seconds where that is more (a resumed
+cell's wall time covers its last process only). Teachers and scores, trained once, are not.
 
 Datasets: `fmnist` (Debian's Fashion-MNIST; the layout RUNS/<grid>/...) and `cifar10` (the
 project's parquet copy, ../shared/data/cifar10-jpeg: every config's `cifar10_shared` variant;
@@ -211,8 +213,9 @@ def run(args) -> int:
                    stop_after=args.stop_after)
 
 
-def _finished_train_seconds(root: str) -> dict[tuple[str, int], list[float]]:
-  """(dataset, ipc) -> training seconds of every finished student under root."""
+def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
+  """(dataset, ipc) -> seconds of every finished student under root: its cell's wall seconds
+  per student, or its own training seconds where those are more."""
   out = collections.defaultdict(list)
   for dirpath, _, files in os.walk(root):
     if "results.json" not in files:
@@ -221,7 +224,9 @@ def _finished_train_seconds(root: str) -> dict[tuple[str, int], list[float]]:
       with open(os.path.join(dirpath, "results.json"), encoding="utf-8") as f:
         r = json.load(f)
       key = (r["dataset"], int(r["ipc"]))
-      out[key] += [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
+      train = [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
+      per_student = float(r.get("wall_seconds", 0.0)) / max(1, len(r["runs"]))
+      out[key] += [max(t, per_student) for t in train]
     except (OSError, ValueError, KeyError, TypeError):
       continue  # a corrupt or foreign file does not stop the grid
   return out
@@ -240,7 +245,7 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
       students_left[cell.get("ipc", 0)] += seeds - n
   eta = None
   if root and students_left:
-    seconds = _finished_train_seconds(root)
+    seconds = _finished_student_seconds(root)
     per_ipc = collections.defaultdict(list)
     for (_, ipc), xs in seconds.items():
       per_ipc[ipc] += xs
@@ -622,8 +627,7 @@ def plot_ablation(results: list[dict], path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
-def main(argv: list[str] | None = None) -> int:
-  argv = sys.argv[1:] if argv is None else list(argv)
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   cell_args = argparse.ArgumentParser(add_help=False)  # shared by run and status
@@ -661,12 +665,11 @@ def main(argv: list[str] | None = None) -> int:
   p.add_argument("--root", required=True)
   p.add_argument("--dataset", choices=tuple(DATASETS), default="fmnist")
   p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
-  args = parser.parse_args(argv)
-  if args.command == "report":
-    print(write_report(args.root, args.out, args.dataset))
-    return 0
-  if args.command == "archive":
-    return archive_command(parser, args.root, args.to)
+  return parser
+
+
+def _check_cell_args(parser: argparse.ArgumentParser, args) -> None:
+  """Validates run / status arguments (errors exit through parser.error) and adds the maps."""
   try:
     args.epochs_map = _epochs_map(args.epochs)
     args.selection_map = _epochs_map(args.selection_seeds)
@@ -683,6 +686,26 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.variants.split(",")) - set(ABLATION)
     if unknown:
       parser.error(f"unknown variants {sorted(unknown)}; choose from {list(ABLATION)}")
+
+
+def plan(argv: list[str]) -> tuple[list[dict], int, str]:
+  """(cells, seeds, root) of `run`'s arguments, without running anything (the queue's status)."""
+  parser = _parser()
+  args = parser.parse_args(["status", *argv])
+  _check_cell_args(parser, args)
+  return cells(args), args.seeds, args.root
+
+
+def main(argv: list[str] | None = None) -> int:
+  argv = sys.argv[1:] if argv is None else list(argv)
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.command == "report":
+    print(write_report(args.root, args.out, args.dataset))
+    return 0
+  if args.command == "archive":
+    return archive_command(parser, args.root, args.to)
+  _check_cell_args(parser, args)
   if args.command == "status":
     todo = cells(args)
     print(progress_line(progress(todo, args.seeds, args.root)))

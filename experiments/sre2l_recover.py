@@ -190,7 +190,7 @@ def write_report(root: str, out: str) -> str:
   return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
   r = sub.add_parser("run", help="run (or resume) the settings' cells")
@@ -208,13 +208,10 @@ def main(argv: list[str] | None = None) -> int:
   p = sub.add_parser("report", help="write OUT/sre2l_recover.md and its figure")
   p.add_argument("--root", required=True)
   p.add_argument("--out", default=os.path.join(ROOT_DIR, "results"))
-  args = parser.parse_args(argv)
-  if args.command == "report":
-    print(write_report(args.root, args.out))
-    return 0
-  if args.command == "archive":
-    return fmnist_grid.archive_command(parser, args.root, args.to, keep=_recover_cell,
-                                       what="sre2l_recover")
+  return parser
+
+
+def _check_run_args(parser: argparse.ArgumentParser, args) -> None:
   for name, allowed in (("datasets", DATASETS), ("settings", SETTINGS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:
@@ -223,6 +220,26 @@ def main(argv: list[str] | None = None) -> int:
     fmnist_grid._ints(args.ipcs)
   except ValueError:
     parser.error(f"--ipcs takes comma-separated integers, got {args.ipcs!r}")
+
+
+def plan(argv: list[str]) -> tuple[list[dict], int, str]:
+  """(cells, seeds, root) of `run`'s arguments, without running anything (the queue's status)."""
+  parser = _parser()
+  args = parser.parse_args(["run", *argv])
+  _check_run_args(parser, args)
+  return cells(args), args.seeds, args.root
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = _parser()
+  args = parser.parse_args(argv)
+  if args.command == "report":
+    print(write_report(args.root, args.out))
+    return 0
+  if args.command == "archive":
+    return fmnist_grid.archive_command(parser, args.root, args.to, keep=_recover_cell,
+                                       what="sre2l_recover")
+  _check_run_args(parser, args)
   return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run, root=args.root)
 
 

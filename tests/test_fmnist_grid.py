@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 import sys
 import time
 
@@ -60,8 +61,8 @@ def _result(method, ipc, protocol, labels, top1s, epochs=301, augment="dsa"):
               environment=dict(backend="cpu", machine="x86_64", jax="0.10.2"))
 
 
-def _write(root, sub, result):
-  os.makedirs(os.path.join(root, sub))
+def _write(root, sub, result, replace=False):
+  os.makedirs(os.path.join(root, sub), exist_ok=replace)
   with open(os.path.join(root, sub, "results.json"), "w") as f:
     json.dump(result, f)
 
@@ -164,6 +165,12 @@ def test_status_counts_cells_and_estimates_the_time_left(grid, tmp_path, capsys)
   # there: 100 s / 10 images per class x 20 = 200 s each).
   assert "ETA 1.1 h" in out and f"{(8 * 100 + 15 * 200) / 3600:.1f}" == "1.1"
   assert "herding ipc=10 hard: 2/5 seeds" in out and "random ipc=10 hard:" not in out
+  # The cell's wall time per student counts where it is more than the training time
+  # (compiles, test passes): 5 students in 1000 s = 200 s each, so the ETA doubles.
+  finished["wall_seconds"] = 1000.0
+  _write(tmp_path, "main/hard/random_ipc10_e301", finished, replace=True)
+  assert grid.main(["status", *args]) == 0
+  assert f"ETA {(8 * 200 + 15 * 400) / 3600:.1f} h" in capsys.readouterr().out
   p = grid.progress([], 5, str(tmp_path / "empty"))
   assert p["eta_seconds"] is None and p["total"] == 0
 
@@ -293,20 +300,11 @@ def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_
 
 
 def test_every_step_of_the_grid_queue_names_cells_the_runners_have(grid, tmp_path, capsys):
-  import re
-  import shlex
-  recover = experiment_scripts.load("sre2l_recover")
-  with open(os.path.join(grid.ROOT_DIR, "scripts", "grid_queue.sh"), encoding="utf-8") as f:
-    lines = f.read().replace("\\\n", " ").splitlines()
-  variables = dict(line.split("=", 1) for line in lines if re.match(r'^[A-Z]+="', line))
-  steps = [line for line in lines if line.startswith(("grid ", "recover "))]
-  assert len(steps) >= 10
-  for line in steps:
-    for name, value in variables.items():
-      line = line.replace(f"${name}", value.strip('"'))
-    runner, *args = shlex.split(line)
-    main = grid.main if runner == "grid" else recover.main
-    assert main(["run", "--root", str(tmp_path), *args, "--dry-run"]) == 0, line
+  queue = experiment_scripts.load("grid_queue")
+  assert len(queue.STEPS) >= 10
+  for runner, args in queue.STEPS:
+    main = queue.RUNNERS[runner].main
+    assert main(["run", *queue.step_argv(runner, args, str(tmp_path)), "--dry-run"]) == 0, args
   out = capsys.readouterr().out
   # The issue's grid: every method at IPC 1, 10 and 50 on both datasets, hard and soft labels.
   for sub in ("", "cifar10/"):
@@ -316,7 +314,48 @@ def test_every_step_of_the_grid_queue_names_cells_the_runners_have(grid, tmp_pat
           cell = f"-> {tmp_path}/{sub}main/{labels}/{method}_ipc{ipc}_e"
           assert cell in out, cell
   assert "random ipc=1 hard sel 4" in out and "random ipc=10 hard sel 1" in out
+  # The recover sweeps run first for each dataset, under RUNS/sre2l_recover.
+  assert f"-> {tmp_path}/sre2l_recover/validation/fmnist/soft/default_ipc10" in out
+  assert out.index("fmnist default ipc=10 soft") < out.index("random ipc=1 hard")
 
+
+def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypatch, capsys):
+  queue = experiment_scripts.load("grid_queue")
+  calls = []
+  for name, module in queue.RUNNERS.items():
+    monkeypatch.setattr(module, "main", lambda argv, name=name: calls.append((name, argv)) or 0)
+  assert queue.main(["run", "--root", str(tmp_path)]) == 0
+  assert [(n, a[3:]) for n, a in calls] == [(n, a) for n, a in queue.STEPS]
+  assert calls[0][1][:3] == ["run", "--root", str(tmp_path / "sre2l_recover")]
+  assert calls[1][1][:3] == ["run", "--root", str(tmp_path)]
+  monkeypatch.undo()
+  # Status: one finished sweep cell (3 seeds, 300 s of wall time each) and nothing else.
+  cell = tmp_path / "sre2l_recover" / "validation" / "fmnist" / "soft" / "default_ipc10"
+  result = _result("sre2l", 10, "soft", "teacher", [80.0] * 3)
+  result["wall_seconds"] = 900.0
+  for x in result["runs"]:
+    x["train_seconds"] = 250.0
+  _write(cell.parent, cell.name, result)
+  rows = queue.status(str(tmp_path))
+  assert [r["step"].split()[0] for r in rows] == [n for n, _ in queue.STEPS]
+  assert rows[0]["done"] == 1 and rows[0]["total"] == 20
+  assert rows[0]["eta_seconds"] == pytest.approx(19 * 3 * 300.0)  # 19 cells x 3 seeds left
+  # IPC 1 has no finished student: 30 s per stored image per class, from the sweep's cell.
+  assert rows[1]["eta_seconds"] == pytest.approx(48 * 5 * 30.0)  # 48 cells x 5 seeds
+  lines = queue.status_lines(rows, now=0.0)
+  assert "1/20 cells done, 0 partly, 19 left; 4.8 h left, done ~" in lines[0]
+  assert lines[-1].startswith(f"queue: 1/{sum(r['total'] for r in rows)} cells done; ETA ")
+  # A step with nothing to estimate from is named, not counted; a finished one says so.
+  rows = [dict(rows[0], done=20, partial=0, left=0, eta_seconds=None),
+          dict(rows[1], eta_seconds=None)]
+  lines = queue.status_lines(rows, now=0.0)
+  assert lines[0].endswith("; finished") and "no finished student" in lines[1]
+  assert "ETA 0.0 h" in lines[-1] and "not counting 1 step(s)" in lines[-1]
+  # The shell wrapper's status mode: the same lines (it copies the archived cells first).
+  out = subprocess.run(["bash", os.path.join(queue.fmnist_grid.ROOT_DIR, "scripts",
+                                             "grid_queue.sh"), str(tmp_path), "status"],
+                       capture_output=True, text=True, check=True).stdout
+  assert " 1. recover --datasets fmnist --ipcs 10" in out and "queue: " in out
 
 def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_path, monkeypatch):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)

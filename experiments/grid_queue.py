@@ -1,0 +1,127 @@
+"""The findings grid of issue #15 as one ordered, resumable queue, and its progress.
+
+  python experiments/grid_queue.py run --root RUNS      # every step in order (resumes)
+  python experiments/grid_queue.py status --root RUNS   # cells done / left and ETA per step
+  python experiments/grid_queue.py steps                # the steps as command lines
+
+`scripts/grid_queue.sh RUNS` is the one command that starts it in the background (nice 19,
+after copying the archived cells into RUNS); `bash scripts/grid_queue.sh RUNS status` prints
+the status. The steps run in the order that gives findings earliest: SRe2L's recover sweeps
+first (every finding compares pruning with synthesis, and SRe2L's cells wait for the setting its
+sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells. Each step
+is one `fmnist_grid.py run` or `sre2l_recover.py run` (the sweep's root is RUNS/sre2l_recover),
+which skips finished cells and resumes an interrupted one, so the queue continues where the
+last machine stopped. SRe2L's cells should run from a commit whose configs/sre2l.py holds the
+setting the sweep chose (issue #15: no tuning on test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import fmnist_grid  # noqa: E402
+import sre2l_recover  # noqa: E402
+
+# Every method but SRe2L; selection seeds as the issue asks (5 at IPC 1, 2 at IPC 10 and 50).
+METHODS = "random,el2n_easy,el2n_hard,ccs,herding,kcenter,rded,pca"
+SELECTIONS = "1:5,10:2,50:2"
+
+
+def _grid(dataset: str, ipcs: str, methods: str = METHODS) -> tuple[str, list[str]]:
+  return "grid", ["--dataset", dataset, "--ipcs", ipcs, "--methods", methods,
+                  "--selection-seeds", SELECTIONS]
+
+
+STEPS: list[tuple[str, list[str]]] = [
+    ("recover", ["--datasets", "fmnist", "--ipcs", "10"]),
+    _grid("fmnist", "1"),
+    ("recover", ["--datasets", "cifar10", "--ipcs", "10"]),
+    _grid("cifar10", "1"),
+    _grid("fmnist", "10"),
+    _grid("cifar10", "10"),
+    _grid("fmnist", "50"),
+    _grid("cifar10", "50"),
+    _grid("fmnist", "1,10,50", "sre2l"),
+    _grid("cifar10", "1,10,50", "sre2l"),
+]
+RUNNERS = {"grid": fmnist_grid, "recover": sre2l_recover}
+
+
+def step_argv(runner: str, args: list[str], runs: str) -> list[str]:
+  """The runner's `run` arguments for one step under the queue's root RUNS."""
+  root = os.path.join(runs, "sre2l_recover") if runner == "recover" else runs
+  return ["--root", root, *args]
+
+
+def run(runs: str) -> int:
+  """Every step in order; returns 1 if any cell of any step failed (later steps still run)."""
+  rc = 0
+  for runner, args in STEPS:
+    print(f"grid_queue: {runner} {shlex.join(args)}", flush=True)
+    rc = max(rc, RUNNERS[runner].main(["run", *step_argv(runner, args, runs)]))
+  print("grid_queue: every listed step has run", flush=True)
+  return rc
+
+
+def status(runs: str) -> list[dict]:
+  """One progress dict (fmnist_grid.progress) per step, with its 'step' text."""
+  out = []
+  for runner, args in STEPS:
+    cells, seeds, root = RUNNERS[runner].plan(step_argv(runner, args, runs))
+    out.append(dict(fmnist_grid.progress(cells, seeds, root), step=f"{runner} {shlex.join(args)}"))
+  return out
+
+
+def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
+  """One line per step (cells done / partly / left, its hours of work left and when the queue
+  should reach its end, steps running one after another), then the queue's total."""
+  now = time.time() if now is None else now
+  lines, elapsed, unknown = [], 0.0, 0
+  for i, r in enumerate(rows):
+    cells = (f"{r['done']}/{r['total']} cells done, {r['partial']} partly, {r['left']} left")
+    if r["done"] == r["total"]:
+      when = "finished"
+    elif r["eta_seconds"] is None:
+      unknown += 1
+      when = "no finished student to estimate from"
+    else:
+      elapsed += r["eta_seconds"]
+      when = (f"{r['eta_seconds'] / 3600:.1f} h left, done ~"
+              + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)))
+    lines.append(f"{i + 1:2d}. {r['step']}\n    {cells}; {when}")
+  done, total = sum(r["done"] for r in rows), sum(r["total"] for r in rows)
+  lines.append(f"queue: {done}/{total} cells done; ETA {elapsed / 3600:.1f} h (~"
+               + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)) + ")"
+               + (f", not counting {unknown} step(s) with nothing to estimate from" if unknown
+                  else "")
+               + "; teachers and scores trained on the way are not in it")
+  return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  sub = parser.add_subparsers(dest="command", required=True)
+  for name, text in (("run", "run every step in order (resumes)"),
+                     ("status", "cells done / left and an ETA per step and in all")):
+    sub.add_parser(name, help=text).add_argument("--root", required=True)
+  sub.add_parser("steps", help="print the steps as command lines")
+  args = parser.parse_args(argv)
+  if args.command == "steps":
+    for runner, a in STEPS:
+      script = "fmnist_grid.py" if runner == "grid" else "sre2l_recover.py"
+      print(f"experiments/{script} run {shlex.join(step_argv(runner, a, 'RUNS'))}")
+    return 0
+  if args.command == "status":
+    print("\n".join(status_lines(status(args.root))))
+    return 0
+  return run(args.root)
+
+
+if __name__ == "__main__":
+  sys.exit(main())
