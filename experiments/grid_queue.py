@@ -11,8 +11,9 @@ first (every finding compares pruning with synthesis, and SRe2L's cells wait for
 sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells. Each step
 is one `fmnist_grid.py run` or `sre2l_recover.py run` (the sweep's root is RUNS/sre2l_recover),
 which skips finished cells and resumes an interrupted one, so the queue continues where the
-last machine stopped. SRe2L's cells should run from a commit whose configs/sre2l.py holds the
-setting the sweep chose (issue #15: no tuning on test).
+last machine stopped. SRe2L's grid cells of a dataset are skipped (and `status` says why) until
+its recover sweep has finished every setting on validation and configs/sre2l.py holds the
+setting it chose (issue #15: no tuning on test); a later start runs them.
 """
 
 from __future__ import annotations
@@ -59,11 +60,26 @@ def step_argv(runner: str, args: list[str], runs: str) -> list[str]:
   return ["--root", root, *args]
 
 
+def waiting(runner: str, args: list[str], runs: str) -> str | None:
+  """Why a step may not run yet (None: it may): SRe2L's grid cells of a dataset wait until its
+  recover sweep has chosen a setting on validation and configs/sre2l.py holds that setting."""
+  if runner != "grid" or "sre2l" not in args[args.index("--methods") + 1].split(","):
+    return None
+  dataset = args[args.index("--dataset") + 1]
+  reason = sre2l_recover.grid_ready(os.path.join(runs, "sre2l_recover"), dataset)
+  return None if reason is None else f"SRe2L's {dataset} cells wait: {reason}"
+
+
 def run(runs: str) -> int:
-  """Every step in order; returns 1 if any cell of any step failed (later steps still run)."""
+  """Every step in order, but a waiting one; returns 1 if any cell of any step failed (later
+  steps still run)."""
   rc = 0
   for runner, args in STEPS:
     print(f"grid_queue: {runner} {shlex.join(args)}", flush=True)
+    reason = waiting(runner, args, runs)
+    if reason:
+      print(f"grid_queue: skipped, {reason}", flush=True)
+      continue
     rc = max(rc, RUNNERS[runner].main(["run", *step_argv(runner, args, runs)]))
   print("grid_queue: every listed step has run", flush=True)
   return rc
@@ -74,7 +90,8 @@ def status(runs: str) -> list[dict]:
   out = []
   for runner, args in STEPS:
     cells, seeds, root = RUNNERS[runner].plan(step_argv(runner, args, runs))
-    out.append(dict(fmnist_grid.progress(cells, seeds, root), step=f"{runner} {shlex.join(args)}"))
+    out.append(dict(fmnist_grid.progress(cells, seeds, root), step=f"{runner} {shlex.join(args)}",
+                    waiting=waiting(runner, args, runs)))
   return out
 
 
@@ -94,7 +111,8 @@ def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
       elapsed += r["eta_seconds"]
       when = (f"{r['eta_seconds'] / 3600:.1f} h left, done ~"
               + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)))
-    lines.append(f"{i + 1:2d}. {r['step']}\n    {cells}; {when}")
+    lines.append(f"{i + 1:2d}. {r['step']}\n    {cells}; {when}"
+                 + (f"\n    {r['waiting']}" if r.get("waiting") else ""))
   done, total = sum(r["done"] for r in rows), sum(r["total"] for r in rows)
   lines.append(f"queue: {done}/{total} cells done; ETA {elapsed / 3600:.1f} h (~"
                + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)) + ")"

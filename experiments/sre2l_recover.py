@@ -103,6 +103,38 @@ def choose(rows: list[dict], dataset: str, ipc: int) -> str | None:
   return max(soft, key=soft.get) if soft else None
 
 
+def recover_settings(sre2l: dict) -> dict:
+  """What a config's `sre2l` block recovers with (cache locations dropped), JSON-normalised."""
+  out = {k: v for k, v in sre2l.items() if k != "cache_dir"}
+  out["teacher"] = {k: v for k, v in sre2l["teacher"].items() if k not in ("cache_dir",)}
+  return json.loads(json.dumps(out))
+
+
+def config_settings(dataset: str) -> dict:
+  """`recover_settings` of configs/sre2l.py as the grid's SRe2L cells of `dataset` load it."""
+  import importlib
+  config = importlib.import_module("configs.sre2l").get_config(DATASETS[dataset])
+  return recover_settings(config.sre2l.to_dict())
+
+
+def grid_ready(root: str, dataset: str, ipc: int = 10) -> str | None:
+  """None if SRe2L's grid cells of `dataset` may run: the sweep under root has every setting's
+  soft-label cell at `ipc` and configs/sre2l.py holds the chosen cell's recover settings (the
+  ones its results.json records). Otherwise the reason, in a few words."""
+  rows = [r for r in load(root) if (r["dataset"], r["ipc"]) == (dataset, ipc)]
+  soft = {r["setting"]: r["result"] for r in rows if r["protocol"] == "soft"}
+  if len(soft) < len(SETTINGS):
+    return f"its recover sweep has finished {len(soft)} of {len(SETTINGS)} settings"
+  best = choose(rows, dataset, ipc)
+  want = recover_settings(soft[best]["config"]["sre2l"])
+  held = config_settings(dataset)
+  if held != want:
+    differ = sorted(k for k in set(want) | set(held) if want.get(k) != held.get(k))
+    return (f"configs/sre2l.py does not hold the chosen setting {best!r} (differs in "
+            f"{', '.join(differ)}); put it there first")
+  return None
+
+
 def _seeds(n: int) -> str:
   return f"{n} seed" + ("s" if n != 1 else "")
 

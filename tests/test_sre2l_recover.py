@@ -102,3 +102,38 @@ def test_archive_keeps_only_finished_cells_and_the_report_reads_it(sweep, tmp_pa
   assert "| **default** (leading) | 80.00 ± 0.41 (3 seeds) | 51.00 ± 0.82 (3 seeds) |" in text
   with pytest.raises(SystemExit):
     sweep.main(["archive", "--root", str(tmp_path / "nothing")])
+
+
+def test_sre2l_grid_cells_wait_for_the_sweep_and_for_the_config_to_hold_its_choice(sweep,
+                                                                                  tmp_path):
+  queue = experiment_scripts.load("grid_queue")
+  held = sweep.config_settings("fmnist")
+  assert held["lr"] == 0.25 and "cache_dir" not in held and "cache_dir" not in held["teacher"]
+  cifar = sweep.config_settings("cifar10")  # the same recover knobs, its own teacher recipe
+  assert {k: v for k, v in cifar.items() if k != "teacher"} == {
+      k: v for k, v in held.items() if k != "teacher"}
+  step = next(a for n, a in queue.STEPS if n == "grid" and "sre2l" in a and "fmnist" in a)
+  assert queue.waiting("grid", step, str(tmp_path)).endswith("finished 0 of 10 settings")
+  assert queue.waiting("grid", queue.STEPS[1][1], str(tmp_path)) is None  # not SRe2L's step
+
+  root = tmp_path / "sre2l_recover"
+
+  def finish(best: str):
+    for i, (setting, overrides) in enumerate(sweep.SETTINGS.items()):
+      cell = root / "validation" / "fmnist" / "soft" / f"{sweep.slug(setting)}_ipc10"
+      cell.mkdir(parents=True, exist_ok=True)
+      # The config the cell ran with, as results.json records it (cache paths and all).
+      config = dict(held, **overrides, cache_dir="/somewhere")
+      config["teacher"] = dict(held["teacher"], cache_dir="/elsewhere")
+      top1 = 80.0 if setting == best else 70.0 + i * 0.1
+      (cell / "results.json").write_text(json.dumps(dict(
+          top1_mean=top1, top1_std=0.1, runs=[dict(seed=0, top1=top1)],
+          config=dict(sre2l=config))))
+
+  finish(best="default")
+  assert sweep.grid_ready(str(root), "fmnist") is None
+  assert queue.waiting("grid", step, str(tmp_path)) is None
+  assert sweep.grid_ready(str(root), "cifar10").endswith("finished 0 of 10 settings")
+  finish(best="lr 0.5")  # a choice configs/sre2l.py does not hold
+  reason = sweep.grid_ready(str(root), "fmnist")
+  assert "does not hold the chosen setting 'lr 0.5' (differs in lr)" in reason
