@@ -3,6 +3,8 @@
   python experiments/grid_queue.py run --root RUNS      # every step in order (resumes)
   python experiments/grid_queue.py status --root RUNS   # cells done / left and ETA per step
   python experiments/grid_queue.py steps                # the steps as command lines
+  python experiments/grid_queue.py record --root RUNS   # archive finished cells into results/,
+                                                        # regenerate results/*.md (commit them)
 
 `scripts/grid_queue.sh RUNS` is the one command that starts it in the background (nice 19,
 after copying the archived cells into RUNS); `bash scripts/grid_queue.sh RUNS status` prints
@@ -122,6 +124,28 @@ def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
   return lines
 
 
+def record(runs: str, results: str) -> list[str]:
+  """Archive every finished grid and sweep cell under RUNS into RESULTS/grid_runs and
+  RESULTS/sre2l_recover_runs (committed: run roots do not outlive a machine) and regenerate
+  the reports from the archives: RESULTS/fmnist.md, cifar10.md (where that grid has a cell)
+  and sre2l_recover.md. Returns the lines to print."""
+  grid_runs = os.path.join(results, "grid_runs")
+  sweep_runs = os.path.join(results, "sre2l_recover_runs")
+  lines = [f"{len(fmnist_grid.archive(runs, grid_runs))} grid cell(s) archived in {grid_runs}"]
+  sweep_root = os.path.join(runs, "sre2l_recover")
+  if os.path.isdir(sweep_root):
+    copied = fmnist_grid.archive(sweep_root, sweep_runs, keep=sre2l_recover._recover_cell)
+    lines.append(f"{len(copied)} sweep cell(s) archived in {sweep_runs}")
+  for dataset in fmnist_grid.DATASETS:
+    try:
+      lines.append(fmnist_grid.write_report(grid_runs, results, dataset))
+    except SystemExit:  # no cell of that grid has finished yet
+      lines.append(f"{dataset}: no finished grid cell, no report")
+  if os.path.isdir(sweep_runs) and sre2l_recover.load(sweep_runs):
+    lines.append(sre2l_recover.write_report(sweep_runs, results))
+  return lines
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -129,7 +153,16 @@ def main(argv: list[str] | None = None) -> int:
                      ("status", "cells done / left and an ETA per step and in all")):
     sub.add_parser(name, help=text).add_argument("--root", required=True)
   sub.add_parser("steps", help="print the steps as command lines")
+  r = sub.add_parser("record", help="archive the finished cells into RESULTS and regenerate "
+                                    "its reports (then commit RESULTS)")
+  r.add_argument("--root", required=True)
+  r.add_argument("--results", default=os.path.join(fmnist_grid.ROOT_DIR, "results"))
   args = parser.parse_args(argv)
+  if args.command == "record":
+    if not os.path.isdir(args.root):
+      parser.error(f"--root {args.root} is not a directory")
+    print("\n".join(record(args.root, args.results)))
+    return 0
   if args.command == "steps":
     for runner, a in STEPS:
       script = "fmnist_grid.py" if runner == "grid" else "sre2l_recover.py"

@@ -10,10 +10,9 @@
 #   bash scripts/grid_queue.sh RUNS status     # cells done / left and an ETA, per step and in all
 #
 # It first copies the archived cells (results/grid_runs and results/sre2l_recover_runs,
-# committed) into RUNS so they are skipped. From the main checkout, `experiments/fmnist_grid.py
-# archive --root RUNS` and `report --root results/grid_runs [--dataset cifar10]` record what
-# finished (commit results/); `experiments/sre2l_recover.py archive / report` the same for the
-# recover sweep.
+# committed) into RUNS so they are skipped. From the main checkout,
+# `experiments/grid_queue.py record --root RUNS` archives what finished and regenerates the
+# reports (commit results/).
 set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS [run|status]}
 MODE=${2:-run}

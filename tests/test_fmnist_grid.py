@@ -381,3 +381,23 @@ def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_p
   cell["workdir"] = str(tmp_path / "runs" / "probe2")
   assert grid.run_cells([cell], seeds=1, root=str(tmp_path / "runs")) == 0
   assert out.read_text().startswith("/mine|")
+
+
+def test_grid_queue_record_archives_finished_cells_and_regenerates_the_reports(tmp_path):
+  queue = experiment_scripts.load("grid_queue")
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  _write(runs, "main/hard/random_ipc1_e301", _result("random", 1, "small_data", "hard", [48.0] * 5))
+  (runs / "main" / "hard" / "herding_ipc1_e301").mkdir(parents=True)  # unfinished: no results
+  sweep = runs / "sre2l_recover" / "validation" / "fmnist" / "soft" / "default_ipc10"
+  _write(sweep.parent, sweep.name, _result("sre2l", 10, "soft", "teacher", [80.0] * 3))
+  assert queue.main(["record", "--root", str(runs), "--results", str(results)]) == 0
+  assert (results / "grid_runs" / "main" / "hard" / "random_ipc1_e301" / "results.json").exists()
+  assert not (results / "grid_runs" / "main" / "hard" / "herding_ipc1_e301").exists()
+  assert not (results / "grid_runs" / "sre2l_recover").exists()  # the sweep has its own archive
+  assert (results / "sre2l_recover_runs" / "validation" / "fmnist" / "soft" / "default_ipc10"
+          / "results.json").exists()
+  assert "| Random | 48.00 ± 0.50 | — | — |" in (results / "fmnist.md").read_text()
+  assert not (results / "cifar10.md").exists()  # no CIFAR-10 cell yet: no report
+  assert "default" in (results / "sre2l_recover.md").read_text()
+  with pytest.raises(SystemExit):
+    queue.main(["record", "--root", str(tmp_path / "nothing"), "--results", str(results)])
