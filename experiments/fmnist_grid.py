@@ -88,6 +88,10 @@ MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter",
 # Methods whose selection (or synthesis) draws from the selection key: more than one selection
 # seed measures that spread. EL2N, herding and PCA (EL2N-easy) are deterministic given scores.
 SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l")
+# Issue #15's selection seeds per IPC for the SELECTION_RANDOM methods (1 for the others) and
+# students per selection: what a complete cell of the findings grid has.
+ISSUE_SELECTIONS = {1: 5, 10: 2, 50: 2}
+ISSUE_STUDENTS = 5
 # Per dataset: (the config-file argument of each config, the subfolder of RUNS, report name).
 DATASETS = {"fmnist": (dict(benchmark="", pca="full", rded="", sre2l=""), "", "fmnist"),
             "cifar10": (dict(benchmark="shared", pca="full,cifar10_shared", rded="cifar10_shared",
@@ -440,6 +444,13 @@ def _grid_and_variant(path: str) -> tuple[str, str]:
   return "main", ""
 
 
+def _short(r: dict, method: str) -> bool:
+  """Whether a (pooled) cell has fewer selections or students than the issue's grid asks."""
+  selections = r.get("_selection_seeds") or [r.get("selection_seed", 0)]
+  wanted = ISSUE_SELECTIONS.get(r["ipc"], 1) if method in SELECTION_RANDOM else 1
+  return len(selections) < wanted or len(r["runs"]) < ISSUE_STUDENTS * len(selections)
+
+
 def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   by_key = collections.defaultdict(list)
   splits_seen, machines = set(), set()
@@ -463,10 +474,15 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
            + "; ".join(sorted(machines)) + ".", ""]
   main_cells = {k for k in by_key if k[0] == "main"}
   full = len(MAIN_METHODS) * len(PUBLISHED_IPCS) * 2
-  if len(main_cells) < full or any(len(by_key[k][-1]["runs"]) != 5 for k in main_cells):
+  short = sorted(k for k in main_cells if _short(by_key[k][-1], k[1]))
+  if len(main_cells) < full or short:
     lines += [f"**Reduced grid**: {len(main_cells)} of the {full} cells of the full grid "
               f"({len(MAIN_METHODS)} methods x IPC {'/'.join(map(str, PUBLISHED_IPCS))} x "
-              "hard/soft labels, 5 seeds) ran; a missing cell shows —.", ""]
+              f"hard/soft labels, {ISSUE_STUDENTS} students per selection, selection seeds "
+              + "/".join(str(ISSUE_SELECTIONS[i]) for i in PUBLISHED_IPCS)
+              + f" for {', '.join(DISPLAY[m] for m in SELECTION_RANDOM)}) ran; a missing cell "
+              f"shows —" + (f"; {len(short)} ran with fewer students or selections (their "
+                            "cells say how many)" if short else "") + ".", ""]
   for label in ("hard", "soft"):
     keys = [k for k in by_key if k[0] == "main" and k[3] == label]
     if not keys:

@@ -33,12 +33,17 @@ import sre2l_recover  # noqa: E402
 
 # Every method but SRe2L; selection seeds as the issue asks (5 at IPC 1, 2 at IPC 10 and 50).
 METHODS = "random,el2n_easy,el2n_hard,ccs,herding,kcenter,rded,pca"
-SELECTIONS = "1:5,10:2,50:2"
+SELECTIONS = ",".join(f"{ipc}:{n}" for ipc, n in fmnist_grid.ISSUE_SELECTIONS.items())
+# The cut CPU time forces (issue #15 names the order: CIFAR-10 IPC 50 to 3 seeds first, then
+# the el2n_hard / k-center soft cells; never a shortened schedule): the first one, decided
+# before those cells run (2026-12-06: ~233 h of a 2-core CPU left, ~30 h of it saved). A
+# later run with more students (--seeds 5 on that step) extends the cells, keeping theirs.
+CIFAR10_IPC50_SEEDS = 3
 
 
-def _grid(dataset: str, ipcs: str, methods: str = METHODS) -> tuple[str, list[str]]:
+def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple[str, list[str]]:
   return "grid", ["--dataset", dataset, "--ipcs", ipcs, "--methods", methods,
-                  "--selection-seeds", SELECTIONS]
+                  "--selection-seeds", SELECTIONS, *extra]
 
 
 STEPS: list[tuple[str, list[str]]] = [
@@ -49,9 +54,10 @@ STEPS: list[tuple[str, list[str]]] = [
     _grid("fmnist", "10"),
     _grid("cifar10", "10"),
     _grid("fmnist", "50"),
-    _grid("cifar10", "50"),
+    _grid("cifar10", "50", METHODS, "--seeds", str(CIFAR10_IPC50_SEEDS)),
     _grid("fmnist", "1,10,50", "sre2l"),
-    _grid("cifar10", "1,10,50", "sre2l"),
+    _grid("cifar10", "1,10", "sre2l"),
+    _grid("cifar10", "50", "sre2l", "--seeds", str(CIFAR10_IPC50_SEEDS)),
 ]
 RUNNERS = {"grid": fmnist_grid, "recover": sre2l_recover}
 

@@ -401,3 +401,39 @@ def test_grid_queue_record_archives_finished_cells_and_regenerates_the_reports(t
   assert "default" in (results / "sre2l_recover.md").read_text()
   with pytest.raises(SystemExit):
     queue.main(["record", "--root", str(tmp_path / "nothing"), "--results", str(results)])
+
+
+def test_a_cell_is_short_of_the_issue_grid_by_selections_or_students(grid, tmp_path):
+  def pooled(method, ipc, students, selections):
+    rs = [dict(_result(method, ipc, "small_data", "hard", [50.0] * students),
+               selection_seed=s, _path=f"{tmp_path}/main/hard/{method}_ipc{ipc}_e301"
+               + (f"_sel{s}" if s else "") + "/results.json") for s in range(selections)]
+    return grid.pool_selections(rs)[0]
+
+  assert not grid._short(pooled("random", 1, 5, 5), "random")  # 25 students, 5 selections
+  assert grid._short(pooled("random", 1, 5, 3), "random")  # 2 selections missing
+  assert grid._short(pooled("random", 10, 4, 2), "random")  # a student missing per selection
+  assert not grid._short(pooled("herding", 10, 5, 1), "herding")  # herding draws nothing
+  assert grid._short(pooled("herding", 50, 3, 1), "herding")
+  # The report says how many cells are short; the cells themselves say by how much.
+  for r in (pooled("random", 1, 5, 5), pooled("herding", 1, 3, 1)):
+    sub = os.path.relpath(os.path.dirname(r["_path"]), tmp_path)
+    for s in r.get("_selection_seeds", [0]):
+      one = _result(r["method"], 1, "small_data", "hard",
+                    [50.0] * (len(r["runs"]) // len(r.get("_selection_seeds", [0]))))
+      _write(tmp_path / "runs", sub + (f"_sel{s}" if s else ""), one | dict(selection_seed=s))
+  md = grid.report_markdown(grid.pool_selections(
+      [dict(grid.report.load_result(p), _path=p,
+            _variant=os.path.basename(os.path.dirname(p)).rsplit("_ipc", 1)[0].split("_sel")[0])
+       for p in grid.report._find(str(tmp_path / "runs"))]))
+  assert "2 of the 54 cells of the full grid" in md and "1 ran with fewer students" in md
+  assert "25 students over 5 selections" in md and "(3 seeds)" in md
+
+
+def test_the_queue_cuts_cifar10_ipc50_to_3_students_and_nothing_else(grid):
+  queue = experiment_scripts.load("grid_queue")
+  cut = [(n, a) for n, a in queue.STEPS if "--seeds" in a]
+  assert cut and all(a[a.index("--dataset") + 1] == "cifar10" and a[a.index("--ipcs") + 1] == "50"
+                     and a[a.index("--seeds") + 1] == "3" for _, a in cut)
+  methods = {m for _, a in cut for m in a[a.index("--methods") + 1].split(",")}
+  assert methods == set(grid.MAIN_METHODS)  # every method's CIFAR-10 IPC 50 cell, SRe2L too
