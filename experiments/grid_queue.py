@@ -81,15 +81,17 @@ def waiting(runner: str, args: list[str], runs: str) -> str | None:
 def run(runs: str) -> int:
   """Every step in order, but a waiting one; returns 1 if any cell of any step failed (later
   steps still run)."""
-  rc = 0
+  rc, skipped = 0, 0
   for runner, args in STEPS:
     print(f"grid_queue: {runner} {shlex.join(args)}", flush=True)
     reason = waiting(runner, args, runs)
     if reason:
       print(f"grid_queue: skipped, {reason}", flush=True)
+      skipped += 1
       continue
     rc = max(rc, RUNNERS[runner].main(["run", *step_argv(runner, args, runs)]))
-  print("grid_queue: every listed step has run", flush=True)
+  print("grid_queue: every step has run" + (f" but {skipped} waiting one(s); start it again "
+                                             "once they may run" if skipped else ""), flush=True)
   return rc
 
 
