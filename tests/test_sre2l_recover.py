@@ -66,7 +66,8 @@ def test_the_report_chooses_by_soft_labels_and_shows_hard(sweep, tmp_path):
   text = open(path).read()
   assert "| **lr 0.5** (leading) | 75.00 ± 0.82 (3 seeds) | 80.00 ± 0.00 (3 seeds) |" in text
   assert "| default | 71.00 ± 0.82 (3 seeds) | 41.00 ± 0.82 (3 seeds) |" in text
-  assert f"of the 2 of {len(sweep.SETTINGS)} settings that finished" in text
+  n = len(sweep.SETTINGS)
+  assert f"the best soft-label mean, of the 2 of {n} settings that finished" in text
   assert "r_bn" not in text.split("## fmnist")[1].split("Leading so far")[0]  # unfinished: no row
   assert "Chosen" not in text  # 2 of the settings finished: no choice yet
   for i, name in enumerate(sweep.SETTINGS):  # every setting finished: the choice is made
@@ -74,7 +75,7 @@ def test_the_report_chooses_by_soft_labels_and_shows_hard(sweep, tmp_path):
       _cell(tmp_path, "fmnist", "soft", sweep.slug(name), 10, [60.0 + i])
   text = open(sweep.write_report(str(tmp_path), str(tmp_path / "out"))).read()
   assert "| **lr 0.5** (chosen) |" in text and "Leading" not in text
-  assert f"Chosen: **lr 0.5** ({{'lr': 0.5}}), the best soft-label mean of the " \
+  assert f"Chosen: **lr 0.5** ({{'lr': 0.5}}), the best soft-label mean, of the " \
          f"{len(sweep.SETTINGS)} settings." in text
   assert os.path.getsize(tmp_path / "out" / "sre2l_recover.png") > 0
   with pytest.raises(SystemExit, match="no finished"):
@@ -137,3 +138,18 @@ def test_sre2l_grid_cells_wait_for_the_sweep_and_for_the_config_to_hold_its_choi
   finish(best="lr 0.5")  # a choice configs/sre2l.py does not hold
   reason = sweep.grid_ready(str(root), "fmnist")
   assert "does not hold the chosen setting 'lr 0.5' (differs in lr)" in reason
+
+
+def test_a_setting_ahead_of_the_default_by_noise_does_not_replace_it(sweep, tmp_path):
+  _cell(tmp_path, "fmnist", "soft", "default", 10, [79.5, 80.1, 80.7])  # std 0.49
+  _cell(tmp_path, "fmnist", "soft", "r_bn_0.001", 10, [79.6, 80.2, 80.8])  # +0.1
+  rows = sweep.load(str(tmp_path))
+  assert sweep.choose(rows, "fmnist", 10) == "default"
+  text = open(sweep.write_report(str(tmp_path), str(tmp_path / "out"))).read()
+  assert "| **default** (leading) |" in text
+  assert "'r_bn 0.001' is ahead by no more than one pooled std, so SRe2L's own recipe stays" in text
+  _cell(tmp_path, "fmnist", "soft", "lr_0.5", 10, [80.6, 81.2, 81.8])  # +1.1 > 0.49
+  assert sweep.choose(sweep.load(str(tmp_path)), "fmnist", 10) == "lr 0.5"
+  rows = [r for r in sweep.load(str(tmp_path)) if r["setting"] != "default"]
+  assert sweep.choose(rows, "fmnist", 10) == "lr 0.5"  # no default cell: the best mean
+
