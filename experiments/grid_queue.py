@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
       print(f"experiments/{script} run {shlex.join(step_argv(runner, a, 'RUNS'))}")
     return 0
   if args.command == "status":
+    if not os.path.isdir(args.root):
+      parser.error(f"--root {args.root} is not a directory (nothing has run there yet)")
     print("\n".join(status_lines(status(args.root))))
     return 0
   return run(args.root)

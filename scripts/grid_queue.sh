@@ -17,10 +17,10 @@ set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS [run|status]}
 MODE=${2:-run}
 cd "$(dirname "$0")/.."
-mkdir -p "$RUNS/sre2l_recover" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null
-cp -rn results/sre2l_recover_runs/. "$RUNS/sre2l_recover"/ 2>/dev/null
 PY=${PYTHON:-.venv/bin/python}
 if [ "$MODE" = run ]; then
+  mkdir -p "$RUNS/sre2l_recover" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null
+  cp -rn results/sre2l_recover_runs/. "$RUNS/sre2l_recover"/ 2>/dev/null
   exec nice -n 19 "$PY" experiments/grid_queue.py run --root "$RUNS"
 fi
-exec "$PY" experiments/grid_queue.py "$MODE" --root "$RUNS"
+exec "$PY" experiments/grid_queue.py "$MODE" --root "$RUNS"  # status: reads RUNS, writes nothing

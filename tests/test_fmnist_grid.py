@@ -362,6 +362,11 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
                                              "grid_queue.sh"), str(tmp_path), "status"],
                        capture_output=True, text=True, check=True).stdout
   assert " 1. recover --datasets fmnist --ipcs 10" in out and "queue: " in out
+  # A root that does not exist: one error line, and nothing is created.
+  missing = tmp_path / "no_such_root"
+  p = subprocess.run(["bash", os.path.join(queue.fmnist_grid.ROOT_DIR, "scripts", "grid_queue.sh"),
+                      str(missing), "status"], capture_output=True, text=True)
+  assert p.returncode == 2 and "is not a directory" in p.stderr and not missing.exists()
 
 def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_path, monkeypatch):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
