@@ -117,7 +117,7 @@ def choose(rows: list[dict], dataset: str, ipc: int) -> str | None:
 def recover_settings(sre2l: dict) -> dict:
   """What a config's `sre2l` block recovers with (cache locations dropped), JSON-normalised."""
   out = {k: v for k, v in sre2l.items() if k != "cache_dir"}
-  out["teacher"] = {k: v for k, v in sre2l["teacher"].items() if k not in ("cache_dir",)}
+  out["teacher"] = {k: v for k, v in sre2l["teacher"].items() if k != "cache_dir"}
   return json.loads(json.dumps(out))
 
 
