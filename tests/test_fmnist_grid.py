@@ -175,6 +175,22 @@ def test_status_counts_cells_and_estimates_the_time_left(grid, tmp_path, capsys)
   assert p["eta_seconds"] is None and p["total"] == 0
 
 
+def test_student_seconds_fit_a_fixed_cost_and_a_cost_per_image(grid):
+  assert grid.student_seconds_model({}) is None
+  one = grid.student_seconds_model({10: 215.0})
+  assert one(10) == 215.0 and one(50) == pytest.approx(1075.0) and one(1) == pytest.approx(21.5)
+  # IPC 1 and 10 finished (the AMD machine's idle figures): 20.56 s + 19.44 s per image.
+  two = grid.student_seconds_model({1: 40.0, 10: 215.0})
+  assert two(1) == 40.0 and two(10) == 215.0
+  assert two(50) == pytest.approx(40.0 - 175.0 / 9 + 50 * 175.0 / 9)
+  assert two(0) == pytest.approx(40.0 - 175.0 / 9)  # the fixed cost alone
+  # A negative intercept becomes a line through the origin; a falling one, seconds per image.
+  steep = grid.student_seconds_model({1: 5.0, 10: 200.0})
+  assert steep(50) == pytest.approx(50 * (5.0 + 2000.0) / 101)
+  falling = grid.student_seconds_model({1: 300.0, 10: 200.0})
+  assert falling(50) == pytest.approx(50 * (300.0 + 20.0) / 2)
+
+
 def test_background_start_detaches_logs_and_refuses_a_second(grid, tmp_path, capsys):
   root = tmp_path / "runs"
   argv = ["run", "--root", str(root), "--methods", "random", "--ipcs", "1", "--protocols",
