@@ -10,7 +10,8 @@
 after copying the archived cells into RUNS); `bash scripts/grid_queue.sh RUNS status` prints
 the status. The steps run in the order that gives findings earliest: SRe2L's recover sweeps
 first (every finding compares pruning with synthesis, and SRe2L's cells wait for the setting its
-sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells. Each step
+sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells, and last the EL2N-hard / k-center
+soft cells at IPC 50 (the cells issue #15 allows to cut second). Each step
 is one `fmnist_grid.py run` or `sre2l_recover.py run` (the sweep's root is RUNS/sre2l_recover),
 which skips finished cells and resumes an interrupted one, so the queue continues where the
 last machine stopped. SRe2L's grid cells of a dataset are skipped (and `status` says why) until
@@ -39,6 +40,11 @@ SELECTIONS = ",".join(f"{ipc}:{n}" for ipc, n in fmnist_grid.ISSUE_SELECTIONS.it
 # before those cells run (2026-12-06: ~233 h of a 2-core CPU left, ~30 h of it saved). A
 # later run with more students (--seeds 5 on that step) extends the cells, keeping theirs.
 CIFAR10_IPC50_SEEDS = 3
+# The second cut's cells are not cut but run last, at IPC 50 where they cost (~9 of the ~12 h
+# they take on this CPU): a queue stopped before its end has cut exactly what the issue allows
+# to go second, and one that reaches its end has the whole grid.
+CUT_SECOND = ("el2n_hard", "kcenter")
+KEEP_SOFT = ",".join(m for m in METHODS.split(",") if m not in CUT_SECOND)
 
 
 def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple[str, list[str]]:
@@ -46,6 +52,7 @@ def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple
                   "--selection-seeds", SELECTIONS, *extra]
 
 
+_CIFAR_CUT = ("--seeds", str(CIFAR10_IPC50_SEEDS))
 STEPS: list[tuple[str, list[str]]] = [
     ("recover", ["--datasets", "fmnist", "--ipcs", "10"]),
     _grid("fmnist", "1"),
@@ -53,11 +60,15 @@ STEPS: list[tuple[str, list[str]]] = [
     _grid("cifar10", "1"),
     _grid("fmnist", "10"),
     _grid("cifar10", "10"),
-    _grid("fmnist", "50"),
-    _grid("cifar10", "50", METHODS, "--seeds", str(CIFAR10_IPC50_SEEDS)),
+    _grid("fmnist", "50", METHODS, "--protocols", "hard"),
+    _grid("fmnist", "50", KEEP_SOFT, "--protocols", "soft"),
+    _grid("cifar10", "50", METHODS, "--protocols", "hard", *_CIFAR_CUT),
+    _grid("cifar10", "50", KEEP_SOFT, "--protocols", "soft", *_CIFAR_CUT),
     _grid("fmnist", "1,10,50", "sre2l"),
     _grid("cifar10", "1,10", "sre2l"),
-    _grid("cifar10", "50", "sre2l", "--seeds", str(CIFAR10_IPC50_SEEDS)),
+    _grid("cifar10", "50", "sre2l", *_CIFAR_CUT),
+    _grid("fmnist", "50", ",".join(CUT_SECOND), "--protocols", "soft"),
+    _grid("cifar10", "50", ",".join(CUT_SECOND), "--protocols", "soft", *_CIFAR_CUT),
 ]
 RUNNERS = {"grid": fmnist_grid, "recover": sre2l_recover}
 

@@ -459,3 +459,18 @@ def test_the_queue_cuts_cifar10_ipc50_to_3_students_and_nothing_else(grid):
                      and a[a.index("--seeds") + 1] == "3" for _, a in cut)
   methods = {m for _, a in cut for m in a[a.index("--methods") + 1].split(",")}
   assert methods == set(grid.MAIN_METHODS)  # every method's CIFAR-10 IPC 50 cell, SRe2L too
+
+
+def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_path):
+  queue = experiment_scripts.load("grid_queue")
+  arg = lambda a, flag: a[a.index(flag) + 1] if flag in a else None  # noqa: E731
+  last = queue.STEPS[-2:]
+  assert [arg(a, "--dataset") for _, a in last] == ["fmnist", "cifar10"]
+  assert all(arg(a, "--methods") == "el2n_hard,kcenter" and arg(a, "--ipcs") == "50"
+             and arg(a, "--protocols") == "soft" for _, a in last)
+  assert not any(m in arg(a, "--methods").split(",") and arg(a, "--ipcs") == "50"
+                 and arg(a, "--protocols") in (None, "soft")
+                 for _, a in queue.STEPS[:-2] if _ == "grid" for m in queue.CUT_SECOND)
+  workdirs = [c["workdir"] for runner, a in queue.STEPS
+              for c in queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0]]
+  assert len(workdirs) == len(set(workdirs)) == 268
