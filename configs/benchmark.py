@@ -17,7 +17,8 @@ def _network_recipe(epochs: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model="convnet",
       model_kwargs=ml_collections.ConfigDict(dict(
-          width=32, depth=config_dict.placeholder(int), norm=config_dict.placeholder(str))),
+          width=32, depth=config_dict.placeholder(int), norm=config_dict.placeholder(str),
+          impl=config_dict.placeholder(str))),
       seed=0, protocol="hard", optimizer="adamw", lr=2e-3, weight_decay=0.01, momentum=0.9,
       schedule="cosine_epoch", batch_size=256, epochs=epochs, augment="flip", labels="hard",
       mixing="none", temperature=1.0))
@@ -74,7 +75,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.model = "convnet"
   c.eval.model_kwargs = ml_collections.ConfigDict(dict(
       width=config_dict.placeholder(int), depth=config_dict.placeholder(int),
-      norm=config_dict.placeholder(str), weight_init=config_dict.placeholder(str)))
+      norm=config_dict.placeholder(str), weight_init=config_dict.placeholder(str),
+      # ConvNet's dcjax.layers path (None: 'auto', Winograd on CPU); 'custom' is the CPU path
+      # without Winograd (dcjax's figures before 2026-12-06), 'xla' XLA's kernels.
+      impl=config_dict.placeholder(str)))
   c.eval.dtype = "float32"
   # Overrides of the protocol preset (None: keep the preset's value).
   for field, kind in [("optimizer", str), ("lr", float), ("weight_decay", float),

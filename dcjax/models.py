@@ -71,7 +71,9 @@ class ConvNet(nn.Module):
   depth: int = 3
   norm: str = "instance"  # 'instance' | 'batch' | 'none'
   dtype: Any = jnp.float32
-  impl: str = "auto"  # dcjax.layers implementation: 'auto' (custom on CPU) | 'custom' | 'xla'
+  # dcjax.layers implementation: 'auto' (Winograd / custom on CPU, XLA's elsewhere) |
+  # 'winograd' | 'custom' (the CPU path without Winograd) | 'xla'
+  impl: str = "auto"
   # 'flax': lecun-normal weights, zero biases. 'torch': PyTorch's defaults (kaiming-uniform
   # a=sqrt(5), uniform biases), as the DC/DSA reference code trains it.
   weight_init: str = "flax"

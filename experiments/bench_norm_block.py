@@ -172,12 +172,13 @@ class BlockConvNet(nn.Module):
   variant: str
   width: int = 128
   depth: int = 3
+  impl: str = "auto"  # the convolutions' dcjax.layers path, as models.ConvNet's
 
   @nn.compact
   def __call__(self, x, train: bool = False, mask=None):
     for d in range(self.depth):
       pad = 3 if d == 0 and x.shape[1] == 28 else 1
-      x = layers.Conv(self.width, 3, pad, impl="custom", name=f"conv{d}")(x)
+      x = layers.Conv(self.width, 3, pad, impl=self.impl, name=f"conv{d}")(x)
       x = Block(self.variant, name=f"block{d}")(x)
     return nn.Dense(self.num_classes, name="fc")(x.reshape((x.shape[0], -1)))
 
@@ -210,6 +211,8 @@ def main(argv=None) -> int:
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--width", type=int, default=128, help="ConvNet width (128: ConvNet-3)")
   p.add_argument("--variants", default=",".join(VARIANTS))
+  p.add_argument("--impl", default="auto", choices=("auto", "winograd", "custom"),
+                 help="the convolutions' dcjax.layers path (auto: Winograd on a CPU)")
   p.add_argument("--out")
   args = p.parse_args(argv)
   variants = args.variants.split(",")
@@ -217,7 +220,7 @@ def main(argv=None) -> int:
     p.error(f"--variants: 'layers' and any of {VARIANTS}")
   print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}", flush=True)
   recipe = protocols.resolve("small_data")
-  reference = models.get_model("convnet", num_classes=10, image_size=28, impl="custom",
+  reference = models.get_model("convnet", num_classes=10, image_size=28, impl=args.impl,
                                width=args.width)
   rows = []
   for batch in map(int, args.batches.split(",")):
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
     tx = training.make_optimizer(recipe, 1)
     runs = {}
     for variant in variants:
-      model = BlockConvNet(10, variant, width=args.width)
+      model = BlockConvNet(10, variant, width=args.width, impl=args.impl)
       step = training.Step(model, tx, augment.get_augmentation(recipe.augment), (0.2860,),
                            (0.3530,), augment_normalised=True)
       params = from_convnet(init, variant)

@@ -10,6 +10,8 @@ What is timed (img/s after warm-up; every compile happens in the warm-up):
   dcjax soft     the same for 'soft': + CutMix + a teacher forward (same architecture) + KL.
   dcjax-xla hard (ConvNet on CPU only) the hard row with XLA's own convolution / GroupNorm
                  gradients (`impl='xla'`, dcjax before `dcjax.layers`), for the before/after.
+  dcjax-custom hard  the same with `dcjax.layers` without Winograd (`impl='custom'`, dcjax's
+                 CPU path before 2026-12-06).
   dcjax scoring  a jitted eval-mode forward of a uint8 batch to logits (normalise included),
                  as the scoring / teacher-feature passes run it; one sync per batch.
   torch *        the same three in PyTorch (when importable): the same network, batch and image
@@ -469,13 +471,15 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
       rows.append(_finish(_row(f"dcjax {kind}", "dcjax", model_name, spec, batch,
                                flops_per_img=flops_for(kind, flops), **figures), peak))
     if spec.model == "convnet" and device.platform == "cpu":
-      # The same hard-label step with XLA's own conv / GroupNorm gradients (dcjax before
-      # dcjax.layers): the before/after comparison of the CPU convolution gap, in one run.
-      stock = models.get_model(spec.model, spec.num_classes, spec.image_size,
-                               dtype=jnp.dtype(spec.dtype), impl="xla", **spec.model_kwargs)
-      figures = dcjax_train_row("hard", stock, spec, batch, images, labels, mesh)
-      rows.append(_finish(_row("dcjax-xla hard", "dcjax", model_name, spec, batch,
-                               flops_per_img=flops_for("hard", flops), **figures), peak))
+      # The same hard-label step with dcjax's earlier CPU layers: XLA's own conv / GroupNorm
+      # gradients (dcjax before dcjax.layers) and dcjax.layers without Winograd ('custom',
+      # before 2026-12-06): the before/after comparisons of the CPU convolution gap, in one run.
+      for impl in ("xla", "custom"):
+        stock = models.get_model(spec.model, spec.num_classes, spec.image_size,
+                                 dtype=jnp.dtype(spec.dtype), impl=impl, **spec.model_kwargs)
+        figures = dcjax_train_row("hard", stock, spec, batch, images, labels, mesh)
+        rows.append(_finish(_row(f"dcjax-{impl} hard", "dcjax", model_name, spec, batch,
+                                 flops_per_img=flops_for("hard", flops), **figures), peak))
   torch_out = torch_rows(spec, data) if use_torch else dict(skipped="skipped (--no-torch)")
   torch_name = "torchvision-resnet18" if spec.model == "resnet18" else model_name
   for batch in spec.batches:
@@ -496,10 +500,11 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
       if a["img_per_s"] and b["img_per_s"]:
         ratios.append(dict(kind=kind, batch=batch,
                            dcjax_over_torch=a["img_per_s"] / b["img_per_s"]))
-      stock = by_key.get(("dcjax-xla hard", batch)) if kind == "hard" else None
-      if stock and stock["img_per_s"] and b["img_per_s"]:
-        ratios.append(dict(kind="hard, xla layers", batch=batch,
-                           dcjax_over_torch=stock["img_per_s"] / b["img_per_s"]))
+      for impl in ("xla", "custom"):
+        stock = by_key.get((f"dcjax-{impl} hard", batch)) if kind == "hard" else None
+        if stock and stock["img_per_s"] and b["img_per_s"]:
+          ratios.append(dict(kind=f"hard, {impl} layers", batch=batch,
+                             dcjax_over_torch=stock["img_per_s"] / b["img_per_s"]))
   return dict(
       date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       size=size, command=command or f"bench_throughput.run({size!r})",

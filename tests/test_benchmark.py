@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -56,6 +57,9 @@ def test_end_to_end_writes_results_and_compressed_set(tmp_path):
     assert k in on_disk
   assert on_disk["num_images"] == 12 and on_disk["ipc"] == 3
   assert [run["seed"] for run in on_disk["runs"]] == [0, 1]
+  # The students' convolution path is recorded (the paths differ in float rounding).
+  assert on_disk["environment"]["conv_path"] == ("winograd" if jax.default_backend() == "cpu"
+                                                 else "xla")
   for run in on_disk["runs"]:
     assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
   assert on_disk["top1_mean"] == pytest.approx(np.mean([x["top1"] for x in on_disk["runs"]]))

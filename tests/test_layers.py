@@ -28,6 +28,58 @@ def test_conv2d_value_and_gradients_match_xla(ci, pad, size):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("ci,co,size", [(8, 6, (6, 8)), (128, 16, (4, 4)), (3, 5, (2, 2))])
+def test_conv2d_winograd_value_and_gradients_match_xla(ci, co, size):
+  x, w = _rand(2, *size, ci), _rand(3, 3, ci, co, seed=1)
+  ref = lambda x, w: jax.lax.conv_general_dilated(
+      x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y_ref, vjp_ref = jax.vjp(ref, x, w)
+  y, vjp = jax.vjp(layers.conv2d_winograd, x, w)
+  g = _rand(*y_ref.shape, seed=2)
+  scale = float(jnp.abs(y_ref).max())
+  np.testing.assert_allclose(y, y_ref, rtol=0, atol=2e-6 * scale)
+  for got, want in zip(vjp(g), vjp_ref(g)):
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * float(jnp.abs(want).max()))
+  # The same under jit.
+  np.testing.assert_allclose(jax.jit(layers.conv2d_winograd)(x, w), y, rtol=1e-6, atol=1e-6)
+
+
+def test_conv2d_winograd_vmaps_over_stacked_kernels():
+  # The scoring runner vmaps k models over stacked parameters.
+  x, w = _rand(3, 2, 4, 4, 16), _rand(3, 3, 3, 16, 4, seed=1)
+  loss = lambda conv: lambda x, w: jnp.sum(conv(x, w) ** 2)
+  got = jax.vmap(jax.grad(loss(layers.conv2d_winograd), (0, 1)))(x, w)
+  want = jax.vmap(jax.grad(loss(lambda x, w: layers._conv(x, w, 1)), (0, 1)))(x, w)
+  for g, r in zip(got, want):
+    np.testing.assert_allclose(g, r, rtol=0, atol=2e-6 * float(jnp.abs(r).max()))
+
+
+def test_conv2d_winograd_refuses_what_it_does_not_compute():
+  with pytest.raises(ValueError, match="3x3 kernel and even H, W"):
+    layers.conv2d_winograd(_rand(1, 5, 4, 8), _rand(3, 3, 8, 2))
+  with pytest.raises(ValueError, match="3x3 kernel and even H, W"):
+    layers.conv2d_winograd(_rand(1, 4, 4, 8), _rand(5, 5, 8, 2))
+
+
+def test_conv_takes_winograd_only_where_it_applies(monkeypatch):
+  calls = []
+  real = layers.conv2d_winograd
+  monkeypatch.setattr(layers, "conv2d_winograd", lambda x, w: calls.append(x.shape) or real(x, w))
+  for impl, shape, pad, dtype, used in [
+      ("winograd", (1, 8, 8, 16), 1, jnp.float32, True),
+      ("auto", (1, 8, 8, 16), 1, jnp.float32, jax.default_backend() == "cpu"),
+      ("custom", (1, 8, 8, 16), 1, jnp.float32, False),
+      ("xla", (1, 8, 8, 16), 1, jnp.float32, False),
+      ("winograd", (1, 7, 8, 16), 1, jnp.float32, False),  # odd height
+      ("winograd", (1, 8, 8, 16), 3, jnp.float32, False),  # padding 3 (28 px first layer)
+      ("winograd", (1, 8, 8, 3), 1, jnp.float32, False),  # 27 kernel rows: one im2col product
+      ("winograd", (1, 8, 8, 16), 1, jnp.bfloat16, False)]:
+    calls.clear()
+    x = _rand(*shape).astype(dtype)
+    layers.Conv(4, 3, pad, dtype=dtype, impl=impl).init(jax.random.key(0), x)
+    assert bool(calls) == used, (impl, shape, pad, dtype)
+
+
 def test_instance_norm_value_and_gradient_match_groupnorm():
   x, g = _rand(3, 5, 7, 4) * 3 + 1, _rand(3, 5, 7, 4, seed=1)
   ref = lambda x: nn.GroupNorm(num_groups=4, use_scale=False, use_bias=False,
@@ -44,10 +96,11 @@ def test_instance_norm_bfloat16_keeps_dtype():
   assert y.dtype == jnp.bfloat16 and vjp(jnp.ones_like(y))[0].dtype == jnp.bfloat16
 
 
-def test_convnet_custom_and_xla_layers_share_parameters_and_gradients():
+@pytest.mark.parametrize("impl", ["custom", "winograd"])
+def test_convnet_cpu_and_xla_layers_share_parameters_and_gradients(impl):
   x = _rand(4, 28, 28, 1)
   y = jnp.array([0, 1, 2, 3])
-  custom = models.ConvNet(num_classes=10, width=16, impl="custom")
+  custom = models.ConvNet(num_classes=10, width=16, impl=impl)
   xla = models.ConvNet(num_classes=10, width=16, impl="xla")
   variables = custom.init(jax.random.key(0), x)
   assert (jax.tree.structure(variables)
@@ -69,6 +122,15 @@ def test_convnet_custom_and_xla_layers_share_parameters_and_gradients():
 
 def optax_ce(logits, labels):
   return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1))
+
+
+def test_conv_path_names_what_conv_runs():
+  cpu = jax.default_backend() == "cpu"
+  assert layers.conv_path() == layers.conv_path(None) == ("winograd" if cpu else "xla")
+  assert layers.conv_path("custom") == "custom" and layers.conv_path("xla") == "xla"
+  assert layers.conv_path("winograd") == "winograd"
+  with pytest.raises(ValueError, match="impl"):
+    layers.conv_path("fast")
 
 
 def test_bad_impl_is_refused():

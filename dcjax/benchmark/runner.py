@@ -23,7 +23,7 @@ import jax
 import numpy as np
 
 import dcjax
-from dcjax import resample
+from dcjax import layers, resample
 from dcjax.benchmark import config_args, fairness, methods
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
@@ -146,7 +146,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
       resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
       selection_seed=config.seed, score_file=data.score_file, feature_teacher=feature_teacher,
-      wall_seconds=time.perf_counter() - t_start, environment=_environment(),
+      wall_seconds=time.perf_counter() - t_start, environment=_environment(config),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       config=wd.config,
       given=(dict(path=given_set.path, kind=given_set.kind, num_images=len(compressed.labels),
@@ -467,12 +467,15 @@ def _kb(n: int) -> str:
   return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} KB"
 
 
-def _environment() -> dict[str, Any]:
+def _environment(config) -> dict[str, Any]:
   import flax
-  return dict(dcjax=dcjax.__version__, jax=jax.__version__, flax=flax.__version__,
-              python=platform.python_version(), backend=jax.default_backend(),
-              devices=[d.device_kind for d in jax.devices()][:1], device_count=jax.device_count(),
-              machine=platform.machine())
+  env = dict(dcjax=dcjax.__version__, jax=jax.__version__, flax=flax.__version__,
+             python=platform.python_version(), backend=jax.default_backend(),
+             devices=[d.device_kind for d in jax.devices()][:1], device_count=jax.device_count(),
+             machine=platform.machine())
+  if config.eval.model == "convnet":  # the students' convolution path (dcjax.layers)
+    env["conv_path"] = layers.conv_path(config.eval.model_kwargs.get("impl"))
+  return env
 
 
 def _slug(name: str) -> str:
