@@ -160,7 +160,10 @@ def report_markdown(rows: list[dict]) -> str:
            "0.25 cosine, r_bn 0.01, first BatchNorm x10, 4 px jitter, flips). The setting is "
            "chosen by the soft-label mean: the best one, if it is ahead of `default` by more "
            "than one pooled std, else `default`; hard labels (small_data) are shown for every "
-           "setting to answer whether synthesised images collapse without soft labels.",
+           "setting to answer whether synthesised images collapse without soft labels. "
+           "Cells ran with dcjax's direct CPU convolutions unless they name another path "
+           "(results.json `environment.conv_path`; Winograd from 2026-12-06): the paths compute "
+           "the same function and differ by float rounding (BENCHMARKS.md).",
            ""]
   for dataset, ipc in sorted({(r["dataset"], r["ipc"]) for r in rows}):
     at = {(r["setting"], r["protocol"]): r["result"] for r in rows
@@ -174,8 +177,10 @@ def report_markdown(rows: list[dict]) -> str:
       cols = []
       for protocol in PROTOCOLS:
         r = at.get((setting, protocol))
+        conv = (r or {}).get("environment", {}).get("conv_path")
         cols.append("—" if r is None else
-                    f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({_seeds(len(r['runs']))})")
+                    f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({_seeds(len(r['runs']))}"
+                    + (f", {conv} convolutions" if conv and conv != "custom" else "") + ")")
       if cols == ["—", "—"]:
         continue
       name = f"**{setting}** ({mark})" if setting == best else setting
