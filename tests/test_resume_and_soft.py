@@ -79,6 +79,18 @@ def test_unfinished_run_with_other_config_is_refused_naming_fields(tmp_path):
     benchmark.run(c, str(work))
 
 
+def test_a_field_added_unset_later_keeps_earlier_runs_resumable():
+  from dcjax.benchmark import workdir  # pylint: disable=g-import-not-at-top
+  old = {"eval": {"model_kwargs": {"width": 8}}, "ipc": 3}
+  new = {"eval": {"model_kwargs": {"width": 8, "impl": None}}, "ipc": 3}
+  assert workdir.config_differences(old, new) == workdir.config_differences(new, old) == []
+  # Set to a value, the new field is a difference; so is a field dropped that had one.
+  assert workdir.config_differences(old, {"eval": {"model_kwargs": {
+      "width": 8, "impl": "custom"}}, "ipc": 3}) == [
+          "eval.model_kwargs.impl ('<absent>' -> 'custom')"]
+  assert workdir.config_differences({"a": [1, 2]}, {}) == ["a ([1, 2] -> '<absent>')"]
+
+
 def _soft_config(tmp_path, **kw):
   return tiny_config(**{"eval.protocol": "soft", "teacher.cache_dir": str(tmp_path / "teachers"),
                         "teacher.epochs": 1, "teacher.model_kwargs.width": 8, **kw})

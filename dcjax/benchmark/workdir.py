@@ -42,13 +42,15 @@ RESUMABLE_CHANGES = ("overwrite", "progress", "seeds", "distributed")
 
 
 def config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-  """Dotted names of the fields that differ between two config dicts."""
+  """Dotted names of the fields that differ between two config dicts. A field one side lacks
+  and the other leaves unset (None) is no difference: a field a later dcjax adds with an unset
+  default (eval.model_kwargs.impl, 2026-12-06) leaves the earlier runs resumable."""
   out = []
   for k in sorted(set(old) | set(new)):
     a, b = old.get(k, "<absent>"), new.get(k, "<absent>")
     if isinstance(a, dict) and isinstance(b, dict):
       out += config_differences(a, b, f"{prefix}{k}.")
-    elif a != b:
+    elif a != b and (a, b) not in (("<absent>", None), (None, "<absent>")):
       out.append(f"{prefix}{k} ({a!r} -> {b!r})")
   return out
 
