@@ -66,14 +66,15 @@ def test_conv_takes_winograd_only_where_it_applies(monkeypatch):
   real = layers.conv2d_winograd
   monkeypatch.setattr(layers, "conv2d_winograd", lambda x, w: calls.append(x.shape) or real(x, w))
   for impl, shape, pad, dtype, used in [
-      ("winograd", (1, 8, 8, 16), 1, jnp.float32, True),
-      ("auto", (1, 8, 8, 16), 1, jnp.float32, jax.default_backend() == "cpu"),
-      ("custom", (1, 8, 8, 16), 1, jnp.float32, False),
-      ("xla", (1, 8, 8, 16), 1, jnp.float32, False),
-      ("winograd", (1, 7, 8, 16), 1, jnp.float32, False),  # odd height
-      ("winograd", (1, 8, 8, 16), 3, jnp.float32, False),  # padding 3 (28 px first layer)
-      ("winograd", (1, 8, 8, 3), 1, jnp.float32, False),  # 27 kernel rows: one im2col product
-      ("winograd", (1, 8, 8, 16), 1, jnp.bfloat16, False)]:
+      ("winograd", (1, 8, 8, 32), 1, jnp.float32, True),
+      ("auto", (1, 8, 8, 32), 1, jnp.float32, jax.default_backend() == "cpu"),
+      ("custom", (1, 8, 8, 32), 1, jnp.float32, False),
+      ("xla", (1, 8, 8, 32), 1, jnp.float32, False),
+      ("winograd", (1, 7, 8, 32), 1, jnp.float32, False),  # odd height
+      ("winograd", (1, 8, 8, 32), 3, jnp.float32, False),  # padding 3 (28 px first layer)
+      ("winograd", (1, 8, 8, 16), 1, jnp.float32, False),  # too thin to repay the transforms
+      ("winograd", (1, 8, 8, 3), 1, jnp.float32, False),
+      ("winograd", (1, 8, 8, 32), 1, jnp.bfloat16, False)]:
     calls.clear()
     x = _rand(*shape).astype(dtype)
     layers.Conv(4, 3, pad, dtype=dtype, impl=impl).init(jax.random.key(0), x)
@@ -100,8 +101,8 @@ def test_instance_norm_bfloat16_keeps_dtype():
 def test_convnet_cpu_and_xla_layers_share_parameters_and_gradients(impl):
   x = _rand(4, 28, 28, 1)
   y = jnp.array([0, 1, 2, 3])
-  custom = models.ConvNet(num_classes=10, width=16, impl=impl)
-  xla = models.ConvNet(num_classes=10, width=16, impl="xla")
+  custom = models.ConvNet(num_classes=10, width=32, impl=impl)  # 32: Winograd's narrowest
+  xla = models.ConvNet(num_classes=10, width=32, impl="xla")
   variables = custom.init(jax.random.key(0), x)
   assert (jax.tree.structure(variables)
           == jax.tree.structure(xla.init(jax.random.key(0), x)))
