@@ -370,6 +370,19 @@ def _pid_alive(pid: int) -> bool:
   return True
 
 
+def lower_session_weight(pid: int, nice: int = 19) -> bool:
+  """Give the session that `pid` leads the autogroup nice `nice` (Linux, sched(7)). With
+  autogroup scheduling on, `nice` only ranks processes within a session, so a detached nice-19
+  run (its own session) would otherwise take an equal CPU share against the user's session.
+  False where there is no autogroup to set (another OS, autogroup off, no permission)."""
+  try:
+    with open(f"/proc/{pid}/autogroup", "w", encoding="utf-8") as f:
+      f.write(str(nice))
+    return True
+  except OSError:
+    return False
+
+
 def start_background(root: str, argv: list[str]) -> int:
   """`run` with the same arguments, detached under nice -n 19; log and pid under root."""
   os.makedirs(root, exist_ok=True)
@@ -391,6 +404,7 @@ def start_background(root: str, argv: list[str]) -> int:
     log.flush()
     p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                          cwd=ROOT_DIR, start_new_session=True)
+  lower_session_weight(p.pid)
   with open(pid_file, "w") as f:
     f.write(f"{p.pid}\n")
   print(f"grid started in the background: pid {p.pid}, log {log_file} "

@@ -17,6 +17,13 @@ set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS [run|status]}
 MODE=${2:-run}
 cd "$(dirname "$0")/.."
+# Linux's autogroup scheduler (sched(7); /proc/sys/kernel/sched_autogroup_enabled, on here)
+# weighs every session as a whole, and `nice` acts only within a session: started with setsid,
+# a nice-19 queue would take an equal share against the user's own session. As a session leader
+# it therefore also lowers its session's weight (never when it shares the user's session).
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; then
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
+fi
 PY=${PYTHON:-.venv/bin/python}
 if [ "$MODE" = run ]; then
   mkdir -p "$RUNS/sre2l_recover" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null

@@ -14,6 +14,13 @@
 set -u
 RUNS=${1:?usage: bash scripts/pca_study_queue.sh RUNS}
 cd "$(dirname "$0")/.."
+# Linux's autogroup scheduler (sched(7); /proc/sys/kernel/sched_autogroup_enabled, on here)
+# weighs every session as a whole, and `nice` acts only within a session: started with setsid,
+# a nice-19 queue would take an equal share against the user's own session. As a session leader
+# it therefore also lowers its session's weight (never when it shares the user's session).
+if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; then
+  echo 19 > /proc/self/autogroup 2>/dev/null || true
+fi
 mkdir -p "$RUNS" && cp -rn results/pca_study_runs/. "$RUNS"/
 PY=${PYTHON:-.venv/bin/python}
 step() { nice -n 19 "$PY" experiments/pca_study.py run --root "$RUNS" "$@"; }

@@ -210,6 +210,23 @@ def test_background_start_detaches_logs_and_refuses_a_second(grid, tmp_path, cap
   assert grid.start_background(str(root), argv) == 0
 
 
+def test_a_detached_run_lowers_its_own_sessions_weight_only(grid):
+  child = subprocess.Popen(["sleep", "30"], start_new_session=True)
+  try:
+    mine = open("/proc/self/autogroup").read() if os.path.exists("/proc/self/autogroup") else None
+    ok = grid.lower_session_weight(child.pid)
+    autogroup = f"/proc/{child.pid}/autogroup"
+    if os.path.exists(autogroup):
+      assert ok and open(autogroup).read().strip().endswith("nice 19")
+      assert open("/proc/self/autogroup").read() == mine  # the caller's session is untouched
+    else:
+      assert not ok  # no autogroup here: nothing to lower, and no error
+  finally:
+    child.kill()
+    child.wait()
+  assert not grid.lower_session_weight(999999999)  # no such process
+
+
 def test_stop_after_starts_no_cell_once_the_time_is_spent(grid, tmp_path, capsys):
   _write(tmp_path, "main/hard/random_ipc1_e301",
          _result("random", 1, "small_data", "hard", [50.0] * 5))
