@@ -141,6 +141,9 @@ def test_finished_run_extends_with_more_seeds_keeping_the_finished_ones(tmp_path
     ("eval.num_devices", 0, "eval.num_devices must be an integer >= 1, got 0"),
     ("checkpoint_every", -1, "checkpoint_every must be an integer >= 0"),
     ("scores.lr", -1.0, "scores: lr must be a finite number > 0"),
+    ("teacher.model_kwargs.impl", "fast",
+     "teacher.model_kwargs.impl must be one of auto, winograd, custom, xla, got 'fast'"),
+    ("scores.model_kwargs.impl", "fast", "scores.model_kwargs.impl must be one of"),
 ])
 def test_bad_input_is_refused_with_nothing_written(tmp_path, field, value, pattern):
   work = tmp_path / "run"

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from dcjax import augment, models, protocols, resample
+from dcjax import augment, layers, models, protocols, resample
 from dcjax.data import given, store
 from dcjax.benchmark import methods
 from dcjax.errors import UserError, unknown_name, user_input
@@ -262,5 +262,13 @@ def check(config) -> None:
   if isinstance(size, bool) or not isinstance(size, int) or size < 0:
     raise UserError(f"data.test_resample_size must be an integer >= 0 (0: off), got {size!r}")
   recipe(config.scores, "scores")
+  for name in ("eval", "teacher", "scores", "sre2l.teacher"):  # ConvNet's dcjax.layers path
+    block = config
+    for part in name.split("."):
+      block = block.get(part) if block is not None else None
+    impl = None if block is None else block.get("model_kwargs", {}).get("impl")
+    if impl is not None and impl not in layers.IMPLS:
+      raise UserError(f"{name}.model_kwargs.impl must be one of {', '.join(layers.IMPLS)}, "
+                      f"got {impl!r}")
   if not config.teacher.get("weights"):
     recipe(config.teacher, "teacher")
