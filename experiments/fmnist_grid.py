@@ -242,6 +242,8 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
   students_left = collections.Counter()
   for cell in todo:
     n = _finished_seeds(cell["workdir"])
+    if n < seeds:  # an unfinished run's students count towards the ETA, not towards done
+      n = max(n, min(seeds - 1, len(_students(cell["workdir"]))))
     done += n >= seeds
     partial += 0 < n < seeds
     left += n == 0
@@ -421,14 +423,91 @@ def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
   """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
   results.json is a workdir's last file) to the same path under `to`: all a report row needs
   and all `run` needs to skip the cell, so the record outlives the machine (run roots do not).
-  The rest of a workdir (checkpoints, the set) stays behind. Returns the cells copied."""
+  The rest of a workdir (checkpoints, the set) stays behind, and what `archive_unfinished` kept
+  of the cell before it finished is dropped. Returns the cells copied."""
   copied = []
   for path in report._find(root):  # pylint: disable=protected-access
     rel = os.path.relpath(path, root)
     if keep(rel):
-      os.makedirs(os.path.dirname(os.path.join(to, rel)), exist_ok=True)
+      dest = os.path.dirname(os.path.join(to, rel))
+      os.makedirs(dest, exist_ok=True)
       shutil.copyfile(path, os.path.join(to, rel))
+      _drop_unfinished(dest)
       copied.append(os.path.dirname(rel))
+  return copied
+
+
+# What an unfinished cell keeps across machines: its config, its finished students and the
+# manifest of the set they trained on, all small JSON. On another machine the runner recomputes
+# the set and keeps those students only if it comes out the same (dcjax.benchmark.workdir);
+# checkpoints (the running student) and the set's PNGs stay behind.
+_UNFINISHED = ("config.json", os.path.join("compressed", "manifest.json"))
+
+
+def _students(workdir: str) -> list[str]:
+  """The finished students' files (runs/seed_N.json) of a workdir, sorted."""
+  runs = os.path.join(workdir, "runs")
+  if not os.path.isdir(runs):
+    return []
+  return sorted(f for f in os.listdir(runs) if f.startswith("seed_") and f.endswith(".json"))
+
+
+def _drop_unfinished(cell: str) -> None:
+  for name in _UNFINISHED:
+    if os.path.exists(os.path.join(cell, name)):
+      os.remove(os.path.join(cell, name))
+  shutil.rmtree(os.path.join(cell, "runs"), ignore_errors=True)
+  if os.path.isdir(os.path.join(cell, "compressed")) and not os.listdir(
+      os.path.join(cell, "compressed")):
+    os.rmdir(os.path.join(cell, "compressed"))
+
+
+def archive_unfinished(root: str, to: str, keep=_grid_cell) -> list[tuple[str, int]]:
+  """Copy what an unfinished cell under root has finished (`_UNFINISHED` and runs/seed_N.json:
+  its finished students) to the same path under `to`, replacing what an earlier call kept
+  there, so a machine that stops mid-cell loses at most its running student. Cells `to` holds
+  finished are left alone. Returns (cell, finished students) per cell copied."""
+  out = []
+  for dirpath, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip runs being replaced
+    rel = os.path.relpath(dirpath, root)
+    if ("results.json" in files or "config.json" not in files
+        or not keep(os.path.join(rel, "results.json"))):
+      continue
+    students = _students(dirpath)
+    if not students or not os.path.isfile(os.path.join(dirpath, _UNFINISHED[1])):
+      continue
+    dest = os.path.join(to, rel)
+    if os.path.exists(os.path.join(dest, "results.json")):
+      continue
+    _drop_unfinished(dest)
+    for name in _UNFINISHED + tuple(os.path.join("runs", f) for f in students):
+      os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
+      shutil.copyfile(os.path.join(dirpath, name), os.path.join(dest, name))
+    out.append((rel, len(students)))
+  return out
+
+
+def restore(archived: str, root: str) -> list[str]:
+  """Copy the archived cells (`archive`, `archive_unfinished`) into root where root has nothing
+  of them yet: a finished cell's results.json, an unfinished one's files whole. A cell root
+  has started is left to root (its files are as new as the archive's or newer). Returns the
+  cells copied."""
+  copied = []
+  if not os.path.isdir(archived):
+    return copied
+  for dirpath, dirs, files in os.walk(archived):
+    dirs.sort()
+    if "results.json" not in files and "config.json" not in files:
+      continue
+    dirs[:] = []  # a cell's runs/ and compressed/ are copied with it
+    rel = os.path.relpath(dirpath, archived)
+    dest = os.path.join(root, rel)
+    if os.path.exists(os.path.join(dest, "results.json")) or os.path.exists(
+        os.path.join(dest, "config.json")):
+      continue
+    shutil.copytree(dirpath, dest, dirs_exist_ok=True)
+    copied.append(rel)
   return copied
 
 
@@ -440,7 +519,14 @@ def archive_command(parser, root: str, to: str, keep=_grid_cell, what: str = "gr
     parser.error(f"--root {root} is not a directory of {what} cells")
   copied = archive_fn(root, to) if archive_fn else archive(root, to, keep)
   print(f"{len(copied)} finished cell(s) archived in {to}")
+  if archive_fn is None:
+    print(unfinished_line(archive_unfinished(root, to, keep), to))
   return 0
+
+
+def unfinished_line(kept: list[tuple[str, int]], to: str) -> str:
+  return (f"{len(kept)} unfinished cell(s) with {sum(n for _, n in kept)} finished student(s) "
+          f"archived in {to}")
 
 
 # --- Report -------------------------------------------------------------------------------------
@@ -762,6 +848,7 @@ def main(argv: list[str] | None = None) -> int:
     for cell in todo:
       n = _finished_seeds(cell["workdir"])
       if n < args.seeds:
+        n = max(n, len(_students(cell["workdir"])))
         print(f"  {cell['name']}: {n}/{args.seeds} seeds")
     return 0
   if args.background and not args.dry_run:

@@ -143,18 +143,33 @@ def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
   return lines
 
 
+def restore(runs: str, results: str) -> list[str]:
+  """Copy the archived cells (`record`) into RUNS where RUNS has nothing of them yet, so that
+  finished cells are skipped and unfinished ones keep their finished students on a new
+  machine. Returns the lines to print."""
+  grid = fmnist_grid.restore(os.path.join(results, "grid_runs"), runs)
+  sweep = fmnist_grid.restore(os.path.join(results, "sre2l_recover_runs"),
+                              os.path.join(runs, "sre2l_recover"))
+  return [f"restored {len(grid)} grid and {len(sweep)} sweep cell(s) from {results} into {runs}"]
+
+
 def record(runs: str, results: str) -> list[str]:
   """Archive every finished grid and sweep cell under RUNS into RESULTS/grid_runs and
-  RESULTS/sre2l_recover_runs (committed: run roots do not outlive a machine) and regenerate
-  the reports from the archives: RESULTS/fmnist.md, cifar10.md (where that grid has a cell)
-  and sre2l_recover.md. Returns the lines to print."""
+  RESULTS/sre2l_recover_runs (committed: run roots do not outlive a machine), and what the
+  unfinished ones have finished (`fmnist_grid.archive_unfinished`), and regenerate the reports
+  from the archives: RESULTS/fmnist.md, cifar10.md (where that grid has a cell) and
+  sre2l_recover.md. Returns the lines to print."""
   grid_runs = os.path.join(results, "grid_runs")
   sweep_runs = os.path.join(results, "sre2l_recover_runs")
-  lines = [f"{len(fmnist_grid.archive(runs, grid_runs))} grid cell(s) archived in {grid_runs}"]
+  lines = [f"{len(fmnist_grid.archive(runs, grid_runs))} grid cell(s) archived in {grid_runs}",
+           fmnist_grid.unfinished_line(fmnist_grid.archive_unfinished(runs, grid_runs), grid_runs)]
   sweep_root = os.path.join(runs, "sre2l_recover")
   if os.path.isdir(sweep_root):
-    copied = fmnist_grid.archive(sweep_root, sweep_runs, keep=sre2l_recover._recover_cell)
+    keep = sre2l_recover._recover_cell  # pylint: disable=protected-access
+    copied = fmnist_grid.archive(sweep_root, sweep_runs, keep=keep)
     lines.append(f"{len(copied)} sweep cell(s) archived in {sweep_runs}")
+    lines.append(fmnist_grid.unfinished_line(
+        fmnist_grid.archive_unfinished(sweep_root, sweep_runs, keep=keep), sweep_runs))
   for dataset in fmnist_grid.DATASETS:
     try:
       lines.append(fmnist_grid.write_report(grid_runs, results, dataset))
@@ -171,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
   for name, text in (("run", "run every step in order (resumes)"),
                      ("status", "cells done / left and an ETA per step and in all")):
     sub.add_parser(name, help=text).add_argument("--root", required=True)
+  r = sub.add_parser("restore", help="copy the archived cells (record) into RUNS where it has "
+                                     "nothing of them yet")
+  r.add_argument("--root", required=True)
+  r.add_argument("--results", default=os.path.join(fmnist_grid.ROOT_DIR, "results"))
   sub.add_parser("steps", help="print the steps as command lines")
   r = sub.add_parser("record", help="archive the finished cells into RESULTS and regenerate "
                                     "its reports (then commit RESULTS)")
@@ -181,6 +200,10 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isdir(args.root):
       parser.error(f"--root {args.root} is not a directory")
     print("\n".join(record(args.root, args.results)))
+    return 0
+  if args.command == "restore":
+    os.makedirs(args.root, exist_ok=True)
+    print("\n".join(restore(args.root, args.results)))
     return 0
   if args.command == "steps":
     for runner, a in STEPS:

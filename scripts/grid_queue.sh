@@ -10,9 +10,10 @@
 #   bash scripts/grid_queue.sh RUNS status     # cells done / left and an ETA, per step and in all
 #
 # It first copies the archived cells (results/grid_runs and results/sre2l_recover_runs,
-# committed) into RUNS so they are skipped. From the main checkout,
-# `experiments/grid_queue.py record --root RUNS` archives what finished and regenerates the
-# reports (commit results/).
+# committed) into RUNS where RUNS has nothing of them: finished cells are skipped, unfinished
+# ones keep their finished students. From the main checkout,
+# `experiments/grid_queue.py record --root RUNS` archives what finished (whole cells, and the
+# finished students of unfinished ones) and regenerates the reports (commit results/).
 set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS [run|status]}
 MODE=${2:-run}
@@ -26,8 +27,7 @@ if [ "$(ps -o sid= -p $$ | tr -d ' ')" = "$$" ] && [ -w /proc/self/autogroup ]; 
 fi
 PY=${PYTHON:-.venv/bin/python}
 if [ "$MODE" = run ]; then
-  mkdir -p "$RUNS/sre2l_recover" && cp -rn results/grid_runs/. "$RUNS"/ 2>/dev/null
-  cp -rn results/sre2l_recover_runs/. "$RUNS/sre2l_recover"/ 2>/dev/null
+  "$PY" experiments/grid_queue.py restore --root "$RUNS" || exit 1
   exec nice -n 19 "$PY" experiments/grid_queue.py run --root "$RUNS"
 fi
 exec "$PY" experiments/grid_queue.py "$MODE" --root "$RUNS"  # status: reads RUNS, writes nothing

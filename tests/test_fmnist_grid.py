@@ -440,6 +440,17 @@ def test_grid_queue_record_archives_finished_cells_and_regenerates_the_reports(t
   assert "default" in (results / "sre2l_recover.md").read_text()
   with pytest.raises(SystemExit):
     queue.main(["record", "--root", str(tmp_path / "nothing"), "--results", str(results)])
+  # An interrupted sweep cell's finished students are recorded too, and a new machine's root
+  # gets every archived cell back (what scripts/grid_queue.sh does before it runs).
+  _unfinished(runs / "sre2l_recover", "validation/fmnist/hard/default_ipc10", [0, 1])
+  assert queue.main(["record", "--root", str(runs), "--results", str(results)]) == 0
+  assert (results / "sre2l_recover_runs/validation/fmnist/hard/default_ipc10/runs/seed_1.json"
+          ).exists()
+  new = tmp_path / "new_machine"
+  assert queue.main(["restore", "--root", str(new), "--results", str(results)]) == 0
+  assert (new / "main/hard/random_ipc1_e301/results.json").exists()
+  assert (new / "sre2l_recover/validation/fmnist/soft/default_ipc10/results.json").exists()
+  assert (new / "sre2l_recover/validation/fmnist/hard/default_ipc10/runs/seed_0.json").exists()
 
 
 def test_a_cell_is_short_of_the_issue_grid_by_selections_or_students(grid, tmp_path):
@@ -491,3 +502,62 @@ def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_pa
   workdirs = [c["workdir"] for runner, a in queue.STEPS
               for c in queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0]]
   assert len(workdirs) == len(set(workdirs)) == 268
+
+
+def _unfinished(root, sub, students, manifest="{}"):
+  """An interrupted cell: config.json, the finished students, the set's manifest, a checkpoint."""
+  cell = root / sub
+  (cell / "runs").mkdir(parents=True)
+  (cell / "compressed").mkdir()
+  (cell / "checkpoints" / "seed_9").mkdir(parents=True)
+  (cell / "config.json").write_text("{}")
+  (cell / "compressed" / "manifest.json").write_text(manifest)
+  (cell / "compressed" / "0.png").write_bytes(b"png")
+  for s in students:
+    (cell / "runs" / f"seed_{s}.json").write_text(json.dumps(dict(seed=s, top1=70.0 + s)))
+  return cell
+
+
+def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp_path, capsys):
+  """A machine that stops mid-cell loses its running student only: `archive` keeps the
+  unfinished cells' finished students (small JSON), a new machine's `restore` puts them back,
+  and the cell's finished results.json replaces them in the archive."""
+  root, to, new = tmp_path / "runs", tmp_path / "archive", tmp_path / "new_machine"
+  _write(root, "main/hard/random_ipc10_e301",
+         _result("random", 10, "small_data", "hard", [75.0] * 5))
+  cell = _unfinished(root, "main/hard/herding_ipc50_e301", [0, 1])
+  _unfinished(root, "main/hard/ccs_ipc50_e301", [])  # no student finished: nothing to keep
+  _unfinished(root, ".jax_cache/x/main/hard/kcenter_ipc50_e301", [0])  # not a grid cell
+  assert grid.main(["archive", "--root", str(root), "--to", str(to)]) == 0
+  out = capsys.readouterr().out
+  assert "1 finished cell(s)" in out and "1 unfinished cell(s) with 2 finished student(s)" in out
+  assert sorted(str(p.relative_to(to)) for p in to.rglob("*") if p.is_file()) == [
+      "main/hard/herding_ipc50_e301/compressed/manifest.json",
+      "main/hard/herding_ipc50_e301/config.json",
+      "main/hard/herding_ipc50_e301/runs/seed_0.json",
+      "main/hard/herding_ipc50_e301/runs/seed_1.json",
+      "main/hard/random_ipc10_e301/results.json"]
+  # A student the machine dropped since (its set came out different) leaves the archive too.
+  (cell / "runs" / "seed_1.json").unlink()
+  grid.archive_unfinished(str(root), str(to))
+  assert not (to / "main/hard/herding_ipc50_e301/runs/seed_1.json").exists()
+  (cell / "runs" / "seed_1.json").write_text(json.dumps(dict(seed=1, top1=71.0)))
+  grid.archive_unfinished(str(root), str(to))
+  # A new machine: both cells come back; the status counts the kept students, not as done.
+  assert sorted(grid.restore(str(to), str(new))) == ["main/hard/herding_ipc50_e301",
+                                                     "main/hard/random_ipc10_e301"]
+  assert (new / "main/hard/herding_ipc50_e301/runs/seed_1.json").exists()
+  todo = [dict(workdir=str(new / "main/hard/herding_ipc50_e301"), ipc=50)]
+  assert grid.progress(todo, 5, None) == dict(done=0, partial=1, left=0, total=1,
+                                              eta_seconds=None)
+  # A cell the machine has started is its own: restore leaves it alone.
+  (new / "main/hard/herding_ipc50_e301/runs/seed_0.json").unlink()
+  assert grid.restore(str(to), str(new)) == []
+  assert not (new / "main/hard/herding_ipc50_e301/runs/seed_0.json").exists()
+  # The cell finishes: its results.json replaces what was kept of it.
+  _write(root, "main/hard/herding_ipc50_e301",
+         _result("herding", 50, "small_data", "hard", [80.0] * 5), replace=True)
+  grid.archive(str(root), str(to))
+  assert sorted(p.name for p in (to / "main/hard/herding_ipc50_e301").iterdir()) == [
+      "results.json"]
+  assert grid.archive_unfinished(str(root), str(to)) == []

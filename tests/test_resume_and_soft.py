@@ -140,3 +140,49 @@ def test_tensorboard_events_are_written(tmp_path):
   scalars = tensorboard.read_scalars(str(d / event_file))
   assert [s for s, _ in scalars["train/loss"]] == [1, 2]
   assert "test/top1" in scalars and np.isfinite(scalars["train/lr"][0][1])
+
+
+def _moved(src, dest, seeds, manifest_edit=None):
+  """What the grid archives of an unfinished cell (config.json, the finished students'
+  runs/seed_N.json, compressed/manifest.json), copied into a new workdir `dest`."""
+  (dest / "runs").mkdir(parents=True)
+  (dest / "compressed").mkdir()
+  (dest / "config.json").write_text((src / "config.json").read_text())
+  for s in seeds:
+    run = json.loads((src / "runs" / f"seed_{s}.json").read_text())
+    run["top1"] = 123.0  # a marker: kept students come back with it, retrained ones do not
+    (dest / "runs" / f"seed_{s}.json").write_text(json.dumps(run))
+  manifest = json.loads((src / "compressed" / "manifest.json").read_text())
+  if manifest_edit:
+    manifest_edit(manifest)
+  (dest / "compressed" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_an_unfinished_run_on_a_new_machine_keeps_its_students_only_on_the_same_set(tmp_path,
+                                                                                     capsys):
+  c = tiny_config(seeds=2)
+  full = tmp_path / "full"
+  expected = benchmark.run(c, str(full))["runs"]
+  # The same set: seed 0 is read back (its marker kept), seed 1 trained as in the full run.
+  _moved(full, tmp_path / "same", [0])
+  got = benchmark.run(c, str(tmp_path / "same"))["runs"]
+  assert "seed 0: top-1 123.00% (finished earlier)" in capsys.readouterr().err
+  timing = ("train_seconds", "images_per_second")
+  assert got[0]["top1"] == 123.0
+  assert {k: v for k, v in got[1].items() if k not in timing} == {
+      k: v for k, v in expected[1].items() if k not in timing}
+  # Another set (one image's PNG differs): both students are trained again on this one.
+  def edit(m):
+    m["files"][0]["sha256"] = "0" * 64
+  _moved(full, tmp_path / "other", [0, 1], edit)
+  got = benchmark.run(c, str(tmp_path / "other"))["runs"]
+  err = capsys.readouterr().err
+  assert "different from the one this workdir's 2 finished seed(s) trained on" in err
+  assert "finished earlier" not in err
+  assert [(r["top1"], r["final_loss"]) for r in got] == [
+      (r["top1"], r["final_loss"]) for r in expected]
+  # A run that has not trained a student yet has nothing to drop.
+  from dcjax.benchmark import workdir  # pylint: disable=g-import-not-at-top
+  wd = workdir.Workdir(str(tmp_path / "none"), {}, seeds=1, overwrite=False)
+  assert wd.trained_set() is None and wd.drop_students_of_another_set(None, {"files": []}) == 0
+  assert workdir.set_identity({"files": "bad"}) != workdir.set_identity({"files": []})

@@ -101,7 +101,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   # Inputs are valid: from here on the workdir is written (by process 0 of a multi-process
   # run; the others wait for it and read the same files).
   wd.prepare()
-  image_bytes = write_set(wd.join(COMPRESSED), compressed, config, wd.config, train_src)
+  image_bytes = write_set(wd.join(COMPRESSED), compressed, config, wd.config, train_src, wd)
   storage = storage_costs(recipe, len(compressed.labels), train_src.num_classes, image_bytes,
                           teacher_info["param_bytes"] if teacher_info else 0)
   k = config.combine.k
@@ -341,15 +341,22 @@ def read_given_set(config, data: Stages, train_src: sources.Source, recipe: Reci
 
 
 def write_set(path: str, c: methods.Compressed, config, config_json: dict,
-              train_src: sources.Source) -> int:
-  """Store the set (process 0; the others wait and read its manifest); its image bytes."""
+              train_src: sources.Source, wd: Workdir | None = None) -> int:
+  """Store the set (process 0; the others wait and read its manifest); its image bytes. With
+  `wd`, students of the workdir that trained on another set are dropped before the others
+  read them (Workdir.drop_students_of_another_set)."""
   manifest = None
   if is_writer():
+    previous = wd.trained_set() if wd is not None else None
     manifest = store.write_compressed(
         path, c.images, c.labels, c.behind, dataset=config.dataset, split="train",
         method=config.method, config=config_json, class_names=train_src.class_names,
         num_classes=train_src.num_classes, source_fingerprint=sources.fingerprint(train_src),
         overwrite=True)
+    dropped = wd.drop_students_of_another_set(previous, manifest) if wd is not None else 0
+    if dropped:
+      _log(f"the set came out different from the one this workdir's {dropped} finished seed(s) "
+           f"trained on (another machine or code); they are trained again on this one")
   barrier("compressed")
   return (manifest or store.read_manifest(path))["image_bytes"]
 

@@ -12,7 +12,11 @@ or replace what is there, and who writes it in a multi-process run.
 
 A finished run is replaced only with overwrite, or extended: the same config with more seeds
 keeps the finished seeds and trains the new ones. An unfinished run resumes with the same
-config. Multi-process runs share one workdir (a shared filesystem); process 0 writes it.
+config; its finished seeds are kept only if the set it recomputes is the one they trained on
+(the same images and labels, by the manifest's sha256 per file): an unfinished run copied
+to another machine (config.json, runs/ and compressed/manifest.json, as the grid archives it)
+whose set comes out different there trains them again. Multi-process runs share one workdir
+(a shared filesystem); process 0 writes it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import socket
 import jax
 
 from dcjax.benchmark import results as results_schema
+from dcjax.data import store
 from dcjax.data.files import write_json_atomic
 from dcjax.errors import UserError
 
@@ -84,6 +89,15 @@ def barrier(name: str) -> None:
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices(f"dcjax.benchmark.{name}")
+
+
+def set_identity(manifest: dict) -> list:
+  """What a stored set is, for deciding whether students trained on it: each image's label and
+  PNG sha256, in order (a manifest's timestamps and versions do not count)."""
+  try:
+    return [(f["label"], f["sha256"]) for f in manifest["files"]]
+  except (KeyError, TypeError):
+    return [None]  # a manifest of another shape identifies nothing: never equal to a real one
 
 
 class Workdir:
@@ -187,6 +201,30 @@ class Workdir:
     self._lock = None
     self.lock()
     old_lock.close()
+
+  def trained_set(self) -> dict | None:
+    """The manifest of the set this workdir's finished or interrupted students trained on; None
+    if no student has started here (or this is not process 0)."""
+    path = self.join(COMPRESSED, store.MANIFEST)
+    if not is_writer() or not os.path.isfile(path):
+      return None
+    if not any(os.path.isdir(self.join(name)) for name in (RUNS, CHECKPOINTS)):
+      return None
+    return read_json(path)
+
+  def drop_students_of_another_set(self, previous: dict | None, current: dict) -> int:
+    """Delete the finished seeds and checkpoints if they trained on a set (`previous`, from
+    `trained_set` before the set was rewritten) other than `current`; returns how many finished
+    seeds were dropped (0: nothing to drop, or the same set). A PNG's sha256 stands for its
+    pixels: a PNG encoder that wrote the same pixels differently would only cost a retraining."""
+    if previous is None or set_identity(previous) == set_identity(current):
+      return 0
+    runs = self.join(RUNS)
+    dropped = (len([f for f in os.listdir(runs) if f.endswith(".json")])
+               if os.path.isdir(runs) else 0)
+    for name in (RUNS, CHECKPOINTS):
+      shutil.rmtree(self.join(name), ignore_errors=True)
+    return dropped
 
   def finished_seed(self, seed: int) -> dict | None:
     path = self.join(RUNS, f"seed_{seed}.json")
