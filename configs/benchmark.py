@@ -76,8 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.model_kwargs = ml_collections.ConfigDict(dict(
       width=config_dict.placeholder(int), depth=config_dict.placeholder(int),
       norm=config_dict.placeholder(str), weight_init=config_dict.placeholder(str),
-      # ConvNet's dcjax.layers path (None: 'auto', Winograd on CPU); 'custom' is the CPU path
-      # without Winograd (dcjax's figures before 2026-12-06), 'xla' XLA's kernels.
+      # ConvNet's dcjax.layers path (None: 'auto' = 'fused' on CPU: Winograd and the fused
+      # norm -> ReLU -> pool); 'winograd' without the fused block (2026-12-06's figures),
+      # 'custom' without Winograd either (the figures before), 'xla' XLA's kernels.
       impl=config_dict.placeholder(str)))
   c.eval.dtype = "float32"
   # Overrides of the protocol preset (None: keep the preset's value).

@@ -73,11 +73,11 @@ class, 3 seeds; experiments/pca_study.py, results/pca_study.md):
 Any selection method can be PCA's Prune: --config.pca.prune=random (or ccs, kcenter, ...).
 
 Quick (the default): a 2-epoch teacher for herding's features (scores, for a score-based P,
-from 1 ConvNet-3 trained 2 epochs), 1 student; it scores 80.11 % on the Fashion-MNIST test
-split (seed 0, 2-core AMD EPYC, Winograd convolutions; with the direct ones, `impl=custom`,
-80.65 % on a 2-core Intel Xeon and 80.70 % on the AMD EPYC, whose feature teacher rounds
-differently; 73.59 % with EL2N-easy P). Full (`:full`): the benchmark's teacher (4 epochs)
-and scoring setting (2 models, 3 epochs) and 3 students.
+from 1 ConvNet-3 trained 2 epochs), 1 student; it scores 80.60 % on the Fashion-MNIST test
+split (seed 0, 2-core AMD EPYC, the `fused` CPU layers; 80.11 % with `impl=winograd`; with the
+direct convolutions, `impl=custom`, 80.65 % on a 2-core Intel Xeon and 80.70 % on the AMD EPYC,
+whose feature teacher rounds differently; 73.59 % with EL2N-easy P). Full (`:full`): the
+benchmark's teacher (4 epochs) and scoring setting (2 models, 3 epochs) and 3 students.
 """
 
 import os

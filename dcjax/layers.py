@@ -20,12 +20,20 @@ their backward passes are written as plain matrix products and reductions:
   results differ from the direct form by float rounding (~1e-6 relative).
 - `instance_norm`: per-example, per-channel normalisation over H, W with the closed-form
   gradient dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma.
+- `instance_norm_relu_pool`: ConvNet's affine instance norm -> ReLU -> 2x2 average pool as one
+  function. After Winograd the first block (1 or 3 -> 128 channels at 32 px: 134 MB per
+  activation at batch 256) was bound by passes over memory, not arithmetic; the fused gradient
+  recomputes x_hat and the ReLU mask from the conv output and makes two passes (per-example
+  sums, then dy) where the layer-by-layer one made several. That block's forward + backward
+  runs ~1.47x faster at batch 256 (BENCHMARKS.md); values agree to float rounding.
 
 `impl='auto'` uses them on the CPU backend only (Winograd where it applies: 3x3 kernel, padding
-1, even height and width, at least 32 input channels, float32), and GPUs and TPUs keep XLA's own
-kernels; `impl='custom'` is the CPU path without Winograd (the direct form above, dcjax's CPU
-default until 2026-12-06), `impl='winograd'` the CPU path on any backend, `impl='xla'` XLA's
-kernels everywhere.
+1, even height and width, at least 32 input channels, float32; the fused block where ConvNet
+has instance norm and even sizes), and GPUs and TPUs keep XLA's own kernels. `impl='fused'` is
+that CPU path on any backend; `impl='winograd'` the CPU path without the fused block (dcjax's
+CPU default from 2026-12-06 morning to evening), `impl='custom'` without Winograd either (the
+direct form, the CPU default before), `impl='xla'` XLA's kernels everywhere. Each earlier path
+is kept bitwise as it was.
 """
 
 from __future__ import annotations
@@ -219,23 +227,70 @@ def _instance_norm_bwd(epsilon, res, g):
 instance_norm.defvjp(_instance_norm_fwd, _instance_norm_bwd)
 
 
-IMPLS = ("auto", "winograd", "custom", "xla")
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def instance_norm_relu_pool(y: jax.Array, scale: jax.Array, bias: jax.Array,
+                            epsilon: float) -> jax.Array:
+  """avg_pool_2x2(relu(instance_norm(y) * scale + bias)) for y [B, H, W, C] with H and W even,
+  scale and bias [C]: ConvNet's norm -> ReLU -> pool as one function whose gradient makes two
+  passes over y (per-example sums, then dy) instead of one per layer. Statistics in float32."""
+  return _inrp_fwd(y, scale, bias, epsilon)[0]
+
+
+def _inrp_fwd(y, scale, bias, epsilon):
+  if y.shape[1] % 2 or y.shape[2] % 2:
+    raise ValueError(f"instance_norm_relu_pool needs even H and W; got {y.shape}")
+  y32 = y.astype(jnp.float32)
+  mean = jnp.mean(y32, axis=(1, 2), keepdims=True)
+  centred = y32 - mean
+  inv = jax.lax.rsqrt(jnp.mean(jnp.square(centred), axis=(1, 2), keepdims=True) + epsilon)
+  # The forward is the layers' own (bitwise: nn.avg_pool's reduce_window; a reshape-and-mean
+  # pool ran ~1.3x slower in the eval forward on XLA:CPU); only the gradient is fused.
+  out = nn.avg_pool(jax.nn.relu(centred * inv * scale + bias), (2, 2), strides=(2, 2))
+  # Residuals: y (kept alive by the convolution before it anyway) and [B, 1, 1, C] statistics;
+  # x_hat and the ReLU mask are recomputed in the backward pass rather than stored.
+  return out.astype(y.dtype), (y, scale, bias, mean, inv)
+
+
+def _inrp_bwd(epsilon, res, g):
+  del epsilon
+  y, scale, bias, mean, inv = res
+  b, h, w, c = y.shape
+  g = jnp.broadcast_to(0.25 * g.astype(jnp.float32)[:, :, None, :, None, :],
+                       (b, h // 2, 2, w // 2, 2, c)).reshape(b, h, w, c)  # the pool's transpose
+  x_hat = (y.astype(jnp.float32) - mean) * inv
+  # Through the ReLU (0 at 0, as jax.nn.relu's gradient) as a product with the mask: a
+  # jnp.where(mask, g, 0.0) made XLA:CPU write a full-size buffer of zeros first.
+  gz = g * (x_hat * scale + bias > 0).astype(jnp.float32)
+  s1 = jnp.sum(gz, axis=(1, 2), keepdims=True)
+  s2 = jnp.sum(gz * x_hat, axis=(1, 2), keepdims=True)
+  # Instance norm's gradient with d/dx_hat = scale * gz (scale is constant over H, W).
+  dy = (scale * inv) * (gz - s1 / (h * w) - x_hat * (s2 / (h * w)))
+  return (dy.astype(y.dtype), jnp.sum(s2, axis=(0, 1, 2)).astype(scale.dtype),
+          jnp.sum(s1, axis=(0, 1, 2)).astype(bias.dtype))
+
+
+instance_norm_relu_pool.defvjp(_inrp_fwd, _inrp_bwd)
+
+
+IMPLS = ("auto", "fused", "winograd", "custom", "xla")
 
 
 def _use_custom(impl: str) -> bool:
   if impl not in IMPLS:
     raise ValueError(f"impl must be one of {', '.join(map(repr, IMPLS))}, got {impl!r}")
-  return impl in ("custom", "winograd") or (impl == "auto" and jax.default_backend() == "cpu")
+  return impl in ("fused", "custom", "winograd") or (impl == "auto"
+                                                     and jax.default_backend() == "cpu")
 
 
 def conv_path(impl: str | None = "auto") -> str:
-  """What `Conv(impl=impl)` runs on this backend for a 3x3 float32 layer wide enough for
-  Winograd (`winograd_applies`): 'winograd', 'custom' (the direct form) or 'xla' (recorded with
-  results: the paths differ in float rounding)."""
+  """What `Conv(impl=impl)` and ConvNet's blocks run on this backend: 'fused' (Winograd for
+  wide 3x3 float32 layers, `winograd_applies`, and the fused norm -> ReLU -> pool), 'winograd'
+  (without the fused block), 'custom' (the direct form) or 'xla'. Recorded with results: the
+  paths differ in float rounding."""
   impl = impl or "auto"
   if not _use_custom(impl):
     return "xla"
-  return "custom" if impl == "custom" else "winograd"
+  return "fused" if impl == "auto" else impl
 
 
 class Conv(nn.Module):
@@ -270,21 +325,29 @@ class Conv(nn.Module):
 
 class InstanceNorm(nn.Module):
   """Affine instance norm with the parameters of `nn.GroupNorm(num_groups=channels)` ('scale'
-  ones, 'bias' zeros, [C]), backed by `instance_norm`."""
+  ones, 'bias' zeros, [C]), backed by `instance_norm`. With `relu_pool`, followed by ReLU and
+  2x2 average pooling (stride 2): `instance_norm_relu_pool` in one where `conv_path` is
+  'fused' and H and W are even, the three layers one after another elsewhere."""
 
   epsilon: float = 1e-5
   dtype: Any = jnp.float32
   impl: str = "auto"
+  relu_pool: bool = False
 
   @nn.compact
   def __call__(self, x):
     c = x.shape[-1]
     scale = self.param("scale", nn.initializers.ones_init(), (c,), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (c,), jnp.float32)
+    if (self.relu_pool and conv_path(self.impl) == "fused" and x.shape[1] % 2 == 0
+        and x.shape[2] % 2 == 0):
+      x, scale, bias = nn.dtypes.promote_dtype(x, scale, bias, dtype=self.dtype)
+      return instance_norm_relu_pool(x, scale, bias, self.epsilon)
     if _use_custom(self.impl):
       y = instance_norm(x, self.epsilon)
     else:
       y = nn.GroupNorm(num_groups=None, group_size=1, epsilon=self.epsilon, use_scale=False,
                        use_bias=False, dtype=jnp.float32)(x)
     y, scale, bias = nn.dtypes.promote_dtype(y, scale, bias, dtype=self.dtype)
-    return y * scale + bias
+    y = y * scale + bias
+    return nn.avg_pool(nn.relu(y), (2, 2), strides=(2, 2)) if self.relu_pool else y

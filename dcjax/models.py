@@ -71,8 +71,9 @@ class ConvNet(nn.Module):
   depth: int = 3
   norm: str = "instance"  # 'instance' | 'batch' | 'none'
   dtype: Any = jnp.float32
-  # dcjax.layers implementation: 'auto' (Winograd / custom on CPU, XLA's elsewhere) |
-  # 'winograd' | 'custom' (the CPU path without Winograd) | 'xla'
+  # dcjax.layers implementation: 'auto' ('fused' on CPU, XLA's elsewhere) | 'fused' (Winograd
+  # and the fused norm -> ReLU -> pool) | 'winograd' (without the fused block) | 'custom' (the
+  # direct form) | 'xla'
   impl: str = "auto"
   # 'flax': lecun-normal weights, zero biases. 'torch': PyTorch's defaults (kaiming-uniform
   # a=sqrt(5), uniform biases), as the DC/DSA reference code trains it.
@@ -90,10 +91,12 @@ class ConvNet(nn.Module):
       x = layers.Conv(self.width, 3, pad, dtype=self.dtype, impl=self.impl, name=f"conv{d}",
                       **conv_kw)(x)
       if self.norm == "instance":
-        # Affine instance norm (the reference's choice), parameters as nn.GroupNorm(width).
+        # Affine instance norm (the reference's choice), parameters as nn.GroupNorm(width),
+        # with the ReLU and pool after it (one fused function on the CPU: dcjax.layers).
         x = layers.InstanceNorm(epsilon=1e-5, dtype=self.dtype, impl=self.impl,
-                                name=f"norm{d}")(x)
-      elif self.norm == "batch":
+                                relu_pool=True, name=f"norm{d}")(x)
+        continue
+      if self.norm == "batch":
         x = _bn(train, self.dtype, mask=mask)(name=f"norm{d}")(x)
       elif self.norm != "none":
         raise ValueError(f"unknown norm {self.norm!r}")

@@ -211,7 +211,7 @@ def main(argv=None) -> int:
   p.add_argument("--rounds", type=int, default=2)
   p.add_argument("--width", type=int, default=128, help="ConvNet width (128: ConvNet-3)")
   p.add_argument("--variants", default=",".join(VARIANTS))
-  p.add_argument("--impl", default="auto", choices=("auto", "winograd", "custom"),
+  p.add_argument("--impl", default="auto", choices=("auto", "fused", "winograd", "custom"),
                  help="the convolutions' dcjax.layers path (auto: Winograd on a CPU)")
   p.add_argument("--out")
   args = p.parse_args(argv)

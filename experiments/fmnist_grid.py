@@ -581,7 +581,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
       splits_seen.add(r.get("test_split", f"{r['dataset']} test"))
     env = r.get("environment", {})
     machines.add(f"{env.get('backend', '?')} ({env.get('machine', '?')}), jax {env.get('jax')}"
-                 + (f", {env['conv_path']} convolutions" if env.get("conv_path") else ""))
+                 + (f", {env['conv_path']} CPU layers" if env.get("conv_path") else ""))
   published = PUBLISHED if dataset == "fmnist" else {}  # method.md cites Fashion-MNIST's only
   ipcs = sorted({k[2] for k in by_key if k[0] == "main"} | set(PUBLISHED_IPCS))
   lines = [f"# {TITLES[dataset]}: pruning, distillation and PCA under one protocol", "",

@@ -162,7 +162,8 @@ def report_markdown(rows: list[dict]) -> str:
            "than one pooled std, else `default`; hard labels (small_data) are shown for every "
            "setting to answer whether synthesised images collapse without soft labels. "
            "Cells ran with dcjax's direct CPU convolutions unless they name another path "
-           "(results.json `environment.conv_path`; Winograd from 2026-12-06): the paths compute "
+           "(results.json `environment.conv_path`; Winograd from 2026-12-06, `fused`, Winograd "
+           "and the fused norm -> ReLU -> pool, from that evening): the paths compute "
            "the same function and differ by float rounding (BENCHMARKS.md).",
            ""]
   for dataset, ipc in sorted({(r["dataset"], r["ipc"]) for r in rows}):
@@ -180,7 +181,7 @@ def report_markdown(rows: list[dict]) -> str:
         conv = (r or {}).get("environment", {}).get("conv_path")
         cols.append("—" if r is None else
                     f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({_seeds(len(r['runs']))}"
-                    + (f", {conv} convolutions" if conv and conv != "custom" else "") + ")")
+                    + (f", {conv} CPU layers" if conv and conv != "custom" else "") + ")")
       if cols == ["—", "—"]:
         continue
       name = f"**{setting}** ({mark})" if setting == best else setting

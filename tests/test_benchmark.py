@@ -58,7 +58,7 @@ def test_end_to_end_writes_results_and_compressed_set(tmp_path):
   assert on_disk["num_images"] == 12 and on_disk["ipc"] == 3
   assert [run["seed"] for run in on_disk["runs"]] == [0, 1]
   # The students' convolution path is recorded (the paths differ in float rounding).
-  assert on_disk["environment"]["conv_path"] == ("winograd" if jax.default_backend() == "cpu"
+  assert on_disk["environment"]["conv_path"] == ("fused" if jax.default_backend() == "cpu"
                                                  else "xla")
   for run in on_disk["runs"]:
     assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
@@ -142,7 +142,7 @@ def test_finished_run_extends_with_more_seeds_keeping_the_finished_ones(tmp_path
     ("checkpoint_every", -1, "checkpoint_every must be an integer >= 0"),
     ("scores.lr", -1.0, "scores: lr must be a finite number > 0"),
     ("teacher.model_kwargs.impl", "fast",
-     "teacher.model_kwargs.impl must be one of auto, winograd, custom, xla, got 'fast'"),
+     "teacher.model_kwargs.impl must be one of auto, fused, winograd, custom, xla, got 'fast'"),
     ("scores.model_kwargs.impl", "fast", "scores.model_kwargs.impl must be one of"),
 ])
 def test_bad_input_is_refused_with_nothing_written(tmp_path, field, value, pattern):

@@ -68,6 +68,7 @@ def test_conv_takes_winograd_only_where_it_applies(monkeypatch):
   for impl, shape, pad, dtype, used in [
       ("winograd", (1, 8, 8, 32), 1, jnp.float32, True),
       ("auto", (1, 8, 8, 32), 1, jnp.float32, jax.default_backend() == "cpu"),
+      ("fused", (1, 8, 8, 32), 1, jnp.float32, True),
       ("custom", (1, 8, 8, 32), 1, jnp.float32, False),
       ("xla", (1, 8, 8, 32), 1, jnp.float32, False),
       ("winograd", (1, 7, 8, 32), 1, jnp.float32, False),  # odd height
@@ -97,7 +98,7 @@ def test_instance_norm_bfloat16_keeps_dtype():
   assert y.dtype == jnp.bfloat16 and vjp(jnp.ones_like(y))[0].dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("impl", ["custom", "winograd"])
+@pytest.mark.parametrize("impl", ["custom", "winograd", "fused"])
 def test_convnet_cpu_and_xla_layers_share_parameters_and_gradients(impl):
   x = _rand(4, 28, 28, 1)
   y = jnp.array([0, 1, 2, 3])
@@ -127,9 +128,9 @@ def optax_ce(logits, labels):
 
 def test_conv_path_names_what_conv_runs():
   cpu = jax.default_backend() == "cpu"
-  assert layers.conv_path() == layers.conv_path(None) == ("winograd" if cpu else "xla")
+  assert layers.conv_path() == layers.conv_path(None) == ("fused" if cpu else "xla")
   assert layers.conv_path("custom") == "custom" and layers.conv_path("xla") == "xla"
-  assert layers.conv_path("winograd") == "winograd"
+  assert layers.conv_path("winograd") == "winograd" and layers.conv_path("fused") == "fused"
   with pytest.raises(ValueError, match="impl"):
     layers.conv_path("fast")
 
@@ -137,3 +138,51 @@ def test_conv_path_names_what_conv_runs():
 def test_bad_impl_is_refused():
   with pytest.raises(ValueError, match="impl"):
     layers.Conv(4, impl="fast").init(jax.random.key(0), _rand(1, 4, 4, 1))
+
+
+@pytest.mark.parametrize("shape", [(3, 8, 6, 5), (2, 32, 32, 4)])
+def test_fused_norm_relu_pool_matches_the_layers_it_replaces(shape):
+  """Value and all three gradients of instance_norm_relu_pool against instance norm -> affine
+  -> ReLU -> 2x2 average pool written with jax's own ops, under jit and under vmap."""
+  y = _rand(*shape) * 3 + 1  # an offset mean, as a convolution's output has
+  c = shape[-1]
+  scale = jnp.asarray(np.linspace(0.5, 1.5, c), jnp.float32)
+  bias = jnp.asarray(np.linspace(-0.3, 0.3, c), jnp.float32)
+
+  def reference(y, scale, bias):
+    mean = jnp.mean(y, axis=(1, 2), keepdims=True)
+    var = jnp.mean(jnp.square(y - mean), axis=(1, 2), keepdims=True)
+    z = jax.nn.relu((y - mean) / jnp.sqrt(var + 1e-5) * scale + bias)
+    return nn.avg_pool(z, (2, 2), strides=(2, 2))
+
+  def fused(y, scale, bias):
+    return layers.instance_norm_relu_pool(y, scale, bias, 1e-5)
+
+  g = _rand(shape[0], shape[1] // 2, shape[2] // 2, c, seed=7)
+  want, want_vjp = jax.vjp(reference, y, scale, bias)
+  got, got_vjp = jax.jit(lambda *a: jax.vjp(fused, *a))(y, scale, bias)
+  assert got.shape == want.shape
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for a, b in zip(got_vjp(g), want_vjp(g)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=2e-5 * float(jnp.max(jnp.abs(b))))
+  batched = jax.vmap(lambda y: fused(y[None], scale, bias)[0])(y)
+  np.testing.assert_allclose(batched, want, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match="even"):
+    fused(y[:, :-1], scale, bias)
+
+
+def test_instance_norm_relu_pool_module_paths():
+  """InstanceNorm(relu_pool=True) runs the fused function only on the 'fused' path and with even
+  sizes; 'winograd' / 'custom' keep the three layers (bitwise as before the fused block)."""
+  x = _rand(2, 6, 6, 4) + 0.5
+  odd = _rand(2, 5, 5, 4)
+  mods = {impl: layers.InstanceNorm(impl=impl, relu_pool=True) for impl in ("fused", "winograd")}
+  v = mods["fused"].init(jax.random.key(0), x)
+  plain = layers.InstanceNorm(impl="winograd")
+  stepwise = nn.avg_pool(jax.nn.relu(plain.apply(v, x)), (2, 2), strides=(2, 2))
+  np.testing.assert_array_equal(mods["winograd"].apply(v, x), stepwise)
+  np.testing.assert_allclose(mods["fused"].apply(v, x), stepwise, rtol=1e-5, atol=1e-6)
+  # Odd sizes: the layer-by-layer path (avg_pool drops the last row and column).
+  np.testing.assert_array_equal(
+      mods["fused"].apply(v, odd),
+      nn.avg_pool(jax.nn.relu(plain.apply(v, odd)), (2, 2), strides=(2, 2)))

@@ -68,7 +68,7 @@ def test_the_report_chooses_by_soft_labels_and_shows_hard(sweep, tmp_path):
   text = open(path).read()
   assert "| **lr 0.5** (leading) | 75.00 ± 0.82 (3 seeds) | 80.00 ± 0.00 (3 seeds) |" in text
   # A cell names its convolution path where it is not the direct one (rounding differs).
-  assert ("| default | 71.00 ± 0.82 (3 seeds) | 41.00 ± 0.82 (3 seeds, winograd convolutions) |"
+  assert ("| default | 71.00 ± 0.82 (3 seeds) | 41.00 ± 0.82 (3 seeds, winograd CPU layers) |"
           in text)
   n = len(sweep.SETTINGS)
   assert f"the best soft-label mean, of the 2 of {n} settings that finished" in text
