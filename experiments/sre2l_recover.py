@@ -30,6 +30,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fmnist_grid  # noqa: E402
+from dcjax.benchmark import workdir  # noqa: E402
 
 DATASETS = {"fmnist": "", "cifar10": "cifar10_shared"}  # configs/sre2l.py argument
 PROTOCOLS = {"soft": "soft", "hard": "small_data"}
@@ -139,10 +140,12 @@ def grid_ready(root: str, dataset: str, ipc: int = 10) -> str | None:
   best = choose(rows, dataset, ipc)
   want = recover_settings(soft[best]["config"]["sre2l"])
   held = config_settings(dataset)
-  if held != want:
-    differ = sorted(k for k in set(want) | set(held) if want.get(k) != held.get(k))
+  # As a resumed run compares configs: a field dcjax added later, unset (None), is no
+  # difference (teacher.model_kwargs.impl is absent from the cells recorded before it).
+  differ = workdir.config_differences(want, held)
+  if differ:
     return (f"configs/sre2l.py does not hold the chosen setting {best!r} (differs in "
-            f"{', '.join(differ)}); put it there first")
+            f"{', '.join(d.split(' ')[0] for d in differ)}); put it there first")
   return None
 
 
