@@ -12,6 +12,8 @@ What is timed (img/s after warm-up; every compile happens in the warm-up):
                  gradients (`impl='xla'`, dcjax before `dcjax.layers`), for the before/after.
   dcjax-custom hard  the same with `dcjax.layers` without Winograd (`impl='custom'`, dcjax's
                  CPU path before 2026-12-06).
+  dcjax-winograd hard  the same with Winograd but without the fused norm -> ReLU -> pool
+                 (`impl='winograd'`, the CPU path of 2026-12-06's day).
   dcjax scoring  a jitted eval-mode forward of a uint8 batch to logits (normalise included),
                  as the scoring / teacher-feature passes run it; one sync per batch.
   torch *        the same three in PyTorch (when importable): the same network, batch and image
@@ -472,9 +474,10 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
                                flops_per_img=flops_for(kind, flops), **figures), peak))
     if spec.model == "convnet" and device.platform == "cpu":
       # The same hard-label step with dcjax's earlier CPU layers: XLA's own conv / GroupNorm
-      # gradients (dcjax before dcjax.layers) and dcjax.layers without Winograd ('custom',
-      # before 2026-12-06): the before/after comparisons of the CPU convolution gap, in one run.
-      for impl in ("xla", "custom"):
+      # gradients (dcjax before dcjax.layers), dcjax.layers without Winograd ('custom', before
+      # 2026-12-06) and Winograd without the fused block ('winograd'): the before/after
+      # comparisons of the CPU convolution gap, in one run.
+      for impl in EARLIER_CPU_PATHS:
         stock = models.get_model(spec.model, spec.num_classes, spec.image_size,
                                  dtype=jnp.dtype(spec.dtype), impl=impl, **spec.model_kwargs)
         figures = dcjax_train_row("hard", stock, spec, batch, images, labels, mesh)
@@ -500,7 +503,7 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
       if a["img_per_s"] and b["img_per_s"]:
         ratios.append(dict(kind=kind, batch=batch,
                            dcjax_over_torch=a["img_per_s"] / b["img_per_s"]))
-      for impl in ("xla", "custom"):
+      for impl in EARLIER_CPU_PATHS:
         stock = by_key.get((f"dcjax-{impl} hard", batch)) if kind == "hard" else None
         if stock and stock["img_per_s"] and b["img_per_s"]:
           ratios.append(dict(kind=f"hard, {impl} layers", batch=batch,
@@ -520,6 +523,9 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
              "dcjax peak_mem_bytes: the process's device-memory high-water mark after the row",
              "torch augmentation: bilinear grid_sample crop + flip without antialiasing"],
       rows=rows, ratios=ratios)
+
+
+EARLIER_CPU_PATHS = ("xla", "custom", "winograd")  # ConvNet's CPU paths before the default
 
 
 def format_table(report: dict) -> str:

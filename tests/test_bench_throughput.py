@@ -50,7 +50,7 @@ def test_ci_run_writes_every_figure(bench, tmp_path, capsys):
     assert row["image_size"] == 16 and row["batch"] == 16
   # ConvNet on a CPU also times the hard step with XLA's own layer gradients and with
   # dcjax.layers without Winograd (the "befores").
-  for name in ("dcjax-xla hard", "dcjax-custom hard"):
+  for name in ("dcjax-xla hard", "dcjax-custom hard", "dcjax-winograd hard"):
     stock = rows.get(name, {})
     assert (stock.get("status") == "ok") == (report["device"]["platform"] == "cpu"), name
   for name in ("dcjax hard", "dcjax soft", "dcjax scoring"):
