@@ -217,10 +217,16 @@ def run(args) -> int:
                    stop_after=args.stop_after)
 
 
+# The ETA reads the newest finished students of an IPC only: the code (dcjax.layers' paths) and
+# the host (two machines of one `lscpu` name differed 1.55x) change between sessions.
+ETA_RECENT_STUDENTS = 15
+
+
 def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
-  """(dataset, ipc) -> seconds of every finished student under root: its cell's wall seconds
-  per student, or its own training seconds where those are more."""
-  out = collections.defaultdict(list)
+  """(dataset, ipc) -> seconds of the newest `ETA_RECENT_STUDENTS` finished students under
+  root (by results.json's `created`): a cell's wall seconds per student, or a student's own
+  training seconds where those are more."""
+  dated = collections.defaultdict(list)
   for dirpath, _, files in os.walk(root):
     if "results.json" not in files:
       continue
@@ -230,10 +236,11 @@ def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
       key = (r["dataset"], int(r["ipc"]))
       train = [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
       per_student = float(r.get("wall_seconds", 0.0)) / max(1, len(r["runs"]))
-      out[key] += [max(t, per_student) for t in train]
+      dated[key] += [(str(r.get("created", "")), max(t, per_student)) for t in train]
     except (OSError, ValueError, KeyError, TypeError):
       continue  # a corrupt or foreign file does not stop the grid
-  return out
+  return {key: [sec for _, sec in sorted(xs, key=lambda x: x[0])[-ETA_RECENT_STUDENTS:]]
+          for key, xs in dated.items()}
 
 
 def progress(todo: list[dict], seeds: int, root: str | None) -> dict:

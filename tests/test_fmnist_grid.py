@@ -175,6 +175,21 @@ def test_status_counts_cells_and_estimates_the_time_left(grid, tmp_path, capsys)
   assert p["eta_seconds"] is None and p["total"] == 0
 
 
+def test_the_eta_reads_the_newest_students_of_an_ipc(grid, tmp_path):
+  """Code and hosts change between sessions: the newest ETA_RECENT_STUDENTS students of an IPC
+  set its seconds, not every student ever finished."""
+  n = grid.ETA_RECENT_STUDENTS
+  old = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
+             created="2026-12-01T00:00:00")
+  new = dict(_result("herding", 10, "small_data", "hard", [70.0] * n),
+             created="2026-12-06T00:00:00")
+  for r, seconds in ((old, 300.0), (new, 100.0)):
+    r["runs"] = [dict(x, train_seconds=seconds) for x in r["runs"]]
+  _write(tmp_path, "main/hard/random_ipc10_e301", old)
+  _write(tmp_path, "main/hard/herding_ipc10_e301", new)
+  assert grid._finished_student_seconds(str(tmp_path)) == {("fashion_mnist", 10): [100.0] * n}
+
+
 def test_student_seconds_fit_a_fixed_cost_and_a_cost_per_image(grid):
   assert grid.student_seconds_model({}) is None
   one = grid.student_seconds_model({10: 215.0})
