@@ -202,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(record(args.root, args.results)))
     return 0
   if args.command == "restore":
+    if not os.path.isdir(args.results):
+      parser.error(f"--results {args.results} is not a directory (the checkout's results/)")
     os.makedirs(args.root, exist_ok=True)
     print("\n".join(restore(args.root, args.results)))
     return 0

@@ -466,6 +466,8 @@ def test_grid_queue_record_archives_finished_cells_and_regenerates_the_reports(t
   assert (new / "main/hard/random_ipc1_e301/results.json").exists()
   assert (new / "sre2l_recover/validation/fmnist/soft/default_ipc10/results.json").exists()
   assert (new / "sre2l_recover/validation/fmnist/hard/default_ipc10/runs/seed_0.json").exists()
+  with pytest.raises(SystemExit):  # a mistyped archive is refused, not "restored 0 cells"
+    queue.main(["restore", "--root", str(new), "--results", str(tmp_path / "no_results")])
 
 
 def test_a_cell_is_short_of_the_issue_grid_by_selections_or_students(grid, tmp_path):
