@@ -39,6 +39,8 @@ Grids:
             protocol {hard, soft}. "hard" is hard labels under --hard-protocol (default
             small_data: the distillation literature's SGD + DSA recipe that the published
             Fashion-MNIST rows use); "soft" is the benchmark's teacher-label protocol.
+            `--methods rded_tile` adds a diagnostic row (VARIANTS, hard labels only): RDED's
+            own cells with PCA's tile view instead of the protocol's DSA.
   ablation  PCA's parts at hard labels (ABLATION): Random and P (EL2N-easy; k=1, the
             protocol's augmentation), P+C (k=2 tiles, the protocol's augmentation), P+C+A
             (k=2, tile_dsa: configs/pca.py), P+C+A at k=3, with tile_crop at two crop-scale
@@ -87,7 +89,20 @@ MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter",
                 "pca")
 # Methods whose selection (or synthesis) draws from the selection key: more than one selection
 # seed measures that spread. EL2N, herding and PCA (EL2N-easy) are deterministic given scores.
-SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l")
+SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l", "rded_tile")
+# Diagnostic rows of the main grid, beside the issue's methods: a method's own cells (the same
+# config, seeds and so the same sets) under another evaluation setting, hard labels only.
+# 'rded_tile': RDED's k x k collages trained with PCA's tile view (tile_dsa: one whole tile
+# resized to the image, then DSA) instead of the small-data protocol's DSA, whose crop only
+# shifts the collage, so its students never see one tile at full size (the paper's ImageNet
+# protocol, RandomResizedCrop 0.08-1, often crops inside a tile). It separates RDED's
+# hard-label collapse in the DSA protocol from the view it is trained with.
+VARIANTS = {"rded_tile": ("rded", {"eval.augment": "tile_dsa"})}
+VARIANT_NOTES = {"rded_tile": (
+    "*RDED (tile view)* is a diagnostic row, not a method of the grid: the RDED row's own sets "
+    "(the same selections), trained with PCA's tile view (`tile_dsa`: one whole tile resized to "
+    "the image, then DSA) instead of the protocol's DSA, which only shifts a k×k collage, so "
+    "RDED's students there never see one of its tiles at full size.")}
 # Issue #15's selection seeds per IPC for the SELECTION_RANDOM methods (1 for the others) and
 # students per selection: what a complete cell of the findings grid has.
 ISSUE_SELECTIONS = {1: 5, 10: 2, 50: 2}
@@ -99,7 +114,7 @@ DATASETS = {"fmnist": (dict(benchmark="", pca="full", rded="", sre2l=""), "", "f
 TITLES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard", "ccs": "CCS",
            "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "sre2l": "SRe2L",
-           "pca": "PCA",
+           "pca": "PCA", "rded_tile": "RDED (tile view)",
            "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
            "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
 # PCA ablation variants at hard labels: name -> main.py config overrides (the grid adds IPC,
@@ -166,15 +181,17 @@ def cells(args) -> list[dict]:
         continue  # PCA uses hard labels only (method.md section 3)
       recipe = args.hard_protocol if protocol == "hard" else protocol
       epochs = args.epochs_map.get(ipc, protocols.PROTOCOLS[recipe]["epochs"])
-      if args.grid == "main":
-        variants = [(m, m, {}) for m in args.methods.split(",")]
+      if args.grid == "main":  # a diagnostic variant runs at hard labels only
+        variants = [(m, m, dict(VARIANTS.get(m, ("", {}))[1])) for m in args.methods.split(",")
+                    if m not in VARIANTS or protocol == "hard"]
       else:
         chosen = args.variants.split(",")
         variants = [(_slug(name), name, dict(overrides))
                     for name, overrides in ABLATION.items() if name in chosen]
       for slug, name, overrides in variants:
+        method = VARIANTS.get(slug, (slug,))[0]  # the method a diagnostic variant runs
         config = {"pca": "pca", "rded": "rded", "sre2l": "sre2l"}.get(
-            slug if args.grid == "main" else "", "benchmark")
+            method if args.grid == "main" else "", "benchmark")
         if args.dataset == "cifar10" and config == "benchmark":
           config = "cifar10"  # configs/cifar10.py is the benchmark config on CIFAR-10
         config_arg = config_args["benchmark" if config == "cifar10" else config]
@@ -183,7 +200,7 @@ def cells(args) -> list[dict]:
         flags = {"ipc": ipc, "seeds": args.seeds, "eval.protocol": recipe, "eval.epochs": epochs,
                  "progress": False, **overrides}
         if args.grid == "main" and config in ("benchmark", "cifar10"):
-          flags["method"] = slug
+          flags["method"] = method
         if args.validation_per_class:
           flags["data.validation_per_class"] = args.validation_per_class
         cell_epochs = overrides.get("eval.epochs", epochs)  # a schedule variant's own
@@ -599,7 +616,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
            "backend other than the CPU (`on gpu`: run by scripts/gpu_check.sh's grid step). "
            "Produced by `experiments/fmnist_grid.py report` from real runs on "
            + "; ".join(sorted(machines)) + ".", ""]
-  main_cells = {k for k in by_key if k[0] == "main"}
+  main_cells = {k for k in by_key if k[0] == "main" and k[1] in MAIN_METHODS}
   full = len(MAIN_METHODS) * len(PUBLISHED_IPCS) * 2
   short = sorted(k for k in main_cells if _short(by_key[k][-1], k[1]))
   if len(main_cells) < full or short:
@@ -607,7 +624,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
               f"({len(MAIN_METHODS)} methods x IPC {'/'.join(map(str, PUBLISHED_IPCS))} x "
               f"hard/soft labels, {ISSUE_STUDENTS} students per selection, selection seeds "
               + "/".join(str(ISSUE_SELECTIONS[i]) for i in PUBLISHED_IPCS)
-              + f" for {', '.join(DISPLAY[m] for m in SELECTION_RANDOM)}) ran; a missing cell "
+              + f" for {', '.join(DISPLAY[m] for m in SELECTION_RANDOM if m in MAIN_METHODS)}) ran; a missing cell "
               f"shows —" + (f"; {len(short)} ran with fewer students or selections (their "
                             "cells say how many)" if short else "") + ".", ""]
   for label in ("hard", "soft"):
@@ -634,6 +651,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
         lines.append(f"| {name} (published, distilled pixels) | "
                      + " | ".join(f"{pub[i]:.1f}" if i in pub else "—" for i in ipcs) + " |")
     lines.append("")
+    shown = [v for v in VARIANTS if any(k[1] == v for k in keys)]
+    if shown:
+      lines += [" ".join(VARIANT_NOTES[v] for v in shown), ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
           if grid == "main"}
   lines += grid_findings.findings_markdown(main, DISPLAY) + grid_findings.storage_markdown(main)

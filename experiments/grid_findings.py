@@ -6,9 +6,11 @@ from whatever cells of the main grid have finished, with their numbers and sprea
       soft-label top-1 against the best distillation method's (RDED, SRe2L). It holds at an IPC
       where random is no more than one pooled std (sqrt of the mean of the two variances) below.
   (2) Under hard labels synthesised images collapse and pruning wins: per IPC, the best pruning
-      method's hard-label top-1 against the best distillation method's. It holds where pruning
-      is ahead by more than one pooled std; each distillation method's drop from its soft-label
-      figure (the collapse) is stated beside it.
+      method's hard-label top-1 against the best distillation method's (a diagnostic row such
+      as RDED with PCA's tile view counts as distillation). It holds where pruning is ahead by
+      more than one pooled std; each distillation method's drop from its soft-label figure
+      (the collapse) is stated beside it, and RDED's sets under the protocol's augmentation
+      beside the same sets with the tile view.
   (3) Soft labels cost far more storage than the images: per IPC, the soft-label bytes of a soft
       cell (an FKD-style label file: epochs x images x classes x 2 bytes) over its image bytes.
       It holds where they are at least 10x.
@@ -23,7 +25,10 @@ import math
 from collections.abc import Callable, Mapping
 
 PRUNING = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter")
-DISTILLATION = ("rded", "sre2l")
+DISTILLATION = ("rded", "sre2l", "rded_tile")
+# A distillation method's diagnostic row with PCA's tile view (experiments/fmnist_grid.py's
+# VARIANTS) -> the method: finding (2) states both, so a collapse that is the view's shows.
+TILE_VIEW = {"rded_tile": "rded"}
 FAR_MORE = 10.0  # finding (3): soft labels at least this many times the images' bytes
 
 # (method, ipc, "hard" | "soft") -> one (pooled) result of the main grid
@@ -87,6 +92,12 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
             f"{std:.2f})")
     if drops:
       text += "; soft − hard labels: " + ", ".join(drops)
+    views = [f"{name(base)} {_acc(cells[base, ipc, 'hard'])} under the protocol's "
+             f"augmentation, {_acc(cells[v, ipc, 'hard'])} with the tile view"
+             for v, base in TILE_VIEW.items() if (v, ipc, "hard") in cells
+             and (base, ipc, "hard") in cells]
+    if views:
+      text += "; the same sets, " + "; ".join(views)
     return gap > std, text
 
   def storage_ratio(ipc):

@@ -10,8 +10,10 @@
 after copying the archived cells into RUNS); `bash scripts/grid_queue.sh RUNS status` prints
 the status. The steps run in the order that gives findings earliest: SRe2L's recover sweeps
 first (every finding compares pruning with synthesis, and SRe2L's cells wait for the setting its
-sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells, and last the EL2N-hard / k-center
-soft cells at IPC 50 (the cells issue #15 allows to cut second). Each step
+sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells, then the EL2N-hard / k-center
+soft cells at IPC 50 (the cells issue #15 allows to cut second), and last the diagnostic rows at
+IPC 50 (RDED with PCA's tile view: fmnist_grid.VARIANTS; at IPC 1 and 10 they run with their
+IPC's grid). Each step
 is one `fmnist_grid.py run` or `sre2l_recover.py run` (the sweep's root is RUNS/sre2l_recover),
 which skips finished cells and resumes an interrupted one, so the queue continues where the
 last machine stopped. SRe2L's grid cells of a dataset are skipped (and `status` says why) until
@@ -52,14 +54,17 @@ def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple
                   "--selection-seeds", SELECTIONS, *extra]
 
 
+# The diagnostic rows (fmnist_grid.VARIANTS: hard labels only) run with their IPC's grid at
+# IPC 1 and 10, where they are cheap, and after every cell of the issue's grid at IPC 50.
+DIAGNOSTIC = ",".join(fmnist_grid.VARIANTS)
 _CIFAR_CUT = ("--seeds", str(CIFAR10_IPC50_SEEDS))
 STEPS: list[tuple[str, list[str]]] = [
     ("recover", ["--datasets", "fmnist", "--ipcs", "10"]),
-    _grid("fmnist", "1"),
+    _grid("fmnist", "1", METHODS + "," + DIAGNOSTIC),
     ("recover", ["--datasets", "cifar10", "--ipcs", "10"]),
-    _grid("cifar10", "1"),
-    _grid("fmnist", "10"),
-    _grid("cifar10", "10"),
+    _grid("cifar10", "1", METHODS + "," + DIAGNOSTIC),
+    _grid("fmnist", "10", METHODS + "," + DIAGNOSTIC),
+    _grid("cifar10", "10", METHODS + "," + DIAGNOSTIC),
     _grid("fmnist", "50", METHODS, "--protocols", "hard"),
     _grid("fmnist", "50", KEEP_SOFT, "--protocols", "soft"),
     _grid("cifar10", "50", METHODS, "--protocols", "hard", *_CIFAR_CUT),
@@ -69,6 +74,8 @@ STEPS: list[tuple[str, list[str]]] = [
     _grid("cifar10", "50", "sre2l", *_CIFAR_CUT),
     _grid("fmnist", "50", ",".join(CUT_SECOND), "--protocols", "soft"),
     _grid("cifar10", "50", ",".join(CUT_SECOND), "--protocols", "soft", *_CIFAR_CUT),
+    _grid("fmnist", "50", DIAGNOSTIC, "--protocols", "hard"),
+    _grid("cifar10", "50", DIAGNOSTIC, "--protocols", "hard", *_CIFAR_CUT),
 ]
 RUNNERS = {"grid": fmnist_grid, "recover": sre2l_recover}
 

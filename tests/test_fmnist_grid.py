@@ -395,7 +395,8 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   assert rows[0]["done"] == 1 and rows[0]["total"] == 20
   assert rows[0]["eta_seconds"] == pytest.approx(19 * 3 * 300.0)  # 19 cells x 3 seeds left
   # IPC 1 has no finished student: 30 s per stored image per class, from the sweep's cell.
-  assert rows[1]["eta_seconds"] == pytest.approx(48 * 5 * 30.0)  # 48 cells x 5 seeds
+  # 48 cells of the issue's grid and RDED's 5 tile-view selections, x 5 seeds.
+  assert rows[1]["eta_seconds"] == pytest.approx((48 + 5) * 5 * 30.0)
   lines = queue.status_lines(rows, now=0.0)
   assert "1/20 cells done, 0 partly, 19 left; 4.8 h left, done ~" in lines[0]
   assert lines[-1].startswith(f"queue: 1/{sum(r['total'] for r in rows)} cells done; ETA ")
@@ -503,22 +504,32 @@ def test_the_queue_cuts_cifar10_ipc50_to_3_students_and_nothing_else(grid):
   assert cut and all(a[a.index("--dataset") + 1] == "cifar10" and a[a.index("--ipcs") + 1] == "50"
                      and a[a.index("--seeds") + 1] == "3" for _, a in cut)
   methods = {m for _, a in cut for m in a[a.index("--methods") + 1].split(",")}
-  assert methods == set(grid.MAIN_METHODS)  # every method's CIFAR-10 IPC 50 cell, SRe2L too
+  # every method's CIFAR-10 IPC 50 cell, SRe2L and the diagnostic rows too
+  assert methods == set(grid.MAIN_METHODS) | set(grid.VARIANTS)
 
 
 def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_path):
   queue = experiment_scripts.load("grid_queue")
   arg = lambda a, flag: a[a.index(flag) + 1] if flag in a else None  # noqa: E731
-  last = queue.STEPS[-2:]
+  # Only the diagnostic rows' IPC 50 cells (not the issue's grid) come after the second cut.
+  diagnostic = queue.STEPS[-2:]
+  assert all(arg(a, "--methods") == "rded_tile" and arg(a, "--ipcs") == "50"
+             and arg(a, "--protocols") == "hard" for _, a in diagnostic)
+  last = queue.STEPS[-4:-2]
   assert [arg(a, "--dataset") for _, a in last] == ["fmnist", "cifar10"]
   assert all(arg(a, "--methods") == "el2n_hard,kcenter" and arg(a, "--ipcs") == "50"
              and arg(a, "--protocols") == "soft" for _, a in last)
   assert not any(m in arg(a, "--methods").split(",") and arg(a, "--ipcs") == "50"
                  and arg(a, "--protocols") in (None, "soft")
-                 for _, a in queue.STEPS[:-2] if _ == "grid" for m in queue.CUT_SECOND)
-  workdirs = [c["workdir"] for runner, a in queue.STEPS
-              for c in queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0]]
-  assert len(workdirs) == len(set(workdirs)) == 268
+                 for _, a in queue.STEPS[:-4] if _ == "grid" for m in queue.CUT_SECOND)
+  plans = [(a, queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0])
+           for runner, a in queue.STEPS]
+  workdirs = [c["workdir"] for _, cells in plans for c in cells]
+  # 268 cells of the issue's grid, and RDED's tile-view rows at hard labels: 5 + 2 + 2
+  # selections at IPC 1 / 10 / 50 on each dataset.
+  assert len(workdirs) == len(set(workdirs)) == 268 + 2 * (5 + 2 + 2)
+  assert sum("rded_tile_" in w for w in workdirs) == 18
+  assert not any("/soft/rded_tile" in w for w in workdirs)
 
 
 def _unfinished(root, sub, students, manifest="{}"):
@@ -578,3 +589,46 @@ def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp
   assert sorted(p.name for p in (to / "main/hard/herding_ipc50_e301").iterdir()) == [
       "results.json"]
   assert grid.archive_unfinished(str(root), str(to)) == []
+
+
+def test_rded_tile_view_reruns_rdeds_sets_with_the_tile_view_at_hard_labels_only(grid, tmp_path,
+                                                                                 capsys):
+  assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1", "--methods", "rded,rded_tile",
+                    "--selection-seeds", "1:2", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  cells = {}
+  for head, argv in zip(out.splitlines()[::2], out.splitlines()[1::2]):
+    cells[head.split("-> ")[1]] = [a for a in argv.split() if not a.startswith("--workdir=")]
+  hard = os.path.join(str(tmp_path), "main", "hard")
+  assert sorted(b for b in map(os.path.basename, cells) if b.startswith("rded_tile")) == [
+      "rded_tile_ipc1_e301", "rded_tile_ipc1_e301_sel1"]  # no soft-label cell
+  for sel in ("", "_sel1"):  # RDED's own cell's flags, and the tile view: the same sets
+    tile, plain = cells[os.path.join(hard, f"rded_tile_ipc1_e301{sel}")], cells[
+        os.path.join(hard, f"rded_ipc1_e301{sel}")]
+    assert sorted(tile) == sorted(plain + ["--config.eval.augment=tile_dsa"])
+  assert "configs/rded.py " in out
+  assert not os.listdir(tmp_path)
+
+
+def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_path):
+  root = tmp_path / "runs"
+  hard = lambda m, t, augment="dsa": _result(m, 1, "small_data", "hard", [t] * 5,  # noqa: E731
+                                             augment=augment)
+  _write(root, "main/hard/herding_ipc1_e301", hard("herding", 68.0))
+  _write(root, "main/hard/rded_ipc1_e301", hard("rded", 12.0))
+  # results.json of a tile-view cell names RDED; its directory names the row.
+  _write(root, "main/hard/rded_tile_ipc1_e301", hard("rded", 64.0, "tile_dsa"))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  lines = md.splitlines()
+  row = next(line for line in lines if line.startswith("| RDED (tile view) |"))
+  assert "64.00 ± 0.50 (augment tile_dsa)" in row
+  assert "| RDED | 12.00 ± 0.50 |" in md
+  assert "*RDED (tile view)* is a diagnostic row, not a method of the grid" in md
+  # Not one of the issue grid's cells: two of its 54 ran.
+  assert f"**Reduced grid**: 2 of the {len(grid.MAIN_METHODS) * 3 * 2} cells" in md
+  assert "SRe2L) ran" in md  # the selection-seeded methods the header names: the grid's own
+  findings = md.split("## Findings")[1].split("## Storage")[0]
+  assert ("IPC 1: best pruning Herding 68.00 ± 0.50 (5 students) vs best distillation RDED "
+          "(tile view) 64.00 ± 0.50 (5 students): pruning ahead by 4.00 (pooled std 0.50); "
+          "the same sets, RDED 12.00 ± 0.50 (5 students) under the protocol's augmentation, "
+          "64.00 ± 0.50 (5 students) with the tile view") in findings
