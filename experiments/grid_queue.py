@@ -10,7 +10,8 @@
 after copying the archived cells into RUNS); `bash scripts/grid_queue.sh RUNS status` prints
 the status. The steps run in the order that gives findings earliest: SRe2L's recover sweeps
 first (every finding compares pruning with synthesis, and SRe2L's cells wait for the setting its
-sweep chooses on validation), then the IPC 1 grids, IPC 10, IPC 50 and SRe2L's cells, then the EL2N-hard / k-center
+sweep chooses on validation), then per IPC (1, 10, 50) each dataset's grid followed by its SRe2L
+cells, then the EL2N-hard / k-center
 soft cells at IPC 50 (the cells issue #15 allows to cut second), and last the diagnostic rows at
 IPC 50 (RDED with PCA's tile view: fmnist_grid.VARIANTS; at IPC 1 and 10 they run with their
 IPC's grid). Each step
@@ -58,19 +59,24 @@ def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple
 # IPC 1 and 10, where they are cheap, and after every cell of the issue's grid at IPC 50.
 DIAGNOSTIC = ",".join(fmnist_grid.VARIANTS)
 _CIFAR_CUT = ("--seeds", str(CIFAR10_IPC50_SEEDS))
+# SRe2L's cells follow their IPC's grid (steps of their own: a step with SRe2L waits whole
+# until its dataset's sweep has chosen), so each IPC's findings have their synthesis method.
 STEPS: list[tuple[str, list[str]]] = [
     ("recover", ["--datasets", "fmnist", "--ipcs", "10"]),
     _grid("fmnist", "1", METHODS + "," + DIAGNOSTIC),
+    _grid("fmnist", "1", "sre2l"),
     ("recover", ["--datasets", "cifar10", "--ipcs", "10"]),
     _grid("cifar10", "1", METHODS + "," + DIAGNOSTIC),
+    _grid("cifar10", "1", "sre2l"),
     _grid("fmnist", "10", METHODS + "," + DIAGNOSTIC),
+    _grid("fmnist", "10", "sre2l"),
     _grid("cifar10", "10", METHODS + "," + DIAGNOSTIC),
+    _grid("cifar10", "10", "sre2l"),
     _grid("fmnist", "50", METHODS, "--protocols", "hard"),
     _grid("fmnist", "50", KEEP_SOFT, "--protocols", "soft"),
     _grid("cifar10", "50", METHODS, "--protocols", "hard", *_CIFAR_CUT),
     _grid("cifar10", "50", KEEP_SOFT, "--protocols", "soft", *_CIFAR_CUT),
-    _grid("fmnist", "1,10,50", "sre2l"),
-    _grid("cifar10", "1,10", "sre2l"),
+    _grid("fmnist", "50", "sre2l"),
     _grid("cifar10", "50", "sre2l", *_CIFAR_CUT),
     _grid("fmnist", "50", ",".join(CUT_SECOND), "--protocols", "soft"),
     _grid("cifar10", "50", ",".join(CUT_SECOND), "--protocols", "soft", *_CIFAR_CUT),

@@ -378,7 +378,7 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
                                             if "sre2l" not in a]
   out = capsys.readouterr().out
   skipped = sum("sre2l" in a for _, a in queue.STEPS)
-  assert skipped == 3 and out.count("grid_queue: skipped, SRe2L's") == skipped
+  assert skipped == 6 and out.count("grid_queue: skipped, SRe2L's") == skipped
   assert "SRe2L's cifar10 cells wait: its recover sweep has finished 0 of 10 settings" in out
   assert calls[0][1][:3] == ["run", "--root", str(tmp_path / "sre2l_recover")]
   assert calls[1][1][:3] == ["run", "--root", str(tmp_path)]
