@@ -98,7 +98,11 @@ SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l", "rded_tile")
 # protocol, RandomResizedCrop 0.08-1, often crops inside a tile). It separates RDED's
 # hard-label collapse in the DSA protocol from the view it is trained with.
 VARIANTS = {"rded_tile": ("rded", {"eval.augment": "tile_dsa"})}
-VARIANT_NOTES = {"rded_tile": (
+# Notes printed under a table that has the row (method -> one sentence).
+ROW_NOTES = {"kcenter": (
+    "*k-Center* starts each class from a uniformly random member and adds the farthest ones "
+    "(Sener & Savarese 2018, as DeepCore does), so at IPC 1 its set is a random draw of one "
+    "image per class."), "rded_tile": (
     "*RDED (tile view)* is a diagnostic row, not a method of the grid: the RDED row's own sets "
     "(the same selections), trained with PCA's tile view (`tile_dsa`: one whole tile resized to "
     "the image, then DSA) instead of the protocol's DSA, which only shifts a k×k collage, so "
@@ -651,9 +655,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
         lines.append(f"| {name} (published, distilled pixels) | "
                      + " | ".join(f"{pub[i]:.1f}" if i in pub else "—" for i in ipcs) + " |")
     lines.append("")
-    shown = [v for v in VARIANTS if any(k[1] == v for k in keys)]
+    shown = [m for m in ROW_NOTES if any(k[1] == m for k in keys)]
     if shown:
-      lines += [" ".join(VARIANT_NOTES[v] for v in shown), ""]
+      lines += [" ".join(ROW_NOTES[m] for m in shown), ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
           if grid == "main"}
   lines += grid_findings.findings_markdown(main, DISPLAY) + grid_findings.storage_markdown(main)

@@ -624,6 +624,7 @@ def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_p
   assert "64.00 ± 0.50 (augment tile_dsa)" in row
   assert "| RDED | 12.00 ± 0.50 |" in md
   assert "*RDED (tile view)* is a diagnostic row, not a method of the grid" in md
+  assert "*k-Center* starts" not in md  # a row's note only under a table that has the row
   # Not one of the issue grid's cells: two of its 54 ran.
   assert f"**Reduced grid**: 2 of the {len(grid.MAIN_METHODS) * 3 * 2} cells" in md
   assert "SRe2L) ran" in md  # the selection-seeded methods the header names: the grid's own
