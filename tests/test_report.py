@@ -137,6 +137,15 @@ def test_plots(runs_dir, tmp_path):
     report.plot_accuracy_vs_ipc([], str(tmp_path / "x.png"))
 
 
+def test_a_log_axis_within_one_decade_gets_ticks_that_read_apart():
+  # Fashion-MNIST IPC 1 soft cells: ~161 KB each, no power of ten inside the range.
+  assert report.narrow_log_ticks([161_300, 161_720, 161_500]) == [161_300, 161_500, 161_700]
+  assert report.narrow_log_ticks([4_800, 6_000]) == [4_800, 5_400, 6_000]
+  assert report.narrow_log_ticks([5_000]) == [5_000]
+  assert report.narrow_log_ticks([900, 5_000]) is None  # 1,000 lies inside: decade ticks
+  assert report.narrow_log_ticks([0, -1]) is None
+
+
 def test_duplicate_runs_are_pooled_for_plots():
   a = _result("random", 1, "hard", seeds=(0, 1))
   b = _result("random", 1, "hard", seeds=(5, 6))

@@ -278,6 +278,9 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
     else:  # bytes: readable units on the decades only
       ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human_bytes(int(v))))
       ax.xaxis.set_minor_formatter(NullFormatter())
+      ticks = narrow_log_ticks([p[x] for p in points if p["dataset"] == dataset])
+      if ticks:
+        ax.set_xticks(ticks)
     ax.set_title(dataset)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("top-1 accuracy (%)")
@@ -291,6 +294,26 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
   fig.legend(handles, labels, loc="outside right upper", fontsize=7)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
+
+
+def _round_sig(v: float, digits: int) -> float:
+  return round(v, digits - 1 - math.floor(math.log10(abs(v)))) if v else 0.0
+
+
+def narrow_log_ticks(xs: Sequence[float]) -> list[float] | None:
+  """Ticks for a log axis whose data (the positive `xs`) spans no power of ten, where the
+  axis would otherwise have no labelled tick: the ends and their geometric mean, with the
+  fewest significant digits (2-5) that keep them apart. None where a power of ten lies
+  inside the range (the decades label the axis) or there is no positive value."""
+  xs = [v for v in xs if v > 0]
+  if not xs or math.floor(math.log10(min(xs))) != math.floor(math.log10(max(xs))):
+    return None
+  span = (min(xs), math.sqrt(min(xs) * max(xs)), max(xs))
+  for digits in (2, 3, 4, 5):
+    ticks = {_round_sig(v, digits) for v in span}
+    if len(ticks) == len(set(span)):
+      return sorted(ticks)
+  return sorted(set(span))
 
 
 def plot_accuracy_vs_ipc(results: Sequence[dict], path: str) -> None:
