@@ -852,6 +852,8 @@ def _check_cell_args(parser: argparse.ArgumentParser, args) -> None:
     unknown = set(args.methods.split(",")) - set(DISPLAY)
     if unknown:
       parser.error(f"unknown methods {sorted(unknown)}; choose from {sorted(DISPLAY)}")
+    if set(args.methods.split(",")) <= set(VARIANTS) and "hard" not in args.protocols.split(","):
+      parser.error(f"{args.methods} runs at hard labels only; add --protocols hard")
   else:
     unknown = set(args.variants.split(",")) - set(ABLATION)
     if unknown:

@@ -608,6 +608,9 @@ def test_rded_tile_view_reruns_rdeds_sets_with_the_tile_view_at_hard_labels_only
     assert sorted(tile) == sorted(plain + ["--config.eval.augment=tile_dsa"])
   assert "configs/rded.py " in out
   assert not os.listdir(tmp_path)
+  with pytest.raises(SystemExit):  # nothing to run: refused, not silently empty
+    grid.main(["run", "--root", str(tmp_path), "--methods", "rded_tile", "--protocols", "soft"])
+  assert "runs at hard labels only" in capsys.readouterr().err
 
 
 def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_path):
