@@ -547,6 +547,22 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+# Models whose layers take dcjax.layers' `impl` (the CPU convolution path).
+IMPL_MODELS = ("convnet",)
+
+
+def key_kwargs(name: str, kwargs) -> dict[str, Any]:
+  """`kwargs` as a cache key records them: unset (None) entries dropped, and for a model in
+  IMPL_MODELS its `impl` resolved to the path it runs on this backend (`layers.conv_path`:
+  'fused', 'winograd', 'custom' or 'xla'), so that a network cached under one path is never
+  reused for another (they differ in float rounding), nor after a change of what 'auto' runs.
+  Building the model from the result runs the same path as building it from `kwargs`."""
+  out = {k: v for k, v in dict(kwargs).items() if v is not None}
+  if name in IMPL_MODELS:
+    out["impl"] = layers.conv_path(out.get("impl"))
+  return out
+
+
 def get_model(name: str, num_classes: int, image_size: int, **kwargs) -> nn.Module:
   """The model called `name` for `num_classes` classes and `image_size` px inputs."""
   if name not in MODELS:

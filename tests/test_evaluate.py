@@ -249,6 +249,22 @@ def test_fairness_scores_follow_dd_ranking(original, tmp_path):
   assert "IOR" in benchmark.summary_line(out) and "LRS" in benchmark.summary_line(out)
 
 
+def test_fairness_baseline_cache_is_keyed_by_the_conv_path_it_runs(monkeypatch):
+  from dcjax import layers
+  from dcjax.benchmark import fairness
+
+  def key(**kw):
+    return fairness.baseline_dir(fairness.baseline_config(tiny_config(**kw), 10, hard=True))
+
+  here = layers.conv_path()
+  assert key() == key(**{"eval.model_kwargs.impl": here})
+  assert key() != key(**{"eval.model_kwargs.impl": "custom" if here != "custom" else "xla"})
+  before = key()
+  monkeypatch.setattr(layers, "conv_path",
+                      lambda impl="auto": "xla" if impl in (None, "auto") else impl)
+  assert key() != before
+
+
 def test_report_tables_show_the_fairness_scores(original, tmp_path):
   from dcjax.benchmark import report
   r, compressed = original

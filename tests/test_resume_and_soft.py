@@ -115,6 +115,49 @@ def test_soft_protocol_trains_caches_and_reuses_a_teacher(tmp_path):
   assert h["storage"]["soft_label_bytes"] == 0 and h["teacher"] is None
 
 
+def test_teacher_cache_is_keyed_by_the_conv_path_it_ran(tmp_path):
+  """A teacher trained with impl unset ('auto') is the teacher of impl=<the path auto runs
+  here>, and of no other path: one cached under another path (or before a change of what auto
+  runs) must be retrained, not reused (the paths differ in float rounding)."""
+  from dcjax import layers
+  r = benchmark.run(_soft_config(tmp_path), str(tmp_path / "a"))
+  with open(os.path.join(r["teacher"]["dir"], "teacher.json")) as f:
+    assert json.load(f)["spec"]["model_kwargs"]["impl"] == layers.conv_path()
+  forbid = {"teacher.allow_train": False}
+  same = benchmark.run(_soft_config(tmp_path, **forbid, **{
+      "teacher.model_kwargs.impl": layers.conv_path()}), str(tmp_path / "b"))
+  assert same["teacher"]["dir"] == r["teacher"]["dir"]
+  other = "custom" if layers.conv_path() != "custom" else "xla"
+  with pytest.raises(UserError, match="teacher.allow_train=True"):
+    benchmark.run(_soft_config(tmp_path, **forbid, **{"teacher.model_kwargs.impl": other}),
+                  str(tmp_path / "c"))
+
+
+def test_teacher_and_score_keys_follow_what_auto_runs(monkeypatch):
+  from dcjax import layers, models, protocols
+  from dcjax.runners import scoring, teacher
+  recipe = protocols.resolve("hard")
+  common = dict(image_shape=(28, 28, 1), mean=(0.5,), std=(0.5,))
+
+  def keys(**kw):
+    return (teacher.teacher_spec(dataset_fingerprint="f", model="convnet", model_kwargs=kw,
+                                 recipe=recipe, **common),
+            scoring.score_key(model="convnet", model_kwargs=kw, recipe=recipe, epochs=3,
+                              num_models=2, seed=0, el2n_epoch=None, **common))
+
+  here = layers.conv_path()
+  assert keys(width=8) == keys(width=8, impl="auto") == keys(width=8, impl=None) \
+      == keys(width=8, impl=here)
+  assert keys(width=8, impl="custom" if here != "custom" else "xla") != keys(width=8)
+  before = keys(width=8)
+  # What 'auto' runs changes (a new default path, another backend): the keys change with it.
+  monkeypatch.setattr(layers, "conv_path",
+                      lambda impl="auto": "xla" if impl in (None, "auto") else impl)
+  assert keys(width=8)[0] != before[0] and keys(width=8)[1] != before[1]
+  # Models without dcjax.layers keep their kwargs as given (unset entries dropped).
+  assert models.key_kwargs("resnet18", {"width": None, "norm": "batch"}) == {"norm": "batch"}
+
+
 def test_soft_protocol_without_teacher_and_training_forbidden_is_refused(tmp_path):
   work = tmp_path / "w"
   with pytest.raises(UserError, match="teacher.allow_train=True"):

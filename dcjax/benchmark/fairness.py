@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from dcjax import models
 from dcjax.data import files
 from dcjax.errors import UserError
 
@@ -68,6 +69,8 @@ def baseline_config(config, ipc: int, *, hard: bool):
 
 def baseline_dir(b, cache_dir: str | None = None) -> str:
   cfg = {k: v for k, v in json.loads(b.to_json()).items() if k not in _KEY_IGNORES}
+  # The students' ConvNet path as it runs here, not as configured ('auto'): see key_kwargs.
+  cfg["eval"]["model_kwargs"] = models.key_kwargs(b.eval.model, cfg["eval"]["model_kwargs"])
   digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:12]
   slug = re.sub(r"[^A-Za-z0-9_.+-]+", "_", b.dataset).strip("._")[:40]
   return os.path.join(cache_dir or files.cache_dir("baselines"),

@@ -40,10 +40,11 @@ def teacher_spec(*, dataset_fingerprint: str, model: str, model_kwargs: Mapping[
                  image_shape: tuple, mean, std, seed: int = 0, recipe: Recipe | None = None,
                  weights: str | None = None) -> dict:
   """Everything that determines the teacher's weights (and its recorded test accuracy); its
-  hash names the cache entry. An imported teacher (`weights`) is keyed by its file's content
+  hash names the cache entry. ConvNet's `impl` is recorded as the path it runs here
+  (`models.key_kwargs`). An imported teacher (`weights`) is keyed by its file's content
   instead of the seed and recipe it would be trained with."""
   spec = dict(dataset_fingerprint=dataset_fingerprint, model=model,
-              model_kwargs={k: v for k, v in model_kwargs.items() if v is not None},
+              model_kwargs=models.key_kwargs(model, model_kwargs),
               image_shape=list(image_shape), mean=list(mean), std=list(std))
   if weights:
     # The weights fix the architecture (torchvision's): model_kwargs such as the default
