@@ -246,7 +246,8 @@ ETA_RECENT_STUDENTS = 15
 def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
   """(dataset, ipc) -> seconds of the newest `ETA_RECENT_STUDENTS` finished students under
   root (by results.json's `created`): a cell's wall seconds per student, or a student's own
-  training seconds where those are more."""
+  training seconds where those are more. The cell's setup (its `setup_seconds`: scores,
+  teachers, SRe2L's recover) is not a student's: it is left out where recorded."""
   dated = collections.defaultdict(list)
   for dirpath, _, files in os.walk(root):
     if "results.json" not in files:
@@ -256,7 +257,8 @@ def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
         r = json.load(f)
       key = (r["dataset"], int(r["ipc"]))
       train = [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
-      per_student = float(r.get("wall_seconds", 0.0)) / max(1, len(r["runs"]))
+      students_wall = float(r.get("wall_seconds", 0.0)) - float(r.get("setup_seconds") or 0.0)
+      per_student = students_wall / max(1, len(r["runs"]))
       dated[key] += [(str(r.get("created", "")), max(t, per_student)) for t in train]
     except (OSError, ValueError, KeyError, TypeError):
       continue  # a corrupt or foreign file does not stop the grid

@@ -62,6 +62,9 @@ def test_end_to_end_writes_results_and_compressed_set(tmp_path):
                                                  else "xla")
   for run in on_disk["runs"]:
     assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
+  # The setup before the first student is part of the wall time, the students the rest.
+  students = sum(run["train_seconds"] for run in on_disk["runs"])
+  assert 0 < on_disk["setup_seconds"] <= on_disk["wall_seconds"] - students
   assert on_disk["top1_mean"] == pytest.approx(np.mean([x["top1"] for x in on_disk["runs"]]))
   # The compressed set holds exactly the source images its manifest names.
   images, labels, manifest = store.read_compressed(os.path.join(work, "compressed"))

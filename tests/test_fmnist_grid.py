@@ -171,6 +171,12 @@ def test_status_counts_cells_and_estimates_the_time_left(grid, tmp_path, capsys)
   _write(tmp_path, "main/hard/random_ipc10_e301", finished, replace=True)
   assert grid.main(["status", *args]) == 0
   assert f"ETA {(8 * 200 + 15 * 400) / 3600:.1f} h" in capsys.readouterr().out
+  # The cell's setup (scores, teachers, SRe2L's recover) is not a student's: 500 of the
+  # 1000 s were setup, so 100 s per student of wall time is left and training (100 s) rules.
+  finished["setup_seconds"] = 500.0
+  _write(tmp_path, "main/hard/random_ipc10_e301", finished, replace=True)
+  assert grid.main(["status", *args]) == 0
+  assert "ETA 1.1 h" in capsys.readouterr().out
   p = grid.progress([], 5, str(tmp_path / "empty"))
   assert p["eta_seconds"] is None and p["total"] == 0
 

@@ -75,6 +75,10 @@ class Results:
   # {name, top1, top5} of the teacher whose features the method selected with (herding,
   # k-center, RDED, PCA with such a P); None when the method used none.
   feature_teacher: dict | None = None
+  # Of wall_seconds, those before the first student started: splits, scores, teachers and the
+  # method's compression (SRe2L's recover) and the set written. None in results written before
+  # 2026-12-07.
+  setup_seconds: float | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

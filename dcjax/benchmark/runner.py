@@ -117,6 +117,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
          + (f", each tiling {k}x{k} source images" if k > 1 else "") + "), "
          f"{image_bytes / 1e3:.1f} KB -> {wd.join(COMPRESSED)}")
 
+  setup_seconds = time.perf_counter() - t_start
   seeds = range(config.seed, config.seed + config.seeds)
   targets = None
   if recipe.labels == "stored":
@@ -146,7 +147,8 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
       resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
       selection_seed=config.seed, score_file=data.score_file, feature_teacher=feature_teacher,
-      wall_seconds=time.perf_counter() - t_start, environment=_environment(config),
+      wall_seconds=time.perf_counter() - t_start, setup_seconds=setup_seconds,
+      environment=_environment(config),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       config=wd.config,
       given=(dict(path=given_set.path, kind=given_set.kind, num_images=len(compressed.labels),
