@@ -243,11 +243,12 @@ def run(args) -> int:
 ETA_RECENT_STUDENTS = 15
 
 
-def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
-  """(dataset, ipc) -> seconds of the newest `ETA_RECENT_STUDENTS` finished students under
-  root (by results.json's `created`): a cell's wall seconds per student, or a student's own
-  training seconds where those are more. The cell's setup (its `setup_seconds`: scores,
-  teachers, SRe2L's recover) is not a student's: it is left out where recorded."""
+def _finished_student_seconds(root: str) -> dict[int, list[float]]:
+  """ipc -> seconds of the newest `ETA_RECENT_STUDENTS` finished students of that IPC under
+  root, whatever their dataset (by results.json's `created`: an older dataset's students ran
+  older code), each a cell's wall seconds per student, or a student's own training seconds
+  where those are more. The cell's setup (its `setup_seconds`: scores, teachers, SRe2L's
+  recover) is not a student's: it is left out where recorded."""
   dated = collections.defaultdict(list)
   for dirpath, _, files in os.walk(root):
     if "results.json" not in files:
@@ -255,15 +256,15 @@ def _finished_student_seconds(root: str) -> dict[tuple[str, int], list[float]]:
     try:
       with open(os.path.join(dirpath, "results.json"), encoding="utf-8") as f:
         r = json.load(f)
-      key = (r["dataset"], int(r["ipc"]))
+      ipc = int(r["ipc"])
       train = [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
       students_wall = float(r.get("wall_seconds", 0.0)) - float(r.get("setup_seconds") or 0.0)
       per_student = students_wall / max(1, len(r["runs"]))
-      dated[key] += [(str(r.get("created", "")), max(t, per_student)) for t in train]
+      dated[ipc] += [(str(r.get("created", "")), max(t, per_student)) for t in train]
     except (OSError, ValueError, KeyError, TypeError):
       continue  # a corrupt or foreign file does not stop the grid
-  return {key: [sec for _, sec in sorted(xs, key=lambda x: x[0])[-ETA_RECENT_STUDENTS:]]
-          for key, xs in dated.items()}
+  return {ipc: [sec for _, sec in sorted(xs, key=lambda x: x[0])[-ETA_RECENT_STUDENTS:]]
+          for ipc, xs in dated.items()}
 
 
 def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
@@ -281,9 +282,7 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
       students_left[cell.get("ipc", 0)] += seeds - n
   eta = None
   if root and students_left:
-    per_ipc = collections.defaultdict(list)
-    for (_, ipc), xs in _finished_student_seconds(root).items():
-      per_ipc[ipc] += xs
+    per_ipc = _finished_student_seconds(root)
     estimate = student_seconds_model({ipc: sum(xs) / len(xs) for ipc, xs in per_ipc.items() if xs})
     if estimate is not None:
       eta = sum(k * estimate(ipc) for ipc, k in students_left.items())

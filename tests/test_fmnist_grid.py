@@ -193,7 +193,13 @@ def test_the_eta_reads_the_newest_students_of_an_ipc(grid, tmp_path):
     r["runs"] = [dict(x, train_seconds=seconds) for x in r["runs"]]
   _write(tmp_path, "main/hard/random_ipc10_e301", old)
   _write(tmp_path, "main/hard/herding_ipc10_e301", new)
-  assert grid._finished_student_seconds(str(tmp_path)) == {("fashion_mnist", 10): [100.0] * n}
+  assert grid._finished_student_seconds(str(tmp_path)) == {10: [100.0] * n}
+  # Across datasets too: another dataset's older students of the IPC are not averaged in.
+  other = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
+               created="2026-12-02T00:00:00", dataset="parquet:cifar10")
+  other["runs"] = [dict(x, train_seconds=500.0) for x in other["runs"]]
+  _write(tmp_path, "main/hard/random_ipc10_e301_cifar", other)
+  assert grid._finished_student_seconds(str(tmp_path)) == {10: [100.0] * n}
 
 
 def test_student_seconds_fit_a_fixed_cost_and_a_cost_per_image(grid):
