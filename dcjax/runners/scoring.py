@@ -39,7 +39,8 @@ def score_key(*, model: str, model_kwargs: Mapping[str, Any], recipe: Recipe, ep
   """Everything that determines the scores (it names and keys the score file); ConvNet's `impl`
   is recorded as the path it runs here (`models.key_kwargs`)."""
   return dict(scores=list(KEY_SCORES), model=model,
-              model_kwargs=models.key_kwargs(model, model_kwargs), epochs=int(epochs), k=int(num_models), seed=int(seed), el2n_epoch=el2n_epoch,
+              model_kwargs=models.key_kwargs(model, model_kwargs), epochs=int(epochs),
+              k=int(num_models), seed=int(seed), el2n_epoch=el2n_epoch,
               recipe=recipe.replace(epochs=int(epochs)).to_dict(),
               image_shape=list(image_shape), mean=list(mean), std=list(std))
 
