@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dcjax import benchmark
+from dcjax import benchmark, layers
 from dcjax.data import sources, store
 from dcjax.errors import UserError
 
@@ -316,6 +317,20 @@ def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):
       "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
       "scores.model_kwargs.width": 4, "eval.epochs": 1, "scores.allow_compute": False})
   assert benchmark.run(c2, str(tmp_path / "run2"))["score_file"] == r["score_file"]
+  # A score file under the key of before 2026-12-07 (ConvNet's impl as given: unset) is named
+  # where a score file is missing, not reused.
+  _, meta = scorefile.load_scores(r["score_file"], fingerprint=sources.fingerprint(src),
+                                  n=len(src))
+  key = meta["score_config"]
+  assert key["model_kwargs"] == {"width": 4, "impl": layers.conv_path()}
+  old_key = dict(key, model_kwargs={"width": 4})
+  legacy = scorefile.score_path(str(tmp_path / "old"), "synthetic", "train", old_key)
+  os.makedirs(os.path.dirname(legacy))
+  shutil.copy(r["score_file"], legacy)
+  c2.scores.cache_dir = str(tmp_path / "old")
+  with pytest.raises(UserError, match="was cached before dcjax keyed the CPU") as e:
+    benchmark.run(c2, str(tmp_path / "run3"))
+  assert legacy in str(e.value) and not (tmp_path / "run3").exists()
 
 
 def _tiny_pca(c, tmp_path, ipc=2):

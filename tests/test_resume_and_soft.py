@@ -3,6 +3,7 @@ cached teacher, storage accounting, and the refusals around them."""
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,6 +132,19 @@ def test_teacher_cache_is_keyed_by_the_conv_path_it_ran(tmp_path):
   with pytest.raises(UserError, match="teacher.allow_train=True"):
     benchmark.run(_soft_config(tmp_path, **forbid, **{"teacher.model_kwargs.impl": other}),
                   str(tmp_path / "c"))
+  # An entry under the key of before 2026-12-07 (impl as given: unset) is named, not reused.
+  from dcjax.runners import teacher
+  with open(os.path.join(r["teacher"]["dir"], "teacher.json")) as f:
+    spec = json.load(f)["spec"]
+  old_spec = dict(spec, model_kwargs={k: v for k, v in spec["model_kwargs"].items()
+                                      if k != "impl"})
+  legacy = teacher.teacher_dir(str(tmp_path / "old_cache"), "synthetic", old_spec)
+  shutil.copytree(r["teacher"]["dir"], legacy)
+  with pytest.raises(UserError, match="was cached before dcjax keyed the CPU convolution path"
+                     ) as e:
+    benchmark.run(_soft_config(tmp_path, **forbid, **{
+        "teacher.cache_dir": str(tmp_path / "old_cache")}), str(tmp_path / "d"))
+  assert legacy in str(e.value) and "teacher.allow_train=True" in str(e.value)
 
 
 def test_teacher_and_score_keys_follow_what_auto_runs(monkeypatch):

@@ -73,6 +73,23 @@ def teacher_dir(cache_dir: str, dataset: str, spec: dict) -> str:
   return os.path.join(cache_dir, f"{slug}-{spec['model']}-{digest}")
 
 
+# Until 2026-12-07 a key recorded ConvNet's `impl` as given (usually unset), not as the path it
+# ran (`models.key_kwargs`): such an entry may hold a network of another path, so it is never
+# reused, only named where a new one is trained or missing.
+LEGACY_NOTE = ("was cached before dcjax keyed the CPU convolution path; it may have run another "
+               "path and is not reused; delete it once not needed")
+
+
+def _legacy_dir(cache_dir: str, dataset: str, spec: dict,
+                model_kwargs: Mapping[str, Any]) -> str | None:
+  """The finished cache entry `spec` had under the key of before 2026-12-07, if one exists."""
+  old = dict(spec, model_kwargs={k: v for k, v in model_kwargs.items() if v is not None})
+  if "weights" in spec or old == spec:
+    return None
+  path = teacher_dir(cache_dir, dataset, old)
+  return path if os.path.exists(os.path.join(path, "teacher.json")) else None
+
+
 def _teacher_student(spec: dict, num_classes: int, mesh) -> train.Student:
   if "weights" in spec:  # imported: torchvision's layout whatever the resolution
     model = torch_import.torchvision_model(spec["model"], num_classes)
@@ -109,9 +126,13 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
   if not os.path.exists(done_file):
     if weights:
       _import_teacher(student, weights, **finish)
+    legacy = _legacy_dir(cache_dir or default_cache_dir(), dataset, spec, model_kwargs)
+    if weights:
+      _import_teacher(student, weights, **finish)
     elif not allow_train:
       raise UserError(
-          f"no teacher for {dataset} / {model} (seed {seed}) in {path}; "
+          f"no teacher for {dataset} / {model} (seed {seed}) in {path}"
+          + (f" ({legacy} {LEGACY_NOTE})" if legacy else "") + "; "
           f"allow training one with --config.teacher.allow_train=True, point "
           f"--config.teacher.cache_dir at a directory holding it, or import torchvision "
           f"weights with --config.teacher.weights=PATH.pth")
@@ -119,7 +140,8 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
       if train_images is None:
         raise ValueError("get_teacher: training a teacher needs train_images")
       print(f"teacher: training {model} on all {len(train_src)} {dataset} training images for "
-            f"{recipe.epochs} epochs -> {path}", file=sys.stderr, flush=True)
+            f"{recipe.epochs} epochs -> {path}"
+            + (f" ({legacy} {LEGACY_NOTE})" if legacy else ""), file=sys.stderr, flush=True)
       _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
   with open(done_file, encoding="utf-8") as f:
     info = json.load(f)
