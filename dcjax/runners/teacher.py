@@ -124,8 +124,6 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
   finish = dict(test_images=test_images, test_labels=test_labels, path=path, spec=spec,
                 test_batch_size=test_batch_size)
   if not os.path.exists(done_file):
-    if weights:
-      _import_teacher(student, weights, **finish)
     legacy = _legacy_dir(cache_dir or default_cache_dir(), dataset, spec, model_kwargs)
     if weights:
       _import_teacher(student, weights, **finish)
