@@ -557,10 +557,21 @@ def key_kwargs(name: str, kwargs) -> dict[str, Any]:
   'fused', 'winograd', 'custom' or 'xla'), so that a network cached under one path is never
   reused for another (they differ in float rounding), nor after a change of what 'auto' runs.
   Building the model from the result runs the same path as building it from `kwargs`."""
-  out = {k: v for k, v in dict(kwargs).items() if v is not None}
+  out = legacy_key_kwargs(kwargs)
   if name in IMPL_MODELS:
     out["impl"] = layers.conv_path(out.get("impl"))
   return out
+
+
+def legacy_key_kwargs(kwargs) -> dict[str, Any]:
+  """`kwargs` as cache keys recorded them until 2026-12-07: `impl` as given (usually unset). An
+  entry under such a key may hold a network of another path, so it is never reused, only named
+  (LEGACY_NOTE) where a new one is made or missing."""
+  return {k: v for k, v in dict(kwargs).items() if v is not None}
+
+
+LEGACY_NOTE = ("was cached before dcjax keyed the CPU convolution path; it may have run another "
+               "path and is not reused; delete it once not needed")
 
 
 def get_model(name: str, num_classes: int, image_size: int, **kwargs) -> nn.Module:

@@ -26,7 +26,7 @@ from dcjax.data import scorefile, sources, splits
 from dcjax.data.files import cache_dir
 from dcjax.errors import UserError
 from dcjax.protocols import Recipe
-from dcjax.runners import dynamics, teacher
+from dcjax.runners import dynamics
 
 # The score names the cache key has always carried. Frozen: adding a score to dynamics.SCORES
 # must not rename (invalidate) every cached score file.
@@ -97,10 +97,9 @@ def dataset_scores(train_src: sources.Source, load: Callable[[sources.Source], n
       return loaded, path
     print(f"scores: {path} lacks {', '.join(sorted(set(dynamics.SCORES) - set(loaded)))}; "
           f"recomputing it", file=sys.stderr, flush=True)
-  old = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train", dict(
-      key, model_kwargs={k: v for k, v in model_kwargs.items() if v is not None}))
-  legacy = (f" ({old} {teacher.LEGACY_NOTE})"
-            if old != path and os.path.exists(old) else "")
+  old = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train",
+                            dict(key, model_kwargs=models.legacy_key_kwargs(model_kwargs)))
+  legacy = f" ({old} {models.LEGACY_NOTE})" if old != path and os.path.exists(old) else ""
   if not allow_compute:
     raise UserError(f"no score file {path}{legacy}; allow computing it with "
                     f"--config.scores.allow_compute=True or pass --config.scores.file")

@@ -73,17 +73,10 @@ def teacher_dir(cache_dir: str, dataset: str, spec: dict) -> str:
   return os.path.join(cache_dir, f"{slug}-{spec['model']}-{digest}")
 
 
-# Until 2026-12-07 a key recorded ConvNet's `impl` as given (usually unset), not as the path it
-# ran (`models.key_kwargs`): such an entry may hold a network of another path, so it is never
-# reused, only named where a new one is trained or missing.
-LEGACY_NOTE = ("was cached before dcjax keyed the CPU convolution path; it may have run another "
-               "path and is not reused; delete it once not needed")
-
-
 def _legacy_dir(cache_dir: str, dataset: str, spec: dict,
                 model_kwargs: Mapping[str, Any]) -> str | None:
   """The finished cache entry `spec` had under the key of before 2026-12-07, if one exists."""
-  old = dict(spec, model_kwargs={k: v for k, v in model_kwargs.items() if v is not None})
+  old = dict(spec, model_kwargs=models.legacy_key_kwargs(model_kwargs))
   if "weights" in spec or old == spec:
     return None
   path = teacher_dir(cache_dir, dataset, old)
@@ -130,7 +123,7 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
     elif not allow_train:
       raise UserError(
           f"no teacher for {dataset} / {model} (seed {seed}) in {path}"
-          + (f" ({legacy} {LEGACY_NOTE})" if legacy else "") + "; "
+          + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else "") + "; "
           f"allow training one with --config.teacher.allow_train=True, point "
           f"--config.teacher.cache_dir at a directory holding it, or import torchvision "
           f"weights with --config.teacher.weights=PATH.pth")
@@ -139,7 +132,7 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
         raise ValueError("get_teacher: training a teacher needs train_images")
       print(f"teacher: training {model} on all {len(train_src)} {dataset} training images for "
             f"{recipe.epochs} epochs -> {path}"
-            + (f" ({legacy} {LEGACY_NOTE})" if legacy else ""), file=sys.stderr, flush=True)
+            + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else ""), file=sys.stderr, flush=True)
       _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
   with open(done_file, encoding="utf-8") as f:
     info = json.load(f)
