@@ -145,7 +145,11 @@ def test_report_pools_the_students_of_every_selection(grid, tmp_path):
   assert "30.00" not in md
   md10 = grid.write_report(str(root), str(tmp_path / "out"), dataset="cifar10")
   assert md10.startswith("# CIFAR-10:") and "30.00 ± 0.50" in md10
-  assert "(published" not in md10
+  # Each dataset's own published rows: CIFAR-10's DC-paper baselines, not Fashion-MNIST's IDC.
+  assert "| Random (published, real images) | 14.4 | 26.0 | 43.4 |" in md10.splitlines()
+  assert "| DSA (published, distilled pixels) | 28.8 | 52.1 | 60.6 |" in md10.splitlines()
+  assert "IDC-I" not in md10 and "JPEG-q75 copy" in md10
+  assert "real images" not in md
   assert os.path.exists(tmp_path / "out" / "cifar10.md")
 
 
