@@ -625,7 +625,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
     label = "hard" if r["recipe"]["labels"] == "hard" else "soft"
     by_key[(grid, r.get("_variant") or r["method"], r["ipc"], label)].append(r)
     if grid == "main":  # the ablation names its own split
-      splits_seen.add(r.get("test_split", f"{r['dataset']} test"))
+      splits_seen.add(report.portable_name(r.get("test_split", f"{r['dataset']} test")))
     env = r.get("environment", {})
     machines.add(f"{env.get('backend', '?')} ({env.get('machine', '?')}), jax {env.get('jax')}"
                  + (f", {env['conv_path']} CPU layers" if env.get("conv_path") else ""))
@@ -686,8 +686,8 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   if abl:
     aipcs = sorted({k[2] for k in abl})
     rs = [r for k in abl for r in by_key[k]]
-    where = sorted({r.get("test_split", "?") + f" ({r.get('test_examples', '?')} images)"
-                    for r in rs})
+    where = sorted({report.portable_name(r.get("test_split", "?"))
+                    + f" ({r.get('test_examples', '?')} images)" for r in rs})
     lines += ["## PCA ablation (hard labels)", "",
               "Tested on " + "; ".join(where) + ". Protocol "
               + ", ".join(sorted({f"`{r['protocol']}`" for r in rs}))
@@ -811,7 +811,7 @@ def plot_ablation(results: list[dict], path: str) -> None:
     ax.set_yticks(ys, names, fontsize=8)
     ax.set_xlim(0, 100)
     ax.set_xlabel("top-1 accuracy (%)")
-    split = sorted({r.get("test_split", "?") for r in cell.values()})
+    split = sorted({report.portable_name(r.get("test_split", "?")) for r in cell.values()})
     ax.set_title(f"IPC {ipc} — " + "; ".join(split), fontsize=8)
     ax.grid(True, axis="x", alpha=0.3)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -32,12 +32,6 @@ PART_TITLES = {
 }
 
 
-
-def _portable(split: str) -> str:
-  """A split name without this machine's directories: 'parquet:/a/b/cifar10-jpeg[...]' ->
-  'parquet:cifar10-jpeg[...]'."""
-  return re.sub(r"(parquet:|folder:)(/[^\[\]:]*/)", r"\1", split)
-
 def load(root: str) -> list[dict]:
   """Every finished cell under root, with _path, _split, _dataset, _part, _cell from its path
   (root/<split>/<dataset>/<part>/<cell>_ipc<ipc>/results.json)."""
@@ -178,7 +172,7 @@ def report_markdown(results: list[dict]) -> str:
           row += [_sharp(r), *_resampled(r)] if r else ["—", "—", "—"]
         lines.append(f"| {name.replace('_', ' ')} | {setting} | "
                      + " | ".join(row) + " |")
-      split_names = sorted({_portable(r.get("test_split", "?"))
+      split_names = sorted({report.portable_name(r.get("test_split", "?"))
                             + f", {r.get('test_examples', '?')} images"
                             for r in cells.values()})
       lines += ["", "Tested on " + "; ".join(split_names) + ". *resampled*: the same students "

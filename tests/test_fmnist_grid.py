@@ -135,7 +135,9 @@ def test_report_pools_the_students_of_every_selection(grid, tmp_path):
     _write(root, "main/hard/random_ipc1_e301" + (f"_sel{sel}" if sel else ""),
            _result("random", 1, "small_data", "hard", top1s) | dict(selection_seed=sel))
   _write(root, "cifar10/main/hard/random_ipc1_e301",  # another dataset's grid: not in fmnist.md
-         _result("random", 1, "small_data", "hard", [30.0] * 5) | dict(dataset="parquet:x"))
+         _result("random", 1, "small_data", "hard", [30.0] * 5)
+         | dict(dataset="parquet:/home/u/data/cifar10-jpeg",
+                test_split="parquet:/home/u/data/cifar10-jpeg test"))
   md = grid.write_report(str(root), str(tmp_path / "out"))
   row = next(line for line in md.splitlines() if line.startswith("| Random |"))
   # Six students, pooled: mean 46.0, std (ddof 0) over all six.
@@ -149,6 +151,8 @@ def test_report_pools_the_students_of_every_selection(grid, tmp_path):
   assert "| Random (published, real images) | 14.4 | 26.0 | 43.4 |" in md10.splitlines()
   assert "| DSA (published, distilled pixels) | 28.8 | 52.1 | 60.6 |" in md10.splitlines()
   assert "IDC-I" not in md10 and "JPEG-q75 copy" in md10
+  # The report names the split without the machine's directories (it is committed).
+  assert "on parquet:cifar10-jpeg test;" in md10 and "/home/u" not in md10
   assert "real images" not in md
   assert os.path.exists(tmp_path / "out" / "cifar10.md")
 

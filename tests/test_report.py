@@ -185,3 +185,11 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
   assert cli.main(["--out", str(tmp_path / "o"), str(tmp_path / "empty")]) == 2
   assert "no results.json" in capsys.readouterr().err
   assert not (tmp_path / "o").exists()  # nothing written on error
+
+
+def test_portable_name_drops_the_machines_directories():
+  assert report.portable_name("parquet:/a/b/cifar10-jpeg test") == "parquet:cifar10-jpeg test"
+  assert (report.portable_name("folder:/data/imagenet[train:val] validation")
+          == "folder:imagenet[train:val] validation")
+  assert report.portable_name("fashion_mnist test") == "fashion_mnist test"
+  assert report.portable_name("parquet:relative/x test") == "parquet:relative/x test"

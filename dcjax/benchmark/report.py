@@ -13,6 +13,7 @@ import glob
 import json
 import math
 import os
+import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from numbers import Real
@@ -164,6 +165,12 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
     writer = csv.DictWriter(f, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)
+
+
+def portable_name(name: str) -> str:
+  """A dataset or split name without this machine's directories, for reports kept in a
+  repository: 'parquet:/a/b/cifar10-jpeg[...] test' -> 'parquet:cifar10-jpeg[...] test'."""
+  return re.sub(r"(parquet:|folder:)(/[^\[\]:]*/)", r"\1", name)
 
 
 def human_bytes(n: int) -> str:
