@@ -351,7 +351,9 @@ def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_
   _write(root, "main/hard/random_ipc10_e301",
          _result("random", 10, "small_data", "hard", [75.0] * 5))
   _write(root, "cifar10/main/soft/random_ipc1_e301_sel1",
-         _result("random", 1, "soft", "teacher", [60.0] * 5))
+         _result("random", 1, "soft", "teacher", [60.0] * 5)
+         | dict(dataset="parquet:/home/u/cifar10-jpeg",
+                test_split="parquet:/home/u/cifar10-jpeg[holdout 500/class seed 0] validation"))
   (root / "main/hard/random_ipc10_e301/checkpoints").mkdir()
   (root / "main/hard/herding_ipc10_e301").mkdir()  # not finished: not archived
   assert grid.main(["archive", "--root", str(root), "--to", str(to)]) == 0
@@ -359,6 +361,15 @@ def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_
   assert sorted(str(p.relative_to(to)) for p in to.rglob("*") if p.is_file()) == [
       "cifar10/main/soft/random_ipc1_e301_sel1/results.json",
       "main/hard/random_ipc10_e301/results.json"]
+  # The archive is committed: its names lose the machine's directories, the rest is verbatim.
+  kept = json.loads((to / "cifar10/main/soft/random_ipc1_e301_sel1/results.json").read_text())
+  ran = json.loads((root / "cifar10/main/soft/random_ipc1_e301_sel1/results.json").read_text())
+  assert kept["dataset"] == "parquet:cifar10-jpeg"
+  assert kept["test_split"] == "parquet:cifar10-jpeg[holdout 500/class seed 0] validation"
+  assert {k: v for k, v in kept.items() if k not in ("dataset", "test_split")} == {
+      k: v for k, v in ran.items() if k not in ("dataset", "test_split")}
+  assert ((to / "main/hard/random_ipc10_e301/results.json").read_bytes()
+          == (root / "main/hard/random_ipc10_e301/results.json").read_bytes())
   assert grid.main(["run", "--root", str(to), "--methods", "random,herding", "--ipcs", "10",
                     "--protocols", "hard", "--dry-run"]) == 0
   out = capsys.readouterr().out

@@ -170,7 +170,12 @@ def write_csv(rows: Sequence[dict], path: str) -> None:
 def portable_name(name: str) -> str:
   """A dataset or split name without this machine's directories, for reports kept in a
   repository: 'parquet:/a/b/cifar10-jpeg[...] test' -> 'parquet:cifar10-jpeg[...] test'."""
-  return re.sub(r"(parquet:|folder:)(/[^\[\]:]*/)", r"\1", name)
+  return _MACHINE_DIRS.sub(r"\1", name)
+
+
+# A parquet:/folder: source's absolute directories, up to its own name (which may carry
+# [holdout ...] or [train:val]); also matched inside a JSON text, so no quote is crossed.
+_MACHINE_DIRS = re.compile(r"(parquet:|folder:)/[^\[\]:\"]*/")
 
 
 def human_bytes(n: int) -> str:
