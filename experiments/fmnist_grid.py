@@ -468,8 +468,8 @@ def _grid_cell(rel: str) -> bool:
 
 def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
   """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
-  results.json is a workdir's last file; its parquet:/folder: names without this machine's
-  directories) to the same path under `to`: all a report row needs and all `run` needs to
+  results.json is a workdir's last file; through report.portable_record, so it names no
+  directory of this machine) to the same path under `to`: all a report row needs and all `run` needs to
   skip the cell, so the record outlives the machine (run roots do not).
   The rest of a workdir (checkpoints, the set) stays behind, and what `archive_unfinished` kept
   of the cell before it finished is dropped. Returns the cells copied."""
@@ -482,9 +482,10 @@ def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
       with open(path, encoding="utf-8") as f:
         text = f.read()
       # The record is committed: its dataset and split names lose this machine's directories
-      # (report.portable_name); `run` reads only its students, a report only names them.
+      # and the cache paths lose its home (report.portable_record); `run` reads only its
+      # students, a report only names them.
       with open(os.path.join(to, rel), "w", encoding="utf-8") as f:
-        f.write(report.portable_name(text))
+        f.write(report.portable_record(text))
       _drop_unfinished(dest)
       copied.append(os.path.dirname(rel))
   return copied

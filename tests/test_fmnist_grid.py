@@ -346,14 +346,17 @@ def test_findings_not_measured_where_the_cells_they_compare_are_missing(grid, tm
   assert "| 10 | 5.0 KB | — | — | — |" in md
 
 
-def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_path, capsys):
+def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_path, capsys,
+                                                                    monkeypatch):
+  monkeypatch.setenv("HOME", "/home/u")
   root, to = tmp_path / "runs", tmp_path / "archive"
   _write(root, "main/hard/random_ipc10_e301",
          _result("random", 10, "small_data", "hard", [75.0] * 5))
   _write(root, "cifar10/main/soft/random_ipc1_e301_sel1",
          _result("random", 1, "soft", "teacher", [60.0] * 5)
          | dict(dataset="parquet:/home/u/cifar10-jpeg",
-                test_split="parquet:/home/u/cifar10-jpeg[holdout 500/class seed 0] validation"))
+                test_split="parquet:/home/u/cifar10-jpeg[holdout 500/class seed 0] validation",
+                teacher=dict(dir="/home/u/.cache/dcjax/teachers/c10", top1=70.0)))
   (root / "main/hard/random_ipc10_e301/checkpoints").mkdir()
   (root / "main/hard/herding_ipc10_e301").mkdir()  # not finished: not archived
   assert grid.main(["archive", "--root", str(root), "--to", str(to)]) == 0
@@ -366,8 +369,9 @@ def test_archive_keeps_finished_cells_results_only_and_run_skips_them(grid, tmp_
   ran = json.loads((root / "cifar10/main/soft/random_ipc1_e301_sel1/results.json").read_text())
   assert kept["dataset"] == "parquet:cifar10-jpeg"
   assert kept["test_split"] == "parquet:cifar10-jpeg[holdout 500/class seed 0] validation"
-  assert {k: v for k, v in kept.items() if k not in ("dataset", "test_split")} == {
-      k: v for k, v in ran.items() if k not in ("dataset", "test_split")}
+  assert kept["teacher"] == dict(dir="~/.cache/dcjax/teachers/c10", top1=70.0)
+  assert {k: v for k, v in kept.items() if k not in ("dataset", "test_split", "teacher")} == {
+      k: v for k, v in ran.items() if k not in ("dataset", "test_split", "teacher")}
   assert ((to / "main/hard/random_ipc10_e301/results.json").read_bytes()
           == (root / "main/hard/random_ipc10_e301/results.json").read_bytes())
   assert grid.main(["run", "--root", str(to), "--methods", "random,herding", "--ipcs", "10",

@@ -193,3 +193,13 @@ def test_portable_name_drops_the_machines_directories():
           == "folder:imagenet[train:val] validation")
   assert report.portable_name("fashion_mnist test") == "fashion_mnist test"
   assert report.portable_name("parquet:relative/x test") == "parquet:relative/x test"
+
+
+def test_portable_record_writes_the_home_directory_as_a_tilde(monkeypatch):
+  monkeypatch.setenv("HOME", "/home/ann")
+  record = json.dumps({"dataset": "parquet:/data/c10", "teacher": {"dir": "/home/ann/.cache/t"},
+                       "score_file": "/home/annie/s.npz", "note": "see /home/ann/x"})
+  assert json.loads(report.portable_record(record)) == {
+      "dataset": "parquet:c10", "teacher": {"dir": "~/.cache/t"},
+      "score_file": "/home/annie/s.npz",  # another directory that only starts the same: kept
+      "note": "see /home/ann/x"}  # only a path that is a whole JSON string's start

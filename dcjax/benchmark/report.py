@@ -173,6 +173,17 @@ def portable_name(name: str) -> str:
   return _MACHINE_DIRS.sub(r"\1", name)
 
 
+def portable_record(text: str) -> str:
+  """A results.json text for a repository: its dataset and split names through portable_name,
+  and this user's home directory (where the default caches of teachers and score files live)
+  written as '~', so the record names no directory of this machine."""
+  home = os.path.expanduser("~").rstrip("/")
+  text = portable_name(text)
+  if home and home != "/":  # a JSON text writes '/' unescaped, so the path is found as is
+    text = re.sub(rf'"{re.escape(home)}/', '"~/', text)
+  return text
+
+
 # A parquet:/folder: source's absolute directories, up to its own name (which may carry
 # [holdout ...] or [train:val]); also matched inside a JSON text, so no quote is crossed.
 _MACHINE_DIRS = re.compile(r"(parquet:|folder:)/[^\[\]:\"]*/")
