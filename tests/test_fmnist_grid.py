@@ -52,7 +52,7 @@ def test_ablation_cells_and_bad_method(grid, tmp_path, capsys):
 def _result(method, ipc, protocol, labels, top1s, epochs=301, augment="dsa"):
   mean = sum(top1s) / len(top1s)
   return dict(method=method, dataset="fashion_mnist", ipc=ipc, num_images=10 * ipc,
-              protocol=protocol, model="convnet", top1_mean=mean, top1_std=0.5,
+              num_classes=10, protocol=protocol, model="convnet", top1_mean=mean, top1_std=0.5,
               top5_mean=99.0, top5_std=0.1, test_split="fashion_mnist test",
               runs=[dict(seed=s, top1=t, top5=99.0) for s, t in enumerate(top1s)],
               storage=dict(image_bytes=500 * ipc),
@@ -331,6 +331,11 @@ def test_findings_state_each_verdict_with_its_numbers(grid, tmp_path):
   assert "(3) Soft labels cost far more storage than the images (at least 10x): " \
          "reproduced.**" in findings
   assert "IPC 1: soft labels 50.0 KB vs images 500 B (100x), teacher 300.0 KB" in findings
+  # Why: per image 301 x 10 x 2 B of labels vs 50 B of PNG; at ImageNet-1K's scale, arithmetic.
+  assert ("Per stored image: 301 epochs x 10 classes x 2 B = 6.0 KB of labels vs 50 B of image"
+          in findings)
+  assert ("gives 6.0 GB of soft labels, 38x the paper's 157.0 MB of images; the paper reports "
+          "5.8 GB, ~40x.") in findings
   storage = md.split("## Storage")[1]
   assert "| 1 | 500 B | 50.0 KB | 300.0 KB | 100x |" in storage
   assert "| 10 | 5.0 KB | 500.0 KB | 300.0 KB | 100x |" in storage

@@ -407,6 +407,12 @@ def train_and_test(wd: Workdir, student: student_lib.Student, c: methods.Compres
   return result
 
 
+def soft_label_bytes(epochs: int, num_images: int, num_classes: int) -> int:
+  """Pre-computed soft labels as FKD-style label files store them: one fp16 vector of
+  num_classes per image per epoch."""
+  return epochs * num_images * num_classes * 2
+
+
 def storage_costs(recipe: Recipe, num_images: int, num_classes: int, image_bytes: int,
                   teacher_param_bytes: int) -> dict[str, int]:
   """What each way of using the compressed set costs to store.
@@ -416,7 +422,8 @@ def storage_costs(recipe: Recipe, num_images: int, num_classes: int, image_bytes
   """
   soft = recipe.labels == "teacher"
   return dict(image_bytes=int(image_bytes),
-              soft_label_bytes=recipe.epochs * num_images * num_classes * 2 if soft else 0,
+              soft_label_bytes=soft_label_bytes(recipe.epochs, num_images, num_classes)
+              if soft else 0,
               teacher_bytes=int(teacher_param_bytes) if soft else 0)
 
 
