@@ -93,8 +93,9 @@ def test_rows_and_csv(runs_dir, tmp_path):
   assert row["n_seeds"] == 3
   assert row["top1"] == f"{expected['top1_mean']:.2f} ± {expected['top1_std']:.2f}"
   assert row["top5"] == f"{expected['top5_mean']:.2f} ± {expected['top5_std']:.2f}"
+  # The total counts the label file, not the teacher too: a soft run stores one or the other.
   assert (row["image_bytes"], row["soft_label_bytes"], row["total_bytes"]) == (
-      20000, 4000, 1_024_000)
+      20000, 4000, 24000)
   assert row["epochs"] == 400
   hard = next(r for r in rows if r["protocol"] == "hard" and r["ipc"] == 1)
   assert (hard["soft_label_bytes"], hard["total_bytes"], hard["epochs"]) == (0, 2000, 300)
@@ -120,7 +121,7 @@ def test_markdown(runs_dir):
   assert key == sorted(key)
   assert cells[0][:6] == ["cifar10", "convnet", "hard", "herding", "1", "3"]
   soft10 = next(c for c in cells if c[2] == "soft" and c[4] == "10" and c[3] == "random")
-  assert soft10[8:] == ["20.0 KB", "4.0 KB", "1.0 MB", "400"]
+  assert soft10[8:] == ["20.0 KB", "4.0 KB", "24.0 KB", "400"]
   assert report.human_bytes(999) == "999 B"
 
 
@@ -142,7 +143,9 @@ def test_a_log_axis_within_one_decade_gets_ticks_that_read_apart():
   assert report.narrow_log_ticks([161_300, 161_720, 161_500]) == [161_300, 161_500, 161_700]
   assert report.narrow_log_ticks([4_800, 6_000]) == [4_800, 5_400, 6_000]
   assert report.narrow_log_ticks([5_000]) == [5_000]
-  assert report.narrow_log_ticks([900, 5_000]) is None  # 1,000 lies inside: decade ticks
+  # One power of ten inside: it and the ends (hard and soft cells of one IPC on one axis).
+  assert report.narrow_log_ticks([4_800, 65_000]) == [4_800, 10_000, 65_000]
+  assert report.narrow_log_ticks([900, 5_000, 12_000]) is None  # 1,000 and 10,000: decades
   assert report.narrow_log_ticks([0, -1]) is None
 
 

@@ -123,9 +123,13 @@ def collect(paths_or_globs: str | Iterable[str]) -> list[dict]:
 # ---- table ----
 
 def total_bytes(result: dict) -> int:
-  """Everything the result's method must store: the sum of its storage's *_bytes entries
-  (images, plus soft labels and a teacher where the method keeps them)."""
-  return sum(v for k, v in result["storage"].items() if k.endswith("_bytes"))
+  """What the compressed set costs to store with its labels, as the paper counts it: the images
+  plus, for soft labels, the pre-computed label file (`soft_label_bytes`). The teacher
+  (`teacher_bytes`) is the other way to give soft labels, relabelling on the fly instead of
+  reading a file: one or the other is stored, never both, so it is not added here (the grid's
+  storage table sets it beside the labels)."""
+  storage = result["storage"]
+  return int(storage["image_bytes"]) + int(storage.get("soft_label_bytes", 0))
 
 
 def _sort_key(row: dict) -> tuple:
@@ -324,14 +328,19 @@ def _round_sig(v: float, digits: int) -> float:
 
 
 def narrow_log_ticks(xs: Sequence[float]) -> list[float] | None:
-  """Ticks for a log axis whose data (the positive `xs`) spans no power of ten, where the
-  axis would otherwise have no labelled tick: the ends and their geometric mean, with the
-  fewest significant digits (2-5) that keep them apart. None where a power of ten lies
-  inside the range (the decades label the axis) or there is no positive value."""
+  """Ticks for a log axis whose data (the positive `xs`) spans fewer than two powers of ten,
+  where the decades alone would label it with one tick or none: the ends, with the power of
+  ten between them or else their geometric mean, with the fewest significant digits (2-5) that
+  keep them apart. None where two or more powers of ten lie inside the range (the decades
+  label the axis) or there is no positive value."""
   xs = [v for v in xs if v > 0]
-  if not xs or math.floor(math.log10(min(xs))) != math.floor(math.log10(max(xs))):
+  if not xs:
     return None
-  span = (min(xs), math.sqrt(min(xs) * max(xs)), max(xs))
+  lo, hi = min(xs), max(xs)
+  decades = [10.0 ** p for p in range(math.ceil(math.log10(lo)), math.floor(math.log10(hi)) + 1)]
+  if len(decades) > 1:
+    return None
+  span = (lo, decades[0] if decades else math.sqrt(lo * hi), hi)
   for digits in (2, 3, 4, 5):
     ticks = {_round_sig(v, digits) for v in span}
     if len(ticks) == len(set(span)):
@@ -347,5 +356,5 @@ def plot_accuracy_vs_ipc(results: Sequence[dict], path: str) -> None:
 
 def plot_accuracy_vs_storage(results: Sequence[dict], path: str) -> None:
   """Top-1 against total stored bytes (log x; see `total_bytes`), points labelled by ipc."""
-  _plot(_points(results), "bytes", "stored bytes (images + soft labels + teacher)", path,
+  _plot(_points(results), "bytes", "stored bytes (images + soft-label file)", path,
         annotate_ipc=True)
