@@ -778,7 +778,8 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
     f.write(md)
   # One line per method and protocol across IPCs, named as in the table; the schedule of each
   # point (some IPCs ran reduced) is in the table, not in the legend.
-  # One panel per label kind (the plots' panels are per dataset), each method one colour in both.
+  # Accuracy vs IPC: one panel per label kind (the plots' panels are per dataset), each method
+  # one colour in both.
   main = [dict(r, method=DISPLAY.get(r["_variant"], r["_variant"]),
                recipe={k: v for k, v in r["recipe"].items() if k != "epochs"})
           for r in results if _grid_and_variant(r["_path"])[0] == "main"]
