@@ -674,5 +674,26 @@ def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_p
   findings = md.split("## Findings")[1].split("## Storage")[0]
   assert ("IPC 1: best pruning Herding 68.00 ± 0.50 (5 students) vs best distillation RDED "
           "(tile view) 64.00 ± 0.50 (5 students): pruning ahead by 4.00 (pooled std 0.50); "
+          "under the protocol's own augmentation pruning is ahead of RDED 12.00 ± 0.50 "
+          "(5 students) by 56.00 (pooled std 0.50); "
           "the same sets, RDED 12.00 ± 0.50 (5 students) under the protocol's augmentation, "
           "64.00 ± 0.50 (5 students) with the tile view") in findings
+
+
+def test_finding_2_states_the_protocols_own_view_where_a_diagnostic_row_decides(grid, tmp_path):
+  """The tile view beats pruning, so the verdict is 'not reproduced'; the line still says that
+  under the protocol's own augmentation pruning is ahead of SRe2L and RDED."""
+  root = tmp_path / "runs"
+  hard = lambda m, t, augment="dsa": _result(m, 1, "small_data", "hard", [t] * 5,  # noqa: E731
+                                             augment=augment)
+  _write(root, "main/hard/el2n_easy_ipc1_e301", hard("el2n_easy", 23.0))
+  _write(root, "main/hard/rded_ipc1_e301", hard("rded", 11.0))
+  _write(root, "main/hard/sre2l_ipc1_e301", hard("sre2l", 24.0))
+  _write(root, "main/hard/rded_tile_ipc1_e301", hard("rded", 30.0, "tile_dsa"))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  findings = md.split("## Findings")[1].split("## Storage")[0]
+  assert "(2) Under hard labels synthesised images collapse and pruning wins: not reproduced" \
+      in findings
+  assert ("pruning behind by 7.00 (pooled std 0.50); under the protocol's own augmentation "
+          "pruning is ahead of RDED 11.00 ± 0.50 (5 students) by 12.00 (pooled std 0.50), "
+          "behind SRe2L 24.00 ± 0.50 (5 students) by 1.00 (pooled std 0.50)") in findings
