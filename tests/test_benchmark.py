@@ -61,6 +61,9 @@ def test_end_to_end_writes_results_and_compressed_set(tmp_path):
   # The students' convolution path is recorded (the paths differ in float rounding).
   assert on_disk["environment"]["conv_path"] == ("fused" if jax.default_backend() == "cpu"
                                                  else "xla")
+  if jax.default_backend() == "cpu":  # which CPU kind, on how many threads (rounding differs)
+    assert isinstance(on_disk["environment"]["cpu"], str)
+    assert on_disk["environment"]["cpu_threads"] >= 1
   for run in on_disk["runs"]:
     assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
   # The setup before the first student is part of the wall time, the students the rest.

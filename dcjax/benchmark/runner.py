@@ -489,9 +489,25 @@ def _environment(config) -> dict[str, Any]:
              python=platform.python_version(), backend=jax.default_backend(),
              devices=[d.device_kind for d in jax.devices()][:1], device_count=jax.device_count(),
              machine=platform.machine())
+  if env["backend"] == "cpu":  # CPU kinds and thread counts differ in float rounding
+    env["cpu"] = _cpu_model()
+    if hasattr(os, "sched_getaffinity"):
+      env["cpu_threads"] = len(os.sched_getaffinity(0))
   if config.eval.model == "convnet":  # the students' convolution path (dcjax.layers)
     env["conv_path"] = layers.conv_path(config.eval.model_kwargs.get("impl"))
   return env
+
+
+def _cpu_model() -> str:
+  """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor()
 
 
 def _slug(name: str) -> str:
