@@ -262,7 +262,8 @@ def _points(results: Sequence[dict]) -> list[dict]:
   return points
 
 
-def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool) -> None:
+def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool,
+          sharey: bool = False) -> None:
   # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend,
   # safe in scripts, tests and threads.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -280,7 +281,7 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
   marker = {q: "osD^"[i % 4] for i, q in enumerate(protocols)}
   fig = Figure(figsize=(5.5 * len(datasets) + 2.2, 4.2), layout="constrained")
   FigureCanvasAgg(fig)
-  axes = fig.subplots(1, len(datasets), squeeze=False)[0]
+  axes = fig.subplots(1, len(datasets), squeeze=False, sharey=sharey)[0]
   for ax, dataset in zip(axes, datasets):
     lines: dict[str, list[dict]] = defaultdict(list)
     for p in points:
@@ -310,7 +311,8 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
         ax.set_xticks(ticks)
     ax.set_title(dataset)
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("top-1 accuracy (%)")
+    if ax is axes[0] or not sharey:
+      ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
   handles, labels = axes[0].get_legend_handles_labels()
   for ax in axes[1:]:  # every label once, across panels
@@ -348,10 +350,11 @@ def narrow_log_ticks(xs: Sequence[float]) -> list[float] | None:
   return sorted(set(span))
 
 
-def plot_accuracy_vs_ipc(results: Sequence[dict], path: str) -> None:
+def plot_accuracy_vs_ipc(results: Sequence[dict], path: str, sharey: bool = False) -> None:
   """Top-1 (mean ± std over seeds) against images per class (log x), one panel per dataset
-  and one line per (method, protocol); saved as an image at `path` (format from its suffix)."""
-  _plot(_points(results), "ipc", "images per class", path, annotate_ipc=False)
+  and one line per (method, protocol); saved as an image at `path` (format from its suffix).
+  sharey: one accuracy axis for every panel (panels that are views of one dataset)."""
+  _plot(_points(results), "ipc", "images per class", path, annotate_ipc=False, sharey=sharey)
 
 
 def plot_accuracy_vs_storage(results: Sequence[dict], path: str) -> None:
