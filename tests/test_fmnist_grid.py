@@ -341,13 +341,37 @@ def test_findings_state_each_verdict_with_its_numbers(grid, tmp_path):
   assert "| 10 | 5.0 KB | 500.0 KB | 300.0 KB | 100x |" in storage
 
 
+def test_pca_finding_states_the_hard_label_lead_and_the_soft_label_cells_storage(grid, tmp_path):
+  root = tmp_path / "runs"
+  hard = lambda m, ipc, t: _result(m, ipc, "small_data", "hard", [t] * 5)  # noqa: E731
+  # IPC 1: PCA 3 points ahead of herding (holds); IPC 10: PCA 0.3 behind RDED's tile view.
+  _write(root, "main/hard/pca_ipc1_e301", hard("pca", 1, 71.0))
+  _write(root, "main/hard/herding_ipc1_e301", hard("herding", 1, 68.0))
+  _write(root, "main/soft/el2n_easy_ipc1_e301",
+         _soft(_result("el2n_easy", 1, "soft", "teacher", [75.0] * 5), 60_000))
+  _write(root, "main/hard/pca_ipc10_e301", hard("pca", 10, 80.0))
+  _write(root, "main/hard/rded_tile_ipc10_e301", hard("rded", 10, 80.3))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  findings = md.split("## Findings")[1].split("## Storage")[0]
+  assert ("(PCA, method.md section 3) With hard labels alone, PCA beats every other method "
+          "with hard labels: partly reproduced.**") in findings
+  # The soft cell stores its images (500 B) and its label file (60 KB), not its teacher.
+  assert ("IPC 1: PCA 71.00 ± 0.50 (5 students) vs the best other hard-label cell Herding "
+          "68.00 ± 0.50 (5 students): PCA ahead by 3.00 (pooled std 0.50); against the best "
+          "soft-label cell, EL2N easy 75.00 ± 0.50 (5 students), which stores 60.5 KB with its "
+          "label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50)") in findings
+  assert ("IPC 10: PCA 80.00 ± 0.50 (5 students) vs the best other hard-label cell RDED (tile "
+          "view) 80.30 ± 0.50 (5 students): PCA behind by 0.30 (pooled std 0.50)") in findings
+
+
 def test_findings_not_measured_where_the_cells_they_compare_are_missing(grid, tmp_path):
   root = tmp_path / "runs"
   _write(root, "main/hard/random_ipc10_e301",
          _result("random", 10, "small_data", "hard", [75.0] * 5))
   md = grid.write_report(str(root), str(tmp_path / "out"))
-  assert md.count(": not measured yet.**") == 3
+  assert md.count(": not measured yet.**") == 4  # the three findings and PCA's claim
   assert "needs random and RDED or SRe2L under soft labels at one IPC" in md
+  assert "needs PCA and another method under hard labels at one IPC" in md
   assert "| 10 | 5.0 KB | — | — | — |" in md
 
 
