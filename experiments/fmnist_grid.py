@@ -688,7 +688,14 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
       lines += [" ".join(ROW_NOTES[m] for m in shown), ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
           if grid == "main"}
+  stem = DATASETS[dataset][2]  # write_report's plots, beside this file
+  if main:
+    lines += [f"![top-1 against images per class, hard and soft labels]({stem}_acc_vs_ipc.png)",
+              ""]
   lines += grid_findings.findings_markdown(main, DISPLAY) + grid_findings.storage_markdown(main)
+  if main:
+    lines += [f"![top-1 against stored bytes (images + soft-label file), hard and soft labels "
+              f"on one axis]({stem}_acc_vs_storage.png)", ""]
   abl = [k for k in by_key if k[0] == "ablation"]
   if abl:
     aipcs = sorted({k[2] for k in abl})
@@ -701,9 +708,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
               + "; IPC counts stored images (a k×k tile stores k² source images).", "",
               "| variant | k | augmentation | epochs | " + " | ".join(f"IPC {i}" for i in aipcs)
               + " |", "|---|---:|---|---:|" + "---:|" * len(aipcs)]
-    for name in ABLATION:
-      found = [by_key[("ablation", name, i, "hard")][-1] for i in aipcs
-               if by_key.get(("ablation", name, i, "hard"))]
+    for variant in ABLATION:
+      found = [by_key[("ablation", variant, i, "hard")][-1] for i in aipcs
+               if by_key.get(("ablation", variant, i, "hard"))]
       if not found:
         continue
       r = found[0]
@@ -711,11 +718,13 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
       scale = (r.get("config") or {}).get("eval", {}).get("crop_scale")
       if scale:
         aug += f" (scale {scale[0]}-{scale[1]})"
-      row = [_cell_text(by_key[("ablation", name, i, "hard")])
-             if by_key.get(("ablation", name, i, "hard")) else "—" for i in aipcs]
-      lines.append(f"| {name} | {r.get('combine_k', 1)} | {aug} | {r['recipe']['epochs']} | "
+      row = [_cell_text(by_key[("ablation", variant, i, "hard")])
+             if by_key.get(("ablation", variant, i, "hard")) else "—" for i in aipcs]
+      lines.append(f"| {variant} | {r.get('combine_k', 1)} | {aug} | {r['recipe']['epochs']} | "
                    + " | ".join(row) + " |")
     lines.append("")
+    if any(r.get("_variant") for r in rs):  # write_report plots the same cells
+      lines += [f"![the PCA ablation's variants per IPC]({stem}_ablation.png)", ""]
   return "\n".join(lines)
 
 

@@ -105,6 +105,7 @@ def test_report_table_marks_reduced_cells_and_has_the_pca_row(grid, tmp_path):
   assert open(tmp_path / "out" / "fmnist.md").read() == md
   for png in ("fmnist_acc_vs_ipc.png", "fmnist_acc_vs_storage.png", "fmnist_ablation.png"):
     assert open(tmp_path / "out" / png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    assert f"]({png})" in md  # the report shows each plot it writes
 
 
 def test_cifar10_cells_and_selection_seeds(grid, tmp_path, capsys):
