@@ -189,7 +189,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
                f"{_bytes(_total_bytes(pca))}: PCA " + _versus_word(pca, s_cell))
     return gap > std, text
 
-  return (["## Findings (method.md section 2)", "",
+  return (["## Findings (method.md sections 2 and 3)", "",
            "Each finding holds at an IPC as stated here, is *reproduced* where it holds at every "
            "IPC measured and *partly* where at some (experiments/grid_findings.py states the "
            "rules). Spreads are the std over every student of a cell (selections pooled).", ""]
