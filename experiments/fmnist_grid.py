@@ -469,8 +469,8 @@ def _grid_cell(rel: str) -> bool:
 def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
   """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
   results.json is a workdir's last file; through report.portable_record, so it names no
-  directory of this machine) to the same path under `to`: all a report row needs and all `run` needs to
-  skip the cell, so the record outlives the machine (run roots do not).
+  directory of this machine) to the same path under `to`: all a report row needs and all `run`
+  needs to skip the cell, so the record outlives the machine (run roots do not).
   The rest of a workdir (checkpoints, the set) stays behind, and what `archive_unfinished` kept
   of the cell before it finished is dropped. Returns the cells copied."""
   copied = []

@@ -57,18 +57,13 @@ def _acc(r: dict) -> str:
   return f"{r['top1_mean']:.2f} ± {r['top1_std']:.2f} ({len(r['runs'])} students)"
 
 
-def _versus(a: dict, b: dict, b_name: str) -> str:
-  """'ahead of B 14.42 ± 0.85 (25 students) by 8.81 (pooled std 0.62)': a against b."""
+def _gap(a: dict, b: dict, of: str = "") -> str:
+  """a's top-1 against b's: 'ahead by 3.00 (pooled std 0.50)' / 'behind by ...', or, naming b
+  as `of`, 'ahead of RDED 11.00 ± 0.50 (5 students) by ...' / 'behind RDED ... by ...'."""
   gap = a["top1_mean"] - b["top1_mean"]
-  return (f"{'ahead of' if gap >= 0 else 'behind'} {b_name} {_acc(b)} by {abs(gap):.2f} "
-          f"(pooled std {_pooled_std(a, b):.2f})")
-
-
-def _versus_word(a: dict, b: dict) -> str:
-  """'ahead by 1.20 (pooled std 0.50)' / 'behind by ...': a against b."""
-  gap = a["top1_mean"] - b["top1_mean"]
-  return (f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} (pooled std "
-          f"{_pooled_std(a, b):.2f})")
+  side = (("ahead of " if gap >= 0 else "behind ") + of) if of else (
+      "ahead" if gap >= 0 else "behind")
+  return f"{side} by {abs(gap):.2f} (pooled std {_pooled_std(a, b):.2f})"
 
 
 def _total_bytes(r: dict) -> int:
@@ -109,8 +104,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
     m, d = best
     gap, std = random["top1_mean"] - d["top1_mean"], _pooled_std(random, d)
     return gap >= -std, (f"random {_acc(random)} vs {name(m)} {_acc(d)}: random "
-                         f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} "
-                         f"(pooled std {std:.2f})")
+                         + _gap(random, d))
 
   def hard_pruning_vs_distillation(ipc):
     prune, best = _best(cells, PRUNING, ipc, "hard"), _best(cells, DISTILLATION, ipc, "hard")
@@ -121,13 +115,13 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
     drops = [f"{name(x)} {cells[x, ipc, 'soft']['top1_mean'] - cells[x, ipc, 'hard']['top1_mean']:+.2f}"
              for x in DISTILLATION if (x, ipc, "hard") in cells and (x, ipc, "soft") in cells]
     text = (f"best pruning {name(p)} {_acc(pr)} vs best distillation {name(m)} {_acc(d)}: "
-            f"pruning {'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} (pooled std "
-            f"{std:.2f})")
+            f"pruning {_gap(pr, d)}")
     if m in TILE_VIEW:  # the verdict rests on a diagnostic row: the protocol's own view beside
       own = [x for x in DISTILLATION if x not in TILE_VIEW and (x, ipc, "hard") in cells]
       if own:
         text += ("; under the protocol's own augmentation pruning is "
-                 + ", ".join(_versus(pr, cells[x, ipc, "hard"], name(x)) for x in own))
+                 + ", ".join(_gap(pr, cells[x, ipc, "hard"], f"{name(x)} "
+                                  f"{_acc(cells[x, ipc, 'hard'])}") for x in own))
     if drops:
       text += "; soft − hard labels: " + ", ".join(drops)
     views = [f"{name(base)} {_acc(cells[base, ipc, 'hard'])} under the protocol's "
@@ -173,20 +167,20 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
 
   def pca_vs_the_rest(ipc):
     pca = cells.get(("pca", ipc, "hard"))
-    others = [m for m in PRUNING + DISTILLATION]  # the diagnostic rows count: conservative
+    others = PRUNING + DISTILLATION  # the diagnostic rows count: conservative
     best = _best(cells, others, ipc, "hard")
     if pca is None or best is None:
       return None
     m, d = best
     gap, std = pca["top1_mean"] - d["top1_mean"], _pooled_std(pca, d)
     text = (f"PCA {_acc(pca)} vs the best other hard-label cell {name(m)} {_acc(d)}: PCA "
-            f"{'ahead' if gap >= 0 else 'behind'} by {abs(gap):.2f} (pooled std {std:.2f})")
+            + _gap(pca, d))
     soft = _best(cells, others, ipc, "soft")
     if soft is not None:
       s_name, s_cell = soft
       text += (f"; against the best soft-label cell, {name(s_name)} {_acc(s_cell)}, which "
                f"stores {_bytes(_total_bytes(s_cell))} with its label file to PCA's "
-               f"{_bytes(_total_bytes(pca))}: PCA " + _versus_word(pca, s_cell))
+               f"{_bytes(_total_bytes(pca))}: PCA " + _gap(pca, s_cell))
     return gap > std, text
 
   return (["## Findings (method.md sections 2 and 3)", "",
