@@ -132,9 +132,13 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
       text += "; the same sets, " + "; ".join(views)
     return gap > std, text
 
+  def soft_cells(ipc=None):
+    """The soft-label cells (at `ipc`, or all) whose record counts the label file's bytes."""
+    return [r for (_, i, label), r in sorted(cells.items()) if label == "soft"
+            and ipc in (None, i) and r["storage"].get("soft_label_bytes")]
+
   def storage_ratio(ipc):
-    soft = [r for (_, i, label), r in sorted(cells.items()) if i == ipc and label == "soft"
-            and r["storage"].get("soft_label_bytes")]
+    soft = soft_cells(ipc)
     if not soft:
       return None
     r = soft[0]
@@ -147,8 +151,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
   def storage_scale() -> list[str]:
     """Why the ratio is what it is: per stored image, labels over image bytes; the same at
     every IPC, in proportion to the class count. At ImageNet-1K's the formula meets the paper."""
-    soft = [r for (_, _, label), r in sorted(cells.items()) if label == "soft"
-            and r["storage"].get("soft_label_bytes")]
+    soft = soft_cells()
     if not soft:
       return []
     from dcjax.benchmark import runner
