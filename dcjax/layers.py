@@ -17,7 +17,8 @@ their backward passes are written as plain matrix products and reductions:
   than the direct form; the input gradient is the same algorithm on the flipped kernel, the
   kernel gradient 16 [ci, N] @ [N, co] products in the transformed domain. On a 2-core AMD EPYC
   a ConvNet-3 layer's forward and backward run ~2x faster than `conv2d` (BENCHMARKS.md); the
-  results differ from the direct form by float rounding (~1e-6 relative).
+  results differ from the direct form by float rounding (~1e-6 relative). `winograd_3x3`
+  builds the same custom-VJP convolution from any F(m x m, 3x3)'s transforms.
 - `instance_norm`: per-example, per-channel normalisation over H, W with the closed-form
   gradient dx = (g - mean(g) - x_hat * mean(g * x_hat)) / sigma.
 - `instance_norm_relu_pool`: ConvNet's affine instance norm -> ReLU -> 2x2 average pool as one
@@ -113,74 +114,86 @@ def _combine(mat: np.ndarray, xs: list) -> list:
   return out
 
 
-def _winograd_tiles(x: jax.Array) -> list[jax.Array]:
-  """x [B, H, W, c] -> 16 arrays [B*H/2*W/2, c]: B^T d B of every 4x4 tile (stride 2) of x
-  padded by 1. Kept as 16 arrays: XLA:CPU stacks them ~4x slower than it makes them."""
+def _winograd_tiles(x: jax.Array, bt: np.ndarray) -> list[jax.Array]:
+  """x [B, H, W, c] -> t*t arrays [B*H/m*W/m, c] (t = m + 2, bt [t, t]): B^T d B of every t x t
+  tile (stride m) of x padded by 1. Kept as separate arrays: XLA:CPU stacks them ~4x slower
+  than it makes them."""
   _, h, w, c = x.shape
+  t, m = len(bt), len(bt) - 2
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  d = [[xp[:, a:a + h:2, b:b + w:2, :] for b in range(4)] for a in range(4)]
-  cols = [_combine(_WINO_BT, [d[a][b] for a in range(4)]) for b in range(4)]  # cols[b][u]
+  d = [[xp[:, a:a + h:m, b:b + w:m, :] for b in range(t)] for a in range(t)]
+  cols = [_combine(bt, [d[a][b] for a in range(t)]) for b in range(t)]  # cols[b][u]
   tiles = []
-  for u in range(4):
-    tiles += _combine(_WINO_BT, [cols[b][u] for b in range(4)])  # index 4u + v
-  return [t.reshape(-1, c) for t in tiles]
+  for u in range(t):
+    tiles += _combine(bt, [cols[b][u] for b in range(t)])  # index t*u + v
+  return [d.reshape(-1, c) for d in tiles]
 
 
-def _winograd_untile(m: list[jax.Array], shape: tuple) -> jax.Array:
-  """16 arrays [N, co] -> y [B, H, W, co]: A^T m A of every tile, the 2x2 outputs interleaved."""
+def _winograd_untile(m: list[jax.Array], shape: tuple, at: np.ndarray) -> jax.Array:
+  """t*t arrays [N, co] -> y [B, H, W, co]: A^T m A of every tile (at [m, t]), the m x m
+  outputs interleaved."""
   b, h, w, co = shape
-  m = [t.reshape(b, h // 2, w // 2, co) for t in m]
-  rows = [_combine(_WINO_AT, [m[4 * u + v] for u in range(4)]) for v in range(4)]  # [v][p]
-  y = [[_combine(_WINO_AT, [rows[v][p] for v in range(4)])[q] for q in range(2)]
-       for p in range(2)]
-  y = jnp.stack([jnp.stack(y[p], axis=3) for p in range(2)], axis=2)  # [B, H/2, 2, W/2, 2, co]
+  n, t = at.shape
+  m = [p.reshape(b, h // n, w // n, co) for p in m]
+  rows = [_combine(at, [m[t * u + v] for u in range(t)]) for v in range(t)]  # [v][p]
+  y = [[_combine(at, [rows[v][p] for v in range(t)])[q] for q in range(n)] for p in range(n)]
+  y = jnp.stack([jnp.stack(y[p], axis=3) for p in range(n)], axis=2)  # [B, H/n, n, W/n, n, co]
   return y.reshape(b, h, w, co)
 
 
-def _winograd_untile_transpose(g: jax.Array) -> list[jax.Array]:
-  """The transpose of `_winograd_untile`: g [B, H, W, co] -> 16 arrays [N, co]."""
+def _winograd_untile_transpose(g: jax.Array, at: np.ndarray) -> list[jax.Array]:
+  """The transpose of `_winograd_untile`: g [B, H, W, co] -> t*t arrays [N, co]."""
   co = g.shape[-1]
-  gq = [[g[:, p::2, q::2, :] for q in range(2)] for p in range(2)]
-  rows = [_combine(_WINO_AT.T, [gq[p][q] for p in range(2)]) for q in range(2)]  # [q][u]
+  n, t = at.shape
+  gq = [[g[:, p::n, q::n, :] for q in range(n)] for p in range(n)]
+  rows = [_combine(at.T, [gq[p][q] for p in range(n)]) for q in range(n)]  # [q][u]
   out = []
-  for u in range(4):
-    out += _combine(_WINO_AT.T, [rows[q][u] for q in range(2)])
-  return [t.reshape(-1, co) for t in out]
+  for u in range(t):
+    out += _combine(at.T, [rows[q][u] for q in range(n)])
+  return [d.reshape(-1, co) for d in out]
 
 
-def _winograd_forward(x, w):
-  if w.shape[:2] != (3, 3) or x.shape[1] % 2 or x.shape[2] % 2:
-    raise ValueError(f"conv2d_winograd needs a 3x3 kernel and even H, W; got x {x.shape}, "
-                     f"w {w.shape}")
-  u = jnp.einsum("ua,abio,vb->uvio", _WINO_G, w, _WINO_G).reshape(16, *w.shape[2:])
-  m = [jnp.dot(t, u[i], preferred_element_type=jnp.float32)
-       for i, t in enumerate(_winograd_tiles(x))]
-  return _winograd_untile(m, x.shape[:3] + (w.shape[-1],)).astype(x.dtype)
+def winograd_3x3(bt: np.ndarray, g: np.ndarray, at: np.ndarray) -> Callable:
+  """The 3x3, pad-1 convolution `(x, w) -> y` of Winograd's minimal filtering F(m x m, 3x3)
+  given its transforms (bt [t, t], g [t, 3], at [m, t], t = m + 2), with a custom VJP: the
+  input gradient is the same algorithm on the flipped, channel-swapped kernel; the kernel
+  gradient t*t [ci, N] @ [N, co] products in the transformed domain (the tiles recomputed, not
+  kept), mapped back by G^T . G. x [B, H, W, ci] needs H and W multiples of m.
+  `conv2d_winograd` is F(2x2, 3x3); experiments/bench_winograd_tiles.py measures F(4x4, 3x3)."""
+  n, t = at.shape
+
+  def forward(x, w):
+    if w.shape[:2] != (3, 3) or x.shape[1] % n or x.shape[2] % n:
+      raise ValueError(f"conv2d_winograd needs a 3x3 kernel and H, W multiples of {n}; got "
+                       f"x {x.shape}, w {w.shape}")
+    u = jnp.einsum("ua,abio,vb->uvio", g, w, g).reshape(t * t, *w.shape[2:])
+    m = [jnp.dot(d, u[i], preferred_element_type=jnp.float32)
+         for i, d in enumerate(_winograd_tiles(x, bt))]
+    return _winograd_untile(m, x.shape[:3] + (w.shape[-1],), at).astype(x.dtype)
+
+  @jax.custom_vjp
+  def conv(x, w):
+    return forward(x, w)
+
+  def conv_bwd(res, dy):
+    x, w = res
+    dx = forward(dy, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
+    du = jnp.stack([jnp.dot(d.T, m, preferred_element_type=jnp.float32)
+                    for d, m in zip(_winograd_tiles(x, bt), _winograd_untile_transpose(dy, at))])
+    dw = jnp.einsum("ua,uvio,vb->abio", g, du.reshape(t, t, *w.shape[2:]), g)
+    return dx.astype(x.dtype), dw.astype(w.dtype)
+
+  conv.defvjp(lambda x, w: (forward(x, w), (x, w)), conv_bwd)
+  return conv
 
 
-@jax.custom_vjp
+_F2X2 = winograd_3x3(_WINO_BT, _WINO_G, _WINO_AT)
+
+
 def conv2d_winograd(x: jax.Array, w: jax.Array) -> jax.Array:
   """`conv2d(x, w, 1)` for a 3x3 kernel w [3,3,ci,co] and x [B,H,W,ci] with H, W even, by
   Winograd's F(2x2, 3x3); equal to the direct form up to float rounding."""
-  return _winograd_forward(x, w)
-
-
-def _conv2d_winograd_fwd(x, w):
-  return _winograd_forward(x, w), (x, w)
-
-
-def _conv2d_winograd_bwd(res, g):
-  x, w = res
-  # Input gradient: the cotangent convolved with the flipped, channel-swapped kernel (pad 1).
-  dx = _winograd_forward(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-  # Kernel gradient in the transformed domain (the tiles are recomputed, not kept), then G^T . G.
-  du = jnp.stack([jnp.dot(t.T, m, preferred_element_type=jnp.float32)
-                  for t, m in zip(_winograd_tiles(x), _winograd_untile_transpose(g))])
-  dw = jnp.einsum("ua,uvio,vb->abio", _WINO_G, du.reshape(4, 4, *w.shape[2:]), _WINO_G)
-  return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-conv2d_winograd.defvjp(_conv2d_winograd_fwd, _conv2d_winograd_bwd)
+  return _F2X2(x, w)
 
 
 # Below this many input channels the 16 transformed products are too thin to repay the

@@ -13,8 +13,8 @@ what would put the 7 px layer of a 28 px ConvNet-3 (direct today) on Winograd.
 
 Per shape (batch x size, `--channels` in and out, 3x3, pad 1), jitted forward + backward
 (`value_and_grad` over input and kernel) of `direct` (`layers.conv2d`), `F2`
-(`layers.conv2d_winograd`) and `F4` (the prototype below, the same custom-VJP structure as
-`conv2d_winograd`), interleaved in one process: the median ms of `--reps` calls, the speed-up
+(`layers.conv2d_winograd`) and `F4` (`layers.winograd_3x3` with the F(4x4, 3x3) transforms
+below), interleaved in one process: the median ms of `--reps` calls, the speed-up
 over `direct`, and the forward's largest error relative to XLA's convolution. Nothing is
 asserted; BENCHMARKS.md records the 2026-12-07 run and why F(4x4, 3x3) was not adopted.
 """
@@ -44,55 +44,7 @@ F4_AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                   [0, 1, -1, 8, -8, 1]], np.float32)
 
 
-def _tiles(x):
-  """x [B, H, W, c] (H, W multiples of 4) -> 36 arrays [N, c]: B^T d B per 6x6 tile."""
-  _, h, w, c = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  d = [[xp[:, a:a + h:4, b:b + w:4, :] for b in range(6)] for a in range(6)]
-  cols = [layers._combine(F4_BT, [d[a][b] for a in range(6)]) for b in range(6)]
-  return [t.reshape(-1, c) for u in range(6)
-          for t in layers._combine(F4_BT, [cols[b][u] for b in range(6)])]
-
-
-def _untile(m, shape):
-  b, h, w, co = shape
-  m = [t.reshape(b, h // 4, w // 4, co) for t in m]
-  rows = [layers._combine(F4_AT, [m[6 * u + v] for u in range(6)]) for v in range(6)]
-  y = [layers._combine(F4_AT, [rows[v][p] for v in range(6)]) for p in range(4)]  # [p][q]
-  y = jnp.stack([jnp.stack(y[p], axis=3) for p in range(4)], axis=2)
-  return y.reshape(b, h, w, co)
-
-
-def _untile_transpose(g):
-  gq = [[g[:, p::4, q::4, :] for q in range(4)] for p in range(4)]
-  rows = [layers._combine(F4_AT.T, [gq[p][q] for p in range(4)]) for q in range(4)]
-  return [t.reshape(-1, g.shape[-1]) for u in range(6)
-          for t in layers._combine(F4_AT.T, [rows[q][u] for q in range(4)])]
-
-
-def _f4_forward(x, w):
-  u = jnp.einsum("ua,abio,vb->uvio", F4_G, w, F4_G).reshape(36, *w.shape[2:])
-  m = [jnp.dot(t, u[i]) for i, t in enumerate(_tiles(x))]
-  return _untile(m, x.shape[:3] + (w.shape[-1],))
-
-
-@jax.custom_vjp
-def _f4(x, w):
-  return _f4_forward(x, w)
-
-
-def _f4_fwd(x, w):
-  return _f4_forward(x, w), (x, w)
-
-
-def _f4_bwd(res, g):
-  x, w = res
-  dx = _f4_forward(g, jnp.flip(w, (0, 1)).transpose(0, 1, 3, 2))
-  du = jnp.stack([jnp.dot(t.T, m) for t, m in zip(_tiles(x), _untile_transpose(g))])
-  return dx, jnp.einsum("ua,uvio,vb->abio", F4_G, du.reshape(6, 6, *w.shape[2:]), F4_G)
-
-
-_f4.defvjp(_f4_fwd, _f4_bwd)
+_f4 = layers.winograd_3x3(F4_BT, F4_G, F4_AT)
 
 
 def padded(conv, tile: int):

@@ -1,6 +1,6 @@
-"""experiments/bench_winograd_tiles.py: its F(4x4, 3x3) prototype and the padded F(2x2, 3x3)
-compute the convolution (values and both gradients against XLA's), at sizes that are and are not
-multiples of the tile; the benchmark writes one row per shape and path (timings not checked)."""
+"""experiments/bench_winograd_tiles.py: `layers.winograd_3x3` with its F(4x4, 3x3) transforms
+and the padded F(2x2, 3x3) compute the convolution (values and both gradients against XLA's),
+at sizes that are and are not multiples of the tile; the benchmark writes one row per shape and path (timings not checked)."""
 
 import json
 

@@ -55,9 +55,9 @@ def test_conv2d_winograd_vmaps_over_stacked_kernels():
 
 
 def test_conv2d_winograd_refuses_what_it_does_not_compute():
-  with pytest.raises(ValueError, match="3x3 kernel and even H, W"):
+  with pytest.raises(ValueError, match="3x3 kernel and H, W multiples of 2"):
     layers.conv2d_winograd(_rand(1, 5, 4, 8), _rand(3, 3, 8, 2))
-  with pytest.raises(ValueError, match="3x3 kernel and even H, W"):
+  with pytest.raises(ValueError, match="3x3 kernel and H, W multiples of 2"):
     layers.conv2d_winograd(_rand(1, 4, 4, 8), _rand(5, 5, 8, 2))
 
 
