@@ -301,15 +301,18 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
   eta = None
   if root and students_left:
     per_ipc = _finished_student_seconds(root)
-    estimate = student_seconds_model({ipc: sum(xs) / len(xs) for ipc, xs in per_ipc.items() if xs})
+    # The median, not the mean: a cell that shared the CPU (a benchmark, the test suite) slows
+    # all of its students, and the mean carried that into every cell the ETA extrapolates.
+    estimate = student_seconds_model({ipc: float(np.median(xs)) for ipc, xs in per_ipc.items()
+                                      if xs})
     if estimate is not None:
       eta = sum(k * estimate(ipc) for ipc, k in students_left.items())
   return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta)
 
 
 def student_seconds_model(mean_seconds: dict[int, float]):
-  """ipc -> estimated seconds of one student, from the mean seconds of the finished students
-  per IPC (None when there are none). An IPC with finished students is its mean. Another is a
+  """ipc -> estimated seconds of one student, from the typical (median) seconds of the finished
+  students per IPC (None when there are none). An IPC with finished students is that figure. Another is a
   fixed cost plus a cost per stored image, fitted by least squares to the per-IPC means (each
   IPC weighs the same) once two IPCs have finished; with one IPC, its seconds per image. A
   student's start-up, compiles and test pass do not grow with the IPC, so scaling IPC 1's

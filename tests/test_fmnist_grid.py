@@ -211,6 +211,19 @@ def test_the_eta_reads_the_newest_students_of_an_ipc(grid, tmp_path):
   assert grid._finished_student_seconds(str(tmp_path)) == {10: [100.0] * n}
 
 
+def test_one_contended_cell_does_not_set_the_eta(grid, tmp_path):
+  """The median of the newest students: one cell that shared the CPU (2x slower) among three
+  leaves the estimate at the clean cells' seconds, where a mean would move it by a third."""
+  n = grid.ETA_RECENT_STUDENTS // 3
+  for i, seconds in enumerate((100.0, 200.0, 100.0)):
+    r = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
+             created=f"2026-12-0{i + 1}T00:00:00")
+    r["runs"] = [dict(x, train_seconds=seconds) for x in r["runs"]]
+    _write(tmp_path, f"main/hard/random_ipc10_e301_sel{i}", r)
+  todo = [dict(workdir=str(tmp_path / "left"), ipc=10)]
+  assert grid.progress(todo, 5, str(tmp_path))["eta_seconds"] == pytest.approx(5 * 100.0)
+
+
 def test_student_seconds_fit_a_fixed_cost_and_a_cost_per_image(grid):
   assert grid.student_seconds_model({}) is None
   one = grid.student_seconds_model({10: 215.0})
