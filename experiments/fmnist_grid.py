@@ -122,7 +122,8 @@ DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard
            "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
            "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
 # PCA ablation variants at hard labels: name -> main.py config overrides (the grid adds IPC,
-# seeds, protocol and epochs). "P+C+A" is configs/pca.py's setting (tile_dsa); k = 1 under
+# seeds, protocol and epochs). "P+C+A" is PCA as first configured (EL2N-easy P, tile_dsa, the
+# default linear kernel; configs/pca.py has since chosen herding and nearest); k = 1 under
 # tile_dsa is P itself (one tile is the whole image), so the k row set is P / P+C+A / k=3.
 ABLATION = {
     "Random": {"method": "random", "combine.k": 1},

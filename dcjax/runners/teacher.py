@@ -5,7 +5,7 @@ recipe, resolution, normalisation), saved with orbax under the teacher cache dir
 reused by every later run with the same key. Training it is resumable like any student run.
 
 With `teacher.weights` set to a torchvision `.pth` state dict, the teacher is imported instead
-of trained (`dcjax.torch_import`, in torchvision's layout): converted once, tested on the test
+of trained (`dcjax.data.torch_import`, in torchvision's layout): converted once, tested on the test
 split like a trained teacher, and cached the same way, keyed by the file's sha256 in place of
 the seed and recipe.
 """
