@@ -105,3 +105,37 @@ def test_the_checker_catches_a_dropped_argument_and_a_moved_module():
       "from dcjax import rded\nrded.distill(src, key, obs, v, ipc=10, k=2, candidates_per_class=3)\n")]
   with pytest.raises(TypeError):
     inspect.signature(obj).bind(*range(n), **dict.fromkeys(kw))
+
+
+def _resolve_dotted(name: str):
+  """`dcjax.a.b` -> the module or attribute it names (the longest importable prefix, then
+  attributes); raises if any part is missing."""
+  parts = name.split(".")
+  for i in range(len(parts), 0, -1):
+    try:
+      obj = importlib.import_module(".".join(parts[:i]))
+    except ModuleNotFoundError:
+      continue
+    for p in parts[i:]:
+      obj = getattr(obj, p)
+    return obj
+  raise ModuleNotFoundError(name)
+
+
+def test_the_readme_names_only_dcjax_objects_and_repo_files_that_exist():
+  text = README.read_text()
+  names = sorted(set(re.findall(r"`(dcjax(?:\.\w+)+)", text)))
+  assert len(names) >= 10
+  missing = []
+  for n in names:
+    try:
+      _resolve_dotted(n)
+    except (ModuleNotFoundError, AttributeError):
+      missing.append(n)
+  paths = sorted(set(re.findall(
+      r"\b((?:experiments|scripts|configs|tests|dcjax)/[\w/]+\.(?:py|sh))\b", text)))
+  assert len(paths) >= 10
+  missing += [p for p in paths if not (README.parent / p).exists()]
+  assert not missing, f"README.md names what the repository does not have: {missing}"
+  with pytest.raises(AttributeError):
+    _resolve_dotted("dcjax.rded.no_such_function")
