@@ -1,4 +1,4 @@
-"""Scoring (dcjax.dynamics.score_dynamics): throughput, host memory, ranking stability.
+"""Scoring (dcjax.runners.dynamics.score_dynamics): throughput, host memory, ranking stability.
 
   python experiments/bench_scoring.py throughput --size {ci,cpu} [--width W] [--out F.json]
   python experiments/bench_scoring.py memory     --size {ci,cpu} [--sizes N1,N2,..] [--out F]

@@ -4,7 +4,7 @@
 
 Finds every results.json under the given workdirs (recursively; quote globs to let this script
 expand them) and writes DIR/results.csv, DIR/results.md, DIR/acc_vs_ipc.png and
-DIR/acc_vs_storage.png, then prints the Markdown table. See `dcjax.report`.
+DIR/acc_vs_storage.png, then prints the Markdown table. See `dcjax.benchmark.report`.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ ROW_FIELDS = ("dataset", "model", "protocol", "method", "ipc", "n_seeds", "top1"
 # any row has them ("" elsewhere).
 FAIRNESS_FIELDS = ("ior", "hlr", "lrs")
 
-# Field -> accepted type(s), from the one schema (dcjax.results).
+# Field -> accepted type(s), from the one schema (dcjax.benchmark.results).
 _REQUIRED: dict[str, Any] = results_schema.REQUIRED
 
 

@@ -1,5 +1,5 @@
 """The schema of a run's `results.json`: one dataclass, written by the benchmark runner and read
-back (validated) by `dcjax.report`.
+back (validated) by `dcjax.benchmark.report`.
 
 Field order is the file's key order. Types name what `report` checks when it loads a file, so a
 malformed file fails naming itself rather than as a KeyError deep inside a plot.
