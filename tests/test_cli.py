@@ -47,6 +47,9 @@ def test_refused_commands_say_why_in_one_line(capsys):
 def test_configs_run_and_evaluate_by_name(tmp_path):
   p = _dcjax("configs")
   assert p.returncode == 0 and {"benchmark", "pca", "evaluate", "cifar10"} <= set(p.stdout.split())
+  lines = dict(line.split(None, 1) for line in p.stdout.strip().splitlines())
+  assert lines["pca"].startswith("PCA — Prune, Combine, Augment (Xiao et al. 2025")
+  assert lines["sre2l"].endswith("not taken from real ones.")  # one sentence, whole
   run = tmp_path / "run"
   p = _dcjax("run", "--config=benchmark", f"--workdir={run}", "--config.dataset=synthetic",
              "--config.ipc=2", *TINY)

@@ -2,9 +2,9 @@
 
   dcjax run --config=NAME|PATH[:ARG] --workdir=W [--config.x=v ...]
   dcjax evaluate PATH --test-dataset=NAME [--protocol=P] [--workdir=W] [--seeds=N] [--config.x=v ...]
-  dcjax configs                                   # the configs shipped with the package
+  dcjax configs                                   # the shipped configs, one line each
 
-NAME is a config shipped inside the package (`benchmark`, `pca`, `evaluate`, `cifar10`, `rded`,
+NAME is a config shipped inside the package (`benchmark`, `pca`, `evaluate`, `cifar10`, `rded`, `sre2l`,
 `imagenet_benchmark`, `imagenet_pca`, `imagenet_folder`; the repository's `configs/` folder is
 the same files), PATH any config file; `:ARG` passes an argument to get_config (e.g.
 `pca:full`). `python main.py --config=... --workdir=...` runs `run_main` directly.
@@ -12,6 +12,7 @@ the same files), PATH any config file; `:ARG` passes an argument to get_config (
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import re
@@ -115,6 +116,15 @@ def shipped_configs() -> list[str]:
                 if f.endswith(".py") and not f.startswith("_"))
 
 
+def config_summary(name: str) -> str:
+  """The first sentence of a shipped config's docstring (read, not imported)."""
+  with open(os.path.join(config_dir(), name + ".py"), encoding="utf-8") as f:
+    doc = ast.get_docstring(ast.parse(f.read())) or ""
+  para = " ".join(doc.split("\n\n")[0].split())
+  end = re.search(r"\.(?=\s+[A-Z(`]|$)", para)  # not "et al. 2025"
+  return para[:end.start() + 1] if end else para
+
+
 def config_path(spec: str) -> str:
   """A config NAME[:ARG] shipped with dcjax, or a PATH[:ARG], as config_flags takes it."""
   name, sep, arg = spec.partition(":")
@@ -157,7 +167,9 @@ def console_main(argv: list[str] | None = None) -> None:
       sys.exit(0 if args else 2)
     command, args = args[0], args[1:]
     if command == "configs":
-      print("\n".join(shipped_configs()))
+      names = shipped_configs()
+      width = max(map(len, names))
+      print("\n".join(f"{n:<{width}}  {config_summary(n)}" for n in names))
       return
     if command == "run":
       spec, args = _take(args, "config")
