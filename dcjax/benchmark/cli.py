@@ -4,9 +4,9 @@
   dcjax evaluate PATH --test-dataset=NAME [--protocol=P] [--workdir=W] [--seeds=N] [--config.x=v ...]
   dcjax configs                                   # the shipped configs, one line each
 
-NAME is a config shipped inside the package (`benchmark`, `pca`, `evaluate`, `cifar10`, `rded`, `sre2l`,
-`imagenet_benchmark`, `imagenet_pca`, `imagenet_folder`; the repository's `configs/` folder is
-the same files), PATH any config file; `:ARG` passes an argument to get_config (e.g.
+NAME is a config shipped inside the package (`benchmark`, `pca`, `evaluate`, `cifar10`, `rded`,
+`sre2l`, `imagenet_benchmark`, `imagenet_pca`, `imagenet_folder`; the repository's `configs/`
+folder is the same files), PATH any config file; `:ARG` passes an argument to get_config (e.g.
 `pca:full`). `python main.py --config=... --workdir=...` runs `run_main` directly.
 """
 
