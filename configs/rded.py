@@ -7,15 +7,18 @@
 Per class, the teacher of config.teacher (trained once on the full training split and cached,
 as for the soft protocol) scores `rded.crops_per_image` RandomResizedCrops of each of
 `rded.candidates_per_class` random real images by the cross-entropy of their class; each
-image's best crop is kept, then the k*k*ipc best crops of the class are tiled 2 x 2 (RDED's
-factor 2) into ipc stored images. RDED is meant for soft labels (the same teacher labels the
-student's batches); the benchmark's comparison also trains it under hard labels
-(--config.eval.protocol=hard, method.md §2 finding 2). The train-time augmentation is the
-protocol's RandomResizedCrop over the whole stored image, as RDED's own training does.
+image's best crop is kept, then the k*k*ipc best crops of the class are tiled 2 x 2 into ipc
+stored images: factor 2, RDED's ImageNet recipe (the scale of the paper's benchmark). RDED's
+released scripts for 32 px data run factor 1 (--config.combine.k=1: each stored image is one
+best crop; the grids' "RDED (factor 1)" row). RDED is meant for soft labels (the same teacher
+labels the student's batches); the benchmark's comparison also trains it under hard labels
+(--config.eval.protocol=hard, method.md §2 finding 2). Students train under the benchmark's
+protocol (the soft one: RandomResizedCrop 0.08-1 + flip over the whole stored image, CutMix),
+the same for every method, not RDED's own evaluation recipe (README "RDED baseline").
 
 Settings (config.rded, documented in configs/benchmark.py): 300 candidates and 5 square crops
-per image follow the released ImageNet-1K script; the crop scale 0.5-1 is this benchmark's
-choice. IPC 100 with k=2 needs --config.rded.candidates_per_class >= 400.
+per image follow the released scripts; the crop scale 0.5-1 is this benchmark's choice. IPC
+100 with k=2 needs --config.rded.candidates_per_class >= 400.
 """
 
 import os

@@ -10,8 +10,9 @@ benchmark uses its soft-label teacher.
 
 Differences from the released code (LINs-lab/RDED), chosen by the benchmark config: crops are
 scored at the full resolution (the released code scores a patch of 1/k the size zero-padded to
-full size) and downscaled antialiased when tiled (it tiles with nearest interpolation); the crop
-scale defaults to 0.5-1 (`rded.scale`; torchvision's 0.08-1 there). Kept from it: square crops
+full size) and, when k > 1, downscaled antialiased into their tiles (the released code cuts
+each crop at the tile size directly, one resampling); the crop scale defaults to 0.5-1
+(`rded.scale`; torchvision's 0.08-1 there). Kept from it: square crops
 (`rded.ratio` (1, 1)), 5 crops per image, 300 candidates per class, and the tile layout (tile t
 of stored image j holds the crop ranked t·ipc + j, so every stored image mixes ranks).
 """

@@ -39,8 +39,9 @@ Grids:
             protocol {hard, soft}. "hard" is hard labels under --hard-protocol (default
             small_data: the distillation literature's SGD + DSA recipe that the published
             Fashion-MNIST rows use); "soft" is the benchmark's teacher-label protocol.
-            `--methods rded_tile` adds a diagnostic row (VARIANTS, hard labels only): RDED's
-            own cells with PCA's tile view instead of the protocol's DSA.
+            `--methods rded_tile,rded_k1` add the rows of VARIANTS: RDED's own cells with
+            PCA's tile view instead of the protocol's DSA (hard labels only), and RDED at
+            factor 1, the recipe of its released 32 px scripts (both label kinds).
   ablation  PCA's parts at hard labels (ABLATION): Random and P (EL2N-easy; k=1, the
             protocol's augmentation), P+C (k=2 tiles, the protocol's augmentation), P+C+A
             (k=2, tile_dsa: configs/pca.py), P+C+A at k=3, with tile_crop at two crop-scale
@@ -89,15 +90,20 @@ MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter",
                 "pca")
 # Methods whose selection (or synthesis) draws from the selection key: more than one selection
 # seed measures that spread. EL2N, herding and PCA (EL2N-easy) are deterministic given scores.
-SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l", "rded_tile")
-# Diagnostic rows of the main grid, beside the issue's methods: a method's own cells (the same
-# config, seeds and so the same sets) under another evaluation setting, hard labels only.
-# 'rded_tile': RDED's k x k collages trained with PCA's tile view (tile_dsa: one whole tile
-# resized to the image, then DSA) instead of the small-data protocol's DSA, whose crop only
-# shifts the collage, so its students never see one tile at full size (the paper's ImageNet
-# protocol, RandomResizedCrop 0.08-1, often crops inside a tile). It separates RDED's
-# hard-label collapse in the DSA protocol from the view it is trained with.
-VARIANTS = {"rded_tile": ("rded", {"eval.augment": "tile_dsa"})}
+SELECTION_RANDOM = ("random", "ccs", "kcenter", "rded", "sre2l", "rded_tile", "rded_k1")
+# Rows of the main grid beside the issue's methods: a method's config with overrides, at the
+# label kinds named (name -> (method, overrides, protocols)); the same config seeds as the
+# method's own cells, so the same candidate draws.
+# 'rded_tile' (a diagnostic, hard labels only): RDED's own k x k collages trained with PCA's
+# tile view (tile_dsa: one whole tile resized to the image, then DSA) instead of the
+# small-data protocol's DSA, whose crop only shifts the collage, so its students never see one
+# tile at full size (the paper's ImageNet protocol, RandomResizedCrop 0.08-1, often crops
+# inside a tile). It separates RDED's hard-label collapse in the DSA protocol from the view.
+# 'rded_k1': RDED at factor 1, as its released scripts run it on 32 px data (CIFAR-10/100 and
+# Tiny-ImageNet: `--factor 1`): each stored image is one real image's best crop at full size.
+# The 'rded' row keeps factor 2, RDED's ImageNet recipe, the one the paper's benchmark ran.
+VARIANTS = {"rded_tile": ("rded", {"eval.augment": "tile_dsa"}, ("hard",)),
+            "rded_k1": ("rded", {"combine.k": 1}, ("hard", "soft"))}
 # Notes printed under a table that has the row (method -> one sentence).
 ROW_NOTES = {"kcenter": (
     "*k-Center* starts each class from a uniformly random member and adds the farthest ones "
@@ -106,7 +112,11 @@ ROW_NOTES = {"kcenter": (
     "*RDED (tile view)* is a diagnostic row, not a method of the grid: the RDED row's own sets "
     "(the same selections), trained with PCA's tile view (`tile_dsa`: one whole tile resized to "
     "the image, then DSA) instead of the protocol's DSA, which only shifts a k×k collage, so "
-    "RDED's students there never see one of its tiles at full size.")}
+    "RDED's students there never see one of its tiles at full size."), "rded_k1": (
+    "*RDED (factor 1)* is RDED as its released scripts run it on 32 px data (CIFAR-10/100, "
+    "Tiny-ImageNet: factor 1): each stored image is one real image's lowest-loss crop at full "
+    "size, no tiling; the *RDED* row tiles 2×2 (factor 2, its ImageNet recipe, which the "
+    "paper's benchmark ran).")}
 # Issue #15's selection seeds per IPC for the SELECTION_RANDOM methods (1 for the others) and
 # students per selection: what a complete cell of the findings grid has.
 ISSUE_SELECTIONS = {1: 5, 10: 2, 50: 2}
@@ -118,7 +128,7 @@ DATASETS = {"fmnist": (dict(benchmark="", pca="full", rded="", sre2l=""), "", "f
 TITLES = {"fmnist": "Fashion-MNIST", "cifar10": "CIFAR-10"}
 DISPLAY = {"random": "Random", "el2n_easy": "EL2N easy", "el2n_hard": "EL2N hard", "ccs": "CCS",
            "herding": "Herding", "kcenter": "k-Center", "rded": "RDED", "sre2l": "SRe2L",
-           "pca": "PCA", "rded_tile": "RDED (tile view)",
+           "pca": "PCA", "rded_tile": "RDED (tile view)", "rded_k1": "RDED (factor 1)",
            "forgetting_easy": "Forgetting easy", "forgetting_hard": "Forgetting hard",
            "aum_easy": "AUM easy", "aum_hard": "AUM hard"}
 # PCA ablation variants at hard labels: name -> main.py config overrides (the grid adds IPC,
@@ -204,9 +214,10 @@ def cells(args) -> list[dict]:
         continue  # PCA uses hard labels only (method.md section 3)
       recipe = args.hard_protocol if protocol == "hard" else protocol
       epochs = args.epochs_map.get(ipc, protocols.PROTOCOLS[recipe]["epochs"])
-      if args.grid == "main":  # a diagnostic variant runs at hard labels only
-        variants = [(m, m, dict(VARIANTS.get(m, ("", {}))[1])) for m in args.methods.split(",")
-                    if m not in VARIANTS or protocol == "hard"]
+      if args.grid == "main":  # a variant row runs at the label kinds it names
+        variants = [(m, m, dict(VARIANTS[m][1]) if m in VARIANTS else {})
+                    for m in args.methods.split(",")
+                    if m not in VARIANTS or protocol in VARIANTS[m][2]]
       else:
         chosen = args.variants.split(",")
         variants = [(_slug(name), name, dict(overrides))
@@ -673,7 +684,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
               f"augment {recipe['augment']}, mixing {recipe.get('mixing')})", "",
               "| method | " + " | ".join(f"IPC {i}" for i in ipcs) + " |",
               "|---|" + "---:|" * len(ipcs)]
-    methods = [m for m in MAIN_METHODS if any(k[1] == m for k in keys)]
+    methods = [m for m in (*MAIN_METHODS, *VARIANTS) if any(k[1] == m for k in keys)]
     methods += sorted({k[1] for k in keys} - set(methods))
     for m in methods:
       row = [_cell_text(by_key[("main", m, i, label)], protocol, recipe["augment"])
@@ -897,8 +908,11 @@ def _check_cell_args(parser: argparse.ArgumentParser, args) -> None:
     unknown = set(args.methods.split(",")) - set(DISPLAY)
     if unknown:
       parser.error(f"unknown methods {sorted(unknown)}; choose from {sorted(DISPLAY)}")
-    if set(args.methods.split(",")) <= set(VARIANTS) and "hard" not in args.protocols.split(","):
-      parser.error(f"{args.methods} runs at hard labels only; add --protocols hard")
+    methods, asked = set(args.methods.split(",")), set(args.protocols.split(","))
+    if methods <= set(VARIANTS) and not any(asked & set(VARIANTS[m][2]) for m in methods):
+      kinds = sorted({p for m in methods for p in VARIANTS[m][2]})
+      parser.error(f"{args.methods} runs at {' / '.join(kinds)} labels only; add --protocols "
+                   f"{','.join(kinds)}")
   else:
     unknown = set(args.variants.split(",")) - set(ABLATION)
     if unknown:

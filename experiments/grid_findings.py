@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Mapping
 
 PRUNING = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter")
-DISTILLATION = ("rded", "sre2l", "rded_tile")
+DISTILLATION = ("rded", "sre2l", "rded_tile", "rded_k1")
 # A distillation method's diagnostic row with PCA's tile view (experiments/fmnist_grid.py's
 # VARIANTS) -> the method: finding (2) states both, so a collapse that is the view's shows.
 TILE_VIEW = {"rded_tile": "rded"}

@@ -12,9 +12,9 @@ the status. The steps run in the order that gives findings earliest: SRe2L's rec
 first (every finding compares pruning with synthesis, and SRe2L's cells wait for the setting its
 sweep chooses on validation), then per IPC (1, 10, 50) each dataset's grid followed by its SRe2L
 cells, then the EL2N-hard / k-center
-soft cells at IPC 50 (the cells issue #15 allows to cut second), and last the diagnostic rows at
-IPC 50 (RDED with PCA's tile view: fmnist_grid.VARIANTS; at IPC 1 and 10 they run with their
-IPC's grid). Each step
+soft cells at IPC 50 (the cells issue #15 allows to cut second), and last the rows beside the
+issue's methods at IPC 50 (fmnist_grid.VARIANTS: RDED with PCA's tile view, RDED at factor 1;
+at IPC 1 and 10 they run with their IPC's grid). Each step
 is one `fmnist_grid.py run` or `sre2l_recover.py run` (the sweep's root is RUNS/sre2l_recover),
 which skips finished cells and resumes an interrupted one, so the queue continues where the
 last machine stopped. SRe2L's grid cells of a dataset are skipped (and `status` says why) until
@@ -55,8 +55,9 @@ def _grid(dataset: str, ipcs: str, methods: str = METHODS, *extra: str) -> tuple
                   "--selection-seeds", SELECTIONS, *extra]
 
 
-# The diagnostic rows (fmnist_grid.VARIANTS: hard labels only) run with their IPC's grid at
-# IPC 1 and 10, where they are cheap, and after every cell of the issue's grid at IPC 50.
+# The rows beside the issue's methods (fmnist_grid.VARIANTS, each at its own label kinds) run
+# with their IPC's grid at IPC 1 and 10, where they are cheap, and after every cell of the
+# issue's grid at IPC 50.
 DIAGNOSTIC = ",".join(fmnist_grid.VARIANTS)
 _CIFAR_CUT = ("--seeds", str(CIFAR10_IPC50_SEEDS))
 # SRe2L's cells follow their IPC's grid (steps of their own: a step with SRe2L waits whole
@@ -80,8 +81,8 @@ STEPS: list[tuple[str, list[str]]] = [
     _grid("cifar10", "50", "sre2l", *_CIFAR_CUT),
     _grid("fmnist", "50", ",".join(CUT_SECOND), "--protocols", "soft"),
     _grid("cifar10", "50", ",".join(CUT_SECOND), "--protocols", "soft", *_CIFAR_CUT),
-    _grid("fmnist", "50", DIAGNOSTIC, "--protocols", "hard"),
-    _grid("cifar10", "50", DIAGNOSTIC, "--protocols", "hard", *_CIFAR_CUT),
+    _grid("fmnist", "50", DIAGNOSTIC),
+    _grid("cifar10", "50", DIAGNOSTIC, *_CIFAR_CUT),
 ]
 RUNNERS = {"grid": fmnist_grid, "recover": sre2l_recover}
 

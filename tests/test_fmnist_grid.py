@@ -473,8 +473,9 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   assert rows[0]["done"] == 1 and rows[0]["total"] == 20
   assert rows[0]["eta_seconds"] == pytest.approx(19 * 3 * 300.0)  # 19 cells x 3 seeds left
   # IPC 1 has no finished student: 30 s per stored image per class, from the sweep's cell.
-  # 48 cells of the issue's grid and RDED's 5 tile-view selections, x 5 seeds.
-  assert rows[1]["eta_seconds"] == pytest.approx((48 + 5) * 5 * 30.0)
+  # 48 cells of the issue's grid, RDED's 5 tile-view selections and its factor-1 row's 5 x 2
+  # (hard, soft), x 5 seeds.
+  assert rows[1]["eta_seconds"] == pytest.approx((48 + 5 + 10) * 5 * 30.0)
   lines = queue.status_lines(rows, now=0.0)
   assert "1/20 cells done, 0 partly, 19 left; 4.8 h left, done ~" in lines[0]
   assert lines[-1].startswith(f"queue: 1/{sum(r['total'] for r in rows)} cells done; ETA ")
@@ -589,10 +590,10 @@ def test_the_queue_cuts_cifar10_ipc50_to_3_students_and_nothing_else(grid):
 def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_path):
   queue = experiment_scripts.load("grid_queue")
   arg = lambda a, flag: a[a.index(flag) + 1] if flag in a else None  # noqa: E731
-  # Only the diagnostic rows' IPC 50 cells (not the issue's grid) come after the second cut.
+  # Only the variant rows' IPC 50 cells (not the issue's grid) come after the second cut.
   diagnostic = queue.STEPS[-2:]
-  assert all(arg(a, "--methods") == "rded_tile" and arg(a, "--ipcs") == "50"
-             and arg(a, "--protocols") == "hard" for _, a in diagnostic)
+  assert all(arg(a, "--methods") == "rded_tile,rded_k1" and arg(a, "--ipcs") == "50"
+             and arg(a, "--protocols") is None for _, a in diagnostic)
   last = queue.STEPS[-4:-2]
   assert [arg(a, "--dataset") for _, a in last] == ["fmnist", "cifar10"]
   assert all(arg(a, "--methods") == "el2n_hard,kcenter" and arg(a, "--ipcs") == "50"
@@ -603,11 +604,13 @@ def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_pa
   plans = [(a, queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0])
            for runner, a in queue.STEPS]
   workdirs = [c["workdir"] for _, cells in plans for c in cells]
-  # 268 cells of the issue's grid, and RDED's tile-view rows at hard labels: 5 + 2 + 2
-  # selections at IPC 1 / 10 / 50 on each dataset.
-  assert len(workdirs) == len(set(workdirs)) == 268 + 2 * (5 + 2 + 2)
+  # 268 cells of the issue's grid, RDED's tile-view rows at hard labels (5 + 2 + 2 selections
+  # at IPC 1 / 10 / 50 on each dataset) and RDED at factor 1 at both label kinds.
+  assert len(workdirs) == len(set(workdirs)) == 268 + 2 * (5 + 2 + 2) * 3
   assert sum("rded_tile_" in w for w in workdirs) == 18
   assert not any("/soft/rded_tile" in w for w in workdirs)
+  assert sum("/soft/rded_k1_" in w for w in workdirs) == sum("/hard/rded_k1_" in w
+                                                             for w in workdirs) == 18
 
 
 def _unfinished(root, sub, students, manifest="{}"):
@@ -735,3 +738,41 @@ def test_finding_2_states_the_protocols_own_view_where_a_diagnostic_row_decides(
   assert ("pruning behind by 7.00 (pooled std 0.50); under the protocol's own augmentation "
           "pruning is ahead of RDED 11.00 ± 0.50 (5 students) by 12.00 (pooled std 0.50), "
           "behind SRe2L 24.00 ± 0.50 (5 students) by 1.00 (pooled std 0.50)") in findings
+
+
+def test_rded_factor_1_runs_rdeds_config_at_k1_at_both_label_kinds(grid, tmp_path, capsys):
+  """RDED's released 32 px recipe beside the grid's factor-2 RDED: the same config and seeds
+  (so the same candidate draws), `combine.k=1`, hard and soft cells, several selections."""
+  assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1", "--methods", "rded,rded_k1",
+                    "--selection-seeds", "1:2", "--dry-run"]) == 0
+  out = capsys.readouterr().out
+  cells = {}
+  for head, argv in zip(out.splitlines()[::2], out.splitlines()[1::2]):
+    cells[head.split("-> ")[1]] = [a for a in argv.split() if not a.startswith("--workdir=")]
+  for label, epochs in (("hard", 301), ("soft", 300)):
+    for sel in ("", "_sel1"):
+      d = os.path.join(str(tmp_path), "main", label)
+      k1, plain = cells[os.path.join(d, f"rded_k1_ipc1_e{epochs}{sel}")], cells[
+          os.path.join(d, f"rded_ipc1_e{epochs}{sel}")]
+      assert sorted(k1) == sorted(plain + ["--config.combine.k=1"])
+  assert not os.listdir(tmp_path)
+  assert grid.main(["run", "--root", str(tmp_path), "--methods", "rded_k1", "--protocols",
+                    "soft", "--ipcs", "1", "--dry-run"]) == 0  # a soft-only run is allowed
+
+
+def test_rded_factor_1_is_a_distillation_row_of_the_findings(grid, tmp_path):
+  """Under soft labels the factor-1 row is RDED as its authors run it on 32 px data: finding
+  (1) compares random with it when it is the best distillation cell."""
+  root = tmp_path / "runs"
+  soft = lambda m, t: _result(m, 1, "soft", "teacher", [t] * 5)  # noqa: E731
+  _write(root, "main/soft/random_ipc1_e301", soft("random", 30.0))
+  _write(root, "main/soft/rded_ipc1_e301", soft("rded", 27.0))
+  _write(root, "main/soft/rded_k1_ipc1_e301", soft("rded", 35.0))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "| RDED (factor 1) | 35.00 ± 0.50 |" in md
+  assert "*RDED (factor 1)* is RDED as its released scripts run it on 32 px data" in md
+  findings = md.split("## Findings")[1].split("## Storage")[0]
+  assert ("random 30.00 ± 0.50 (5 students) vs RDED (factor 1) 35.00 ± 0.50 (5 students): "
+          "random behind by 5.00") in findings
+  assert "(1) Under soft labels a random subset is about as good as distillation: not " \
+      "reproduced" in findings
