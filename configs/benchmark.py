@@ -150,7 +150,8 @@ def get_config() -> ml_collections.ConfigDict:
   # that its BatchNorm batch statistics match the running ones (weight r_bn, the first layer's
   # first_bn_multiplier times) and it classifies as its class, under a random roll of up to
   # `jitter` px and a random flip; Adam (0.5, 0.9) with a cosine lr for `iterations` steps.
-  # The defaults are SRe2L's CIFAR values (DD-Ranking's recover_cifar.sh). Relabel: the soft
+  # The defaults are SRe2L's CIFAR values (VILA-Lab/SRe2L's recover_cifar.sh) plus a flip per
+  # batch (its ImageNet recovery's; the CIFAR script has none: sre2l.flip=False). Relabel: the soft
   # protocol's teacher (config.teacher), as for every method. Recovered sets are cached under
   # cache_dir (None: $DCJAX_CACHE/sre2l), one file per finished batch (a killed run resumes).
   c.sre2l = ml_collections.ConfigDict(dict(

@@ -10,7 +10,8 @@ recipe) trained once on the whole training split and cached. Recover: `ipc` imag
 optimised from Gaussian noise, one image per class per batch, so that the teacher classifies
 them as their class while their batch statistics at every BatchNorm layer match its running
 statistics: SRe2L's CIFAR settings (1000 Adam iterations, lr 0.25 cosine, r_bn 0.01, first
-layer x10, 4 px roll jitter and flips; config.sre2l, documented in configs/benchmark.py).
+layer x10, 4 px roll jitter) plus a random flip per batch, which its CIFAR script does not have
+(--config.sre2l.flip=False; config.sre2l, documented in configs/benchmark.py).
 Relabel: the soft protocol's teacher (config.teacher) labels every student batch, as for
 every method; --config.eval.protocol=small_data trains on hard labels instead (method.md §2
 finding 2: synthesised images collapse without soft labels). Recovered sets are cached per

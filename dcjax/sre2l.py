@@ -11,7 +11,7 @@ with m_0 = first_bn_multiplier and m_l = 1 after, var the biased batch variance 
 eps 1e-8), cosine learning rate from `lr` to 0 without warm-up; the images live in normalised
 space and are clipped back into the pixel range [0, 1] after every step; jitter is a random
 roll by up to `jitter` pixels per axis and a random horizontal flip. A batch holds one image
-per class of a class chunk (DD-Ranking's CIFAR recipe: all 10 classes; SRe2L's ImageNet: 100),
+per class of a class chunk (SRe2L's CIFAR-100 script: all 100 classes; its ImageNet: 100),
 so its statistics mix classes as the running statistics do.
 
 The squeeze (training the BatchNorm teacher) and the relabel (soft labels from the

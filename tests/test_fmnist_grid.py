@@ -457,7 +457,7 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   out = capsys.readouterr().out
   skipped = sum("sre2l" in a for _, a in queue.STEPS)
   assert skipped == 6 and out.count("grid_queue: skipped, SRe2L's") == skipped
-  assert "SRe2L's cifar10 cells wait: its recover sweep has finished 0 of 10 settings" in out
+  assert "SRe2L's cifar10 cells wait: its recover sweep has finished 0 of 11 settings" in out
   assert calls[0][1][:3] == ["run", "--root", str(tmp_path / "sre2l_recover")]
   assert calls[1][1][:3] == ["run", "--root", str(tmp_path)]
   monkeypatch.undo()
@@ -470,17 +470,19 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   _write(cell.parent, cell.name, result)
   rows = queue.status(str(tmp_path))
   assert [r["step"].split()[0] for r in rows] == [n for n, _ in queue.STEPS]
-  assert rows[0]["done"] == 1 and rows[0]["total"] == 20
-  assert rows[0]["eta_seconds"] == pytest.approx(19 * 3 * 300.0)  # 19 cells x 3 seeds left
+  n = 2 * len(experiment_scripts.load("sre2l_recover").SETTINGS)  # soft and hard per setting
+  assert rows[0]["done"] == 1 and rows[0]["total"] == n
+  assert rows[0]["eta_seconds"] == pytest.approx((n - 1) * 3 * 300.0)  # cells x 3 seeds left
   # IPC 1 has no finished student: 30 s per stored image per class, from the sweep's cell.
   # 48 cells of the grid, RDED's 5 tile-view selections and its factor-1 row's 5 x 2
   # (hard, soft), x 5 seeds.
   assert rows[1]["eta_seconds"] == pytest.approx((48 + 5 + 10) * 5 * 30.0)
   lines = queue.status_lines(rows, now=0.0)
-  assert "1/20 cells done, 0 partly, 19 left; 4.8 h left, done ~" in lines[0]
+  assert (f"1/{n} cells done, 0 partly, {n - 1} left; {(n - 1) * 900 / 3600:.1f} h left, done ~"
+          in lines[0])
   assert lines[-1].startswith(f"queue: 1/{sum(r['total'] for r in rows)} cells done; ETA ")
   # A step with nothing to estimate from is named, not counted; a finished one says so.
-  rows = [dict(rows[0], done=20, partial=0, left=0, eta_seconds=None),
+  rows = [dict(rows[0], done=n, partial=0, left=0, eta_seconds=None),
           dict(rows[1], eta_seconds=None)]
   lines = queue.status_lines(rows, now=0.0)
   assert lines[0].endswith("; finished") and "no finished student" in lines[1]
@@ -604,9 +606,10 @@ def test_the_second_cuts_cells_run_last_and_no_cell_is_in_two_steps(grid, tmp_pa
   plans = [(a, queue.RUNNERS[runner].plan(queue.step_argv(runner, a, str(tmp_path)))[0])
            for runner, a in queue.STEPS]
   workdirs = [c["workdir"] for _, cells in plans for c in cells]
-  # 268 cells of the grid, RDED's tile-view rows at hard labels (5 + 2 + 2 selections
-  # at IPC 1 / 10 / 50 on each dataset) and RDED at factor 1 at both label kinds.
-  assert len(workdirs) == len(set(workdirs)) == 268 + 2 * (5 + 2 + 2) * 3
+  # The recover sweeps (2 datasets x 11 settings x 2 label kinds), 228 cells of the issue's
+  # grid, RDED's tile-view rows at hard labels (5 + 2 + 2 selections at IPC 1 / 10 / 50 on
+  # each dataset) and RDED at factor 1 at both label kinds.
+  assert len(workdirs) == len(set(workdirs)) == 2 * 11 * 2 + 228 + 2 * (5 + 2 + 2) * 3
   assert sum("rded_tile_" in w for w in workdirs) == 18
   assert not any("/soft/rded_tile" in w for w in workdirs)
   assert sum("/soft/rded_k1_" in w for w in workdirs) == sum("/hard/rded_k1_" in w

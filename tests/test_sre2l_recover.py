@@ -118,7 +118,7 @@ def test_sre2l_grid_cells_wait_for_the_sweep_and_for_the_config_to_hold_its_choi
   assert {k: v for k, v in cifar.items() if k != "teacher"} == {
       k: v for k, v in held.items() if k != "teacher"}
   step = next(a for n, a in queue.STEPS if n == "grid" and "sre2l" in a and "fmnist" in a)
-  assert queue.waiting("grid", step, str(tmp_path)).endswith("finished 0 of 10 settings")
+  assert queue.waiting("grid", step, str(tmp_path)).endswith("finished 0 of 11 settings")
   assert queue.waiting("grid", queue.STEPS[1][1], str(tmp_path)) is None  # not SRe2L's step
 
   root = tmp_path / "sre2l_recover"
@@ -142,7 +142,7 @@ def test_sre2l_grid_cells_wait_for_the_sweep_and_for_the_config_to_hold_its_choi
   finish(best="default")
   assert sweep.grid_ready(str(root), "fmnist") is None
   assert queue.waiting("grid", step, str(tmp_path)) is None
-  assert sweep.grid_ready(str(root), "cifar10").endswith("finished 0 of 10 settings")
+  assert sweep.grid_ready(str(root), "cifar10").endswith("finished 0 of 11 settings")
   finish(best="lr 0.5")  # a choice configs/sre2l.py does not hold
   reason = sweep.grid_ready(str(root), "fmnist")
   assert "does not hold the chosen setting 'lr 0.5' (differs in lr)" in reason
@@ -155,7 +155,7 @@ def test_a_setting_ahead_of_the_default_by_noise_does_not_replace_it(sweep, tmp_
   assert sweep.choose(rows, "fmnist", 10) == "default"
   text = open(sweep.write_report(str(tmp_path), str(tmp_path / "out"))).read()
   assert "| **default** (leading) |" in text
-  assert "'r_bn 0.001' is ahead by no more than one pooled std, so SRe2L's own recipe stays" in text
+  assert "'r_bn 0.001' is ahead by no more than one pooled std, so `default` stays" in text
   _cell(tmp_path, "fmnist", "soft", "lr_0.5", 10, [80.6, 81.2, 81.8])  # +1.1 > 0.49
   assert sweep.choose(sweep.load(str(tmp_path)), "fmnist", 10) == "lr 0.5"
   rows = [r for r in sweep.load(str(tmp_path)) if r["setting"] != "default"]

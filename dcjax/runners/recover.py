@@ -26,8 +26,9 @@ from dcjax import sre2l
 from dcjax.data.files import cache_dir as _cache_dir
 from dcjax.data.files import write_atomic, write_json_atomic
 
-# The recover settings, with SRe2L's CIFAR values (DD-Ranking's small_dataset recover_cifar.sh:
-# 1000 iterations, lr 0.25, r_bn 0.01; the first BN layer weighted 10, jitter 4 px).
+# The recover settings: SRe2L's CIFAR values (VILA-Lab/SRe2L's small_dataset recover_cifar.sh:
+# 1000 iterations, lr 0.25, r_bn 0.01; the first BN layer weighted 10, jitter 4 px) and a flip
+# per batch, which its ImageNet recovery has and that script does not (flip=False is it).
 DEFAULTS = dict(iterations=1000, lr=0.25, r_bn=0.01, first_bn_multiplier=10.0, jitter=4,
                 flip=True, classes_per_batch=None)
 
