@@ -675,14 +675,19 @@ def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp
   assert grid.archive_unfinished(str(root), str(to)) == []
 
 
+def _dry_run_cells(out: str) -> dict[str, list[str]]:
+  """`run --dry-run`'s output -> workdir: its main.py arguments but --workdir."""
+  lines = out.splitlines()
+  return {head.split("-> ")[1]: [a for a in argv.split() if not a.startswith("--workdir=")]
+          for head, argv in zip(lines[::2], lines[1::2])}
+
+
 def test_rded_tile_view_reruns_rdeds_sets_with_the_tile_view_at_hard_labels_only(grid, tmp_path,
                                                                                  capsys):
   assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1", "--methods", "rded,rded_tile",
                     "--selection-seeds", "1:2", "--dry-run"]) == 0
   out = capsys.readouterr().out
-  cells = {}
-  for head, argv in zip(out.splitlines()[::2], out.splitlines()[1::2]):
-    cells[head.split("-> ")[1]] = [a for a in argv.split() if not a.startswith("--workdir=")]
+  cells = _dry_run_cells(out)
   hard = os.path.join(str(tmp_path), "main", "hard")
   assert sorted(b for b in map(os.path.basename, cells) if b.startswith("rded_tile")) == [
       "rded_tile_ipc1_e301", "rded_tile_ipc1_e301_sel1"]  # no soft-label cell
@@ -749,9 +754,7 @@ def test_rded_factor_1_runs_rdeds_config_at_k1_at_both_label_kinds(grid, tmp_pat
   assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1", "--methods", "rded,rded_k1",
                     "--selection-seeds", "1:2", "--dry-run"]) == 0
   out = capsys.readouterr().out
-  cells = {}
-  for head, argv in zip(out.splitlines()[::2], out.splitlines()[1::2]):
-    cells[head.split("-> ")[1]] = [a for a in argv.split() if not a.startswith("--workdir=")]
+  cells = _dry_run_cells(out)
   for label, epochs in (("hard", 301), ("soft", 300)):
     for sel in ("", "_sel1"):
       d = os.path.join(str(tmp_path), "main", label)
