@@ -780,7 +780,9 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
   subdir, name = DATASETS[dataset][1], DATASETS[dataset][2]
   if subdir:
     root = os.path.join(root, subdir)
-  paths = report._find(root)
+  # Only the grid's own cells (main/ or ablation/, then the label kind, then the cell): a run
+  # root also holds SRe2L's recover sweep (validation-split cells) and anything else.
+  paths = [p for p in report._find(root) if _grid_cell(os.path.relpath(p, root))]
   if dataset == "fmnist":  # the other datasets' grids live in their own subfolders
     others = [os.path.join(os.path.abspath(root), d[1]) + os.sep for d in DATASETS.values() if d[1]]
     paths = [p for p in paths if not os.path.abspath(p).startswith(tuple(others))]

@@ -144,7 +144,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
     r = soft[0]
     images, labels = r["storage"]["image_bytes"], r["storage"]["soft_label_bytes"]
     return labels >= FAR_MORE * images, (
-        f"soft labels {_bytes(labels)} vs images {_bytes(images)} ({labels / images:.0f}x), "
+        f"soft labels {_bytes(labels)} vs images {_bytes(images)} ({_times(labels / images)}), "
         f"teacher {_bytes(r['storage'].get('teacher_bytes', 0))} "
         f"({r['recipe']['epochs']} epochs of labels)")
 
@@ -164,7 +164,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
             "ratio is the same at every IPC and grows with the class count. The same formula "
             f"at ImageNet-1K IPC 10 ({n['classes']:,} classes, {n['images']:,} images, "
             f"{n['epochs']} epochs; arithmetic, not a run) gives {_bytes(imagenet)} of soft "
-            f"labels, {imagenet / n['image_bytes']:.0f}x the paper's {_bytes(n['image_bytes'])} "
+            f"labels, {_times(imagenet / n['image_bytes'])} the paper's {_bytes(n['image_bytes'])} "
             f"of images; the paper reports {_bytes(n['soft_label_bytes'])}, "
             f"~{n['ratio']}x."]
 
@@ -206,6 +206,11 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
           + [""])
 
 
+def _times(ratio: float) -> str:
+  """A ratio as 'N x', with a decimal below 20 so one near the 10x line shows its side."""
+  return f"{ratio:.1f}x" if ratio < 20 else f"{ratio:.0f}x"
+
+
 def _bytes(n: int) -> str:
   from dcjax.benchmark import report
   return report.human_bytes(int(n))
@@ -232,5 +237,5 @@ def storage_markdown(cells: Cells) -> list[str]:
             else f"{_bytes(images[0])} – {_bytes(images[-1])}")
     lines.append(f"| {ipc} | {span} | {_bytes(soft) if soft else '—'} | "
                  f"{_bytes(teacher) if teacher else '—'} | "
-                 + (f"{soft / images[len(images) // 2]:.0f}x |" if soft else "— |"))
+                 + (f"{_times(soft / images[len(images) // 2])} |" if soft else "— |"))
   return lines + [""]

@@ -782,3 +782,16 @@ def test_rded_factor_1_is_a_distillation_row_of_the_findings(grid, tmp_path):
           "random behind by 5.00") in findings
   assert "(1) Under soft labels a random subset is about as good as distillation: not " \
       "reproduced" in findings
+
+
+def test_the_report_reads_only_the_grids_cells_not_the_sweep_beside_them(grid, tmp_path):
+  """The queue's run root also holds SRe2L's recover sweep (validation-split cells); a report of
+  that root must not take them for grid cells (they once showed as a soft IPC-10 storage row)."""
+  root = tmp_path / "runs"
+  _write(root, "main/soft/random_ipc1_e300", _result("random", 1, "soft", "teacher", [74.0] * 5))
+  sweep = dict(_result("sre2l", 10, "soft", "teacher", [80.0] * 3),
+               storage=dict(image_bytes=60_000, soft_label_bytes=600_000))
+  _write(root, "sre2l_recover/validation/fmnist/soft/default_ipc10", sweep)
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "80.00" not in md and "| 10 |" not in md
+  assert "| Random | 74.00 ± 0.50 |" in md
