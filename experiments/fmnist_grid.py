@@ -322,17 +322,17 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
   return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta)
 
 
-def student_seconds_model(mean_seconds: dict[int, float]):
+def student_seconds_model(typical_seconds: dict[int, float]):
   """ipc -> estimated seconds of one student, from the typical (median) seconds of the finished
-  students per IPC (None when there are none). An IPC with finished students is that figure. Another is a
-  fixed cost plus a cost per stored image, fitted by least squares to the per-IPC means (each
-  IPC weighs the same) once two IPCs have finished; with one IPC, its seconds per image. A
-  student's start-up, compiles and test pass do not grow with the IPC, so scaling IPC 1's
-  seconds per image up to IPC 50 would overestimate it ~2x (40 s at IPC 1, 215 s at IPC 10 on
-  the 2-core AMD machine: 20.6 s + 19.4 s per image, ~990 s at IPC 50 against ~1500 s)."""
-  if not mean_seconds:
+  students per IPC (None when there are none). An IPC with finished students is that figure.
+  Another is a fixed cost plus a cost per stored image, fitted by least squares to the per-IPC
+  figures (each IPC weighs the same) once two IPCs have finished; with one IPC, its seconds per
+  image. A student's start-up, compiles and test pass do not grow with the IPC, so scaling IPC
+  1's seconds per image up to IPC 50 would overestimate it ~2x (40 s at IPC 1, 215 s at IPC 10
+  on the 2-core AMD machine: 20.6 s + 19.4 s per image, ~990 s at IPC 50 against ~1500 s)."""
+  if not typical_seconds:
     return None
-  xs, ys = list(mean_seconds), list(mean_seconds.values())
+  xs, ys = list(typical_seconds), list(typical_seconds.values())
   fixed, per_image = 0.0, sum(y / x for x, y in zip(xs, ys)) / len(xs)
   if len(xs) >= 2:
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
@@ -342,7 +342,7 @@ def student_seconds_model(mean_seconds: dict[int, float]):
       fixed, per_image = my - slope * mx, slope
       if fixed < 0:  # no negative fixed cost: a line through the origin instead
         fixed, per_image = 0.0, sum(x * y for x, y in zip(xs, ys)) / sum(x * x for x in xs)
-  return lambda ipc: mean_seconds.get(ipc, fixed + per_image * ipc)
+  return lambda ipc: typical_seconds.get(ipc, fixed + per_image * ipc)
 
 
 def progress_line(p: dict) -> str:

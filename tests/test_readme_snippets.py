@@ -101,8 +101,9 @@ def test_the_checker_catches_a_dropped_argument_and_a_moved_module():
   """The two mistakes the audit found, in miniature: the checker must fail on each."""
   with pytest.raises(ModuleNotFoundError):
     list(dcjax_calls("from dcjax import no_such_module\n"))
-  (_, _, obj, n, kw), = [c for c in dcjax_calls(
-      "from dcjax import rded\nrded.distill(src, key, obs, v, ipc=10, k=2, candidates_per_class=3)\n")]
+  code = ("from dcjax import rded\n"
+          "rded.distill(src, key, obs, v, ipc=10, k=2, candidates_per_class=3)")
+  (_, _, obj, n, kw), = list(dcjax_calls(code))
   with pytest.raises(TypeError):
     inspect.signature(obj).bind(*range(n), **dict.fromkeys(kw))
 
