@@ -104,10 +104,9 @@ def _recover_cell(rel: str) -> bool:
 def choose(rows: list[dict], dataset: str, ipc: int) -> str | None:
   """The setting with the best soft-label validation mean, if it is ahead of `default` (the
   recipe the config starts from) by more than one pooled std (sqrt of the mean of the two
-  variances); otherwise
-  `default` — the project's rule for every choice made on validation (README "PCA": a later
-  setting replaces the current one only when it is ahead by more than one pooled std), so noise
-  between ten settings does not pick one. None: no soft cell finished."""
+  variances); otherwise `default` — the project's rule for every choice made on validation
+  (README "PCA": a later setting replaces the current one only when it is ahead by more than
+  one pooled std), so noise between eleven settings does not pick one. None: no soft cell finished."""
   soft = {r["setting"]: r["result"] for r in rows
           if (r["dataset"], r["ipc"], r["protocol"]) == (dataset, ipc, "soft")}
   if not soft:
