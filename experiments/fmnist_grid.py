@@ -251,7 +251,8 @@ def cells(args) -> list[dict]:
             argv.append(f"--config.seed={100 * sel}")
           argv += args.extra
           out.append(dict(name=f"{name} ipc={ipc} {protocol}" + (f" sel {sel}" if sel else ""),
-                          workdir=workdir, argv=argv, ipc=ipc, dataset=args.dataset))
+                          workdir=workdir, argv=argv, ipc=ipc, dataset=args.dataset,
+                          labels=protocol))
   return out
 
 
@@ -268,33 +269,76 @@ def run(args) -> int:
                    stop_after=args.stop_after)
 
 
-# The ETA reads the newest finished students of an IPC only: the code (dcjax.layers' paths) and
+# The ETA reads the newest finished students of a kind only: the code (dcjax.layers' paths) and
 # the host (two machines of one `lscpu` name differed 1.55x) change between sessions.
 ETA_RECENT_STUDENTS = 15
 
 
-def _finished_student_seconds(root: str) -> dict[int, list[float]]:
-  """ipc -> seconds of the newest `ETA_RECENT_STUDENTS` finished students of that IPC under
-  root, whatever their dataset (by results.json's `created`: an older dataset's students ran
-  older code), each a cell's wall seconds per student, or a student's own training seconds
-  where those are more. The cell's setup (its `setup_seconds`: scores, teachers, SRe2L's
-  recover) is not a student's: it is left out where recorded."""
+def student_kind(dataset: str, labels: str) -> tuple[str, str]:
+  """(grid dataset, 'hard' or 'soft') of a student: what its cost depends on besides the IPC.
+  A CIFAR-10 soft-label student (3 channels, 32 px, a teacher's forward pass per step) costs
+  ~2x a Fashion-MNIST hard-label one. `dataset` is a DATASETS key or results.json's dataset
+  ('fashion_mnist', 'parquet:<dir>/cifar10-jpeg'); `labels` a protocol name ('hard', 'soft')
+  or a recipe's labels ('hard', 'teacher')."""
+  name = os.path.basename(dataset.rstrip("/"))
+  grid_name = next((k for k in DATASETS if name.startswith(k)),
+                   "fmnist" if name == "fashion_mnist" else dataset)
+  return grid_name, "hard" if labels == "hard" else "soft"
+
+
+def _finished_student_seconds(root: str) -> dict[tuple[str, str], dict[int, list[float]]]:
+  """student kind -> ipc -> seconds of the newest `ETA_RECENT_STUDENTS` finished students of
+  that kind and IPC under root (by results.json's `created`: older students ran older code),
+  each a cell's wall seconds per student, or a student's own training seconds where those are
+  more. The cell's setup (its `setup_seconds`: scores, teachers, SRe2L's recover) is not a
+  student's: it is left out where recorded. Only students of the newest cell's convolution path
+  (results.json's environment.conv_path) count: a kind whose students all ran an older, slower
+  path (Fashion-MNIST's soft IPC-10 sweep ran before the fused path, ~3x slower) would
+  otherwise set its estimate from them."""
   dated = collections.defaultdict(list)
+  newest = ("", None)
   for dirpath, _, files in os.walk(root):
     if "results.json" not in files:
       continue
     try:
       with open(os.path.join(dirpath, "results.json"), encoding="utf-8") as f:
         r = json.load(f)
-      ipc = int(r["ipc"])
+      kind = student_kind(str(r["dataset"]), str(r["recipe"]["labels"]))
       train = [float(x["train_seconds"]) for x in r["runs"] if "train_seconds" in x]
       students_wall = float(r.get("wall_seconds", 0.0)) - float(r.get("setup_seconds") or 0.0)
       per_student = students_wall / max(1, len(r["runs"]))
-      dated[ipc] += [(str(r.get("created", "")), max(t, per_student)) for t in train]
-    except (OSError, ValueError, KeyError, TypeError):
+      created = str(r.get("created", ""))
+      path = (r.get("environment") or {}).get("conv_path")
+      dated[kind, int(r["ipc"])] += [(created, path, max(t, per_student)) for t in train]
+      newest = max(newest, (created, path), key=lambda x: x[0])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
       continue  # a corrupt or foreign file does not stop the grid
-  return {ipc: [sec for _, sec in sorted(xs, key=lambda x: x[0])[-ETA_RECENT_STUDENTS:]]
-          for ipc, xs in dated.items()}
+  out = collections.defaultdict(dict)
+  for (kind, ipc), xs in dated.items():
+    xs = sorted((x for x in xs if x[1] == newest[1]), key=lambda x: x[0])
+    if xs:
+      out[kind][ipc] = [sec for _, _, sec in xs[-ETA_RECENT_STUDENTS:]]
+  return dict(out)
+
+
+def student_seconds_estimate(finished: dict[tuple[str, str], dict[int, list[float]]]):
+  """(kind, ipc) -> estimated seconds of one student (None when nothing has finished): the
+  kind's own students where it has any (student_seconds_model of their per-IPC medians), else
+  every kind's students pooled per IPC. The median, not the mean: a cell that shared the CPU
+  (a benchmark, the test suite) slows all of its students, and a mean carried that into every
+  cell the ETA extrapolates."""
+  def model(per_ipc):
+    return student_seconds_model({ipc: float(np.median(xs)) for ipc, xs in per_ipc.items()
+                                  if xs})
+  pooled = collections.defaultdict(list)
+  for per_ipc in finished.values():
+    for ipc, xs in per_ipc.items():
+      pooled[ipc] += xs
+  fallback = model(pooled)
+  if fallback is None:
+    return None
+  own = {kind: model(per_ipc) for kind, per_ipc in finished.items()}
+  return lambda kind, ipc: (own.get(kind) or fallback)(ipc)
 
 
 def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
@@ -309,16 +353,13 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
     partial += 0 < n < seeds
     left += n == 0
     if n < seeds:
-      students_left[cell.get("ipc", 0)] += seeds - n
+      kind = student_kind(cell.get("dataset", "fmnist"), cell.get("labels", "hard"))
+      students_left[kind, cell.get("ipc", 0)] += seeds - n
   eta = None
   if root and students_left:
-    per_ipc = _finished_student_seconds(root)
-    # The median, not the mean: a cell that shared the CPU (a benchmark, the test suite) slows
-    # all of its students, and the mean carried that into every cell the ETA extrapolates.
-    estimate = student_seconds_model({ipc: float(np.median(xs)) for ipc, xs in per_ipc.items()
-                                      if xs})
+    estimate = student_seconds_estimate(_finished_student_seconds(root))
     if estimate is not None:
-      eta = sum(k * estimate(ipc) for ipc, k in students_left.items())
+      eta = sum(k * estimate(kind, ipc) for (kind, ipc), k in students_left.items())
   return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta)
 
 

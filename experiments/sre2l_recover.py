@@ -74,7 +74,8 @@ def cells(args) -> list[dict]:
           argv = [sys.executable, os.path.join(ROOT_DIR, "main.py"), f"--config={config}",
                   f"--workdir={workdir}"] + [f"--config.{k}={v}" for k, v in flags.items()]
           out.append(dict(name=f"{dataset} {setting} ipc={ipc} {protocol}", workdir=workdir,
-                          argv=argv + args.extra, ipc=ipc, dataset=dataset))
+                          argv=argv + args.extra, ipc=ipc, dataset=dataset,
+                          labels=protocol))
   return out
 
 

@@ -202,13 +202,56 @@ def test_the_eta_reads_the_newest_students_of_an_ipc(grid, tmp_path):
     r["runs"] = [dict(x, train_seconds=seconds) for x in r["runs"]]
   _write(tmp_path, "main/hard/random_ipc10_e301", old)
   _write(tmp_path, "main/hard/herding_ipc10_e301", new)
-  assert grid._finished_student_seconds(str(tmp_path)) == {10: [100.0] * n}
-  # Across datasets too: another dataset's older students of the IPC are not averaged in.
-  other = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
-               created="2026-12-02T00:00:00", dataset="parquet:cifar10")
-  other["runs"] = [dict(x, train_seconds=500.0) for x in other["runs"]]
-  _write(tmp_path, "main/hard/random_ipc10_e301_cifar", other)
-  assert grid._finished_student_seconds(str(tmp_path)) == {10: [100.0] * n}
+  fmnist_hard = ("fmnist", "hard")
+  assert grid._finished_student_seconds(str(tmp_path)) == {fmnist_hard: {10: [100.0] * n}}
+
+
+def test_the_eta_keys_students_by_dataset_and_labels(grid, tmp_path):
+  """A CIFAR-10 soft-label student costs ~2x a Fashion-MNIST hard-label one: each kind's cells
+  are estimated from that kind's students, and a kind with none from every kind's pooled."""
+  n = grid.ETA_RECENT_STUDENTS
+  cheap = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
+               created="2026-12-06T00:00:00")
+  cheap["runs"] = [dict(x, train_seconds=100.0) for x in cheap["runs"]]
+  costly = dict(_result("random", 10, "soft", "teacher", [70.0] * n),
+                created="2026-12-06T01:00:00", dataset="parquet:/data/cifar10-jpeg")
+  costly["runs"] = [dict(x, train_seconds=200.0) for x in costly["runs"]]
+  _write(tmp_path, "main/hard/random_ipc10_e301", cheap)
+  _write(tmp_path, "cifar10/main/soft/random_ipc10_e300", costly)
+  assert grid._finished_student_seconds(str(tmp_path)) == {
+      ("fmnist", "hard"): {10: [100.0] * n}, ("cifar10", "soft"): {10: [200.0] * n}}
+  assert grid.student_kind("parquet:/data/cifar10-jpeg/", "teacher") == ("cifar10", "soft")
+  assert grid.student_kind("fashion_mnist", "hard") == ("fmnist", "hard")
+  assert grid.student_kind("fmnist", "soft") == ("fmnist", "soft")
+
+  def eta(**cell):
+    todo = [dict(workdir=str(tmp_path / "left"), ipc=10, **cell)]
+    return grid.progress(todo, 5, str(tmp_path))["eta_seconds"]
+  assert eta(dataset="fmnist", labels="hard") == pytest.approx(5 * 100.0)
+  assert eta(dataset="cifar10", labels="soft") == pytest.approx(5 * 200.0)
+  assert eta(dataset="cifar10", labels="hard") == pytest.approx(5 * 150.0)  # pooled median
+  # The grid's cells carry their kind.
+  cells, _, _ = grid.plan(["--root", str(tmp_path), "--dataset", "cifar10", "--methods",
+                           "random", "--ipcs", "10"])
+  assert {(c["dataset"], c["labels"]) for c in cells} == {("cifar10", "hard"),
+                                                          ("cifar10", "soft")}
+
+
+def test_the_eta_reads_the_newest_convolution_path_only(grid, tmp_path):
+  """Students of an older, slower convolution path do not set a kind's estimate: the kind falls
+  back to the students of the current path (every kind's, pooled)."""
+  n = grid.ETA_RECENT_STUDENTS
+  old = dict(_result("random", 10, "soft", "teacher", [70.0] * n),
+             created="2026-12-01T00:00:00", environment=dict(conv_path="winograd"))
+  old["runs"] = [dict(x, train_seconds=300.0) for x in old["runs"]]
+  new = dict(_result("random", 10, "small_data", "hard", [70.0] * n),
+             created="2026-12-06T00:00:00", environment=dict(conv_path="fused"))
+  new["runs"] = [dict(x, train_seconds=100.0) for x in new["runs"]]
+  _write(tmp_path, "main/soft/random_ipc10_e300", old)
+  _write(tmp_path, "main/hard/random_ipc10_e301", new)
+  assert grid._finished_student_seconds(str(tmp_path)) == {("fmnist", "hard"): {10: [100.0] * n}}
+  todo = [dict(workdir=str(tmp_path / "left"), ipc=10, dataset="fmnist", labels="soft")]
+  assert grid.progress(todo, 5, str(tmp_path))["eta_seconds"] == pytest.approx(5 * 100.0)
 
 
 def test_one_contended_cell_does_not_set_the_eta(grid, tmp_path):
