@@ -847,14 +847,15 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
   # point (some IPCs ran reduced) is in the table, not in the legend.
   # Accuracy vs IPC: one panel per label kind (the plots' panels are per dataset), each method
   # one colour in both, one accuracy axis for both, so the soft - hard gap reads across.
-  main = [dict(r, method=DISPLAY.get(r["_variant"], r["_variant"]),
+  # Panels titled by the dataset's name, lines' protocols by their label kind.
+  main = [dict(r, method=DISPLAY.get(r["_variant"], r["_variant"]), dataset=TITLES[dataset],
+               protocol=("hard" if r["recipe"]["labels"] == "hard" else "soft") + " labels",
                recipe={k: v for k, v in r["recipe"].items() if k != "epochs"})
           for r in results if _grid_and_variant(r["_path"])[0] == "main"]
   if main:
     report.plot_accuracy_vs_ipc(
-        [dict(r, dataset=f"{r['dataset']}, "
-              + ("hard" if r["recipe"]["labels"] == "hard" else "soft") + " labels")
-         for r in main], os.path.join(out, f"{name}_acc_vs_ipc.png"), sharey=True)
+        [dict(r, dataset=f"{r['dataset']}, {r['protocol']}") for r in main],
+        os.path.join(out, f"{name}_acc_vs_ipc.png"), sharey=True)
     # Storage: hard and soft labels in one panel, on one byte axis, so what the label file adds
     # (finding 3) is the distance between a method's two lines.
     report.plot_accuracy_vs_storage(main, os.path.join(out, f"{name}_acc_vs_storage.png"))

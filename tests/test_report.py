@@ -138,6 +138,33 @@ def test_plots(runs_dir, tmp_path):
     report.plot_accuracy_vs_ipc([], str(tmp_path / "x.png"))
 
 
+def test_plot_legends_name_each_method_once_in_its_own_colour(tmp_path):
+  """The grid's 11 rows under two label kinds: a legend of methods (11 entries, 11 different
+  colours) and one of protocols, not 22 pairings; the IPC named once per IPC and protocol on
+  the storage plot, not at every point."""
+  methods = [f"method {i}" for i in range(11)]
+  results = [_result(m, ipc, protocol) for m in methods for ipc in (1, 10)
+             for protocol in ("hard", "soft")]
+  fig = report._plot(report._points(results), "bytes", "bytes", str(tmp_path / "s.png"),
+                     annotate_ipc=True)
+  by_title = {lg.get_title().get_text(): lg for lg in fig.legends}
+  assert sorted(by_title) == ["method", "protocol"]
+  assert [t.get_text() for t in by_title["method"].get_texts()] == sorted(methods)
+  colours = [tuple(h.get_color()) if not isinstance(h.get_color(), str) else h.get_color()
+             for h in by_title["method"].legend_handles]
+  assert len(set(colours)) == 11
+  assert [t.get_text() for t in by_title["protocol"].get_texts()] == ["hard", "soft"]
+  notes = sorted(t.get_text() for t in fig.axes[0].texts)
+  assert notes == ["ipc 1, hard", "ipc 1, soft", "ipc 10, hard", "ipc 10, soft"]
+  # Lines that differ in more than method and protocol keep one legend entry per line.
+  other = dict(_result("random", 1, "hard"), model="resnet18")
+  fig = report._plot(report._points([_result("random", 1, "hard"), other]), "ipc", "ipc",
+                     str(tmp_path / "i.png"), annotate_ipc=False)
+  (legend,) = fig.legends
+  assert [t.get_text() for t in legend.get_texts()] == ["random (hard) convnet",
+                                                        "random (hard) resnet18"]
+
+
 def test_a_log_axis_within_one_decade_gets_ticks_that_read_apart():
   # Fashion-MNIST IPC 1 soft cells: ~161 KB each, no power of ten inside the range.
   assert report.narrow_log_ticks([161_300, 161_720, 161_500]) == [161_300, 161_500, 161_700]

@@ -262,12 +262,20 @@ def _points(results: Sequence[dict]) -> list[dict]:
   return points
 
 
+# Line colours, one per method: matplotlib's ten, then hues none of them is close to (a
+# translucent copy of a colour read as that colour: k-Center and SRe2L looked alike).
+PALETTE = ("C0", "C1", "C2", "C3", "C4", "C5", "C6", "C7", "C8", "C9",
+           "#000000", "#000080", "#e6ab02", "#008080", "#ff00ff", "#67001f", "#7fff00")
+
+
 def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool,
-          sharey: bool = False) -> None:
+          sharey: bool = False):
+  """Draws and saves the figure; returns it (matplotlib's Figure) for inspection."""
   # The object-oriented API with an explicit Agg canvas: no pyplot global state, no GUI backend,
   # safe in scripts, tests and threads.
   from matplotlib.backends.backend_agg import FigureCanvasAgg
   from matplotlib.figure import Figure
+  from matplotlib.lines import Line2D
   from matplotlib.ticker import FuncFormatter, NullFormatter, ScalarFormatter
 
   datasets = sorted({p["dataset"] for p in points})
@@ -275,8 +283,7 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
   # methods x 2 label protocols) stay tellable apart; the legend sits outside the axes.
   methods = sorted({p.get("method", p["label"]) for p in points})
   protocols = sorted({p.get("protocol", "") for p in points})
-  palette = [f"C{i}" for i in range(10)] + ["#17becf80", "#8c564b80", "#e377c280", "#7f7f7f80"]
-  color = {m: palette[i % len(palette)] for i, m in enumerate(methods)}
+  color = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(methods)}
   style = {q: ("-", "--", ":", "-.")[i % 4] for i, q in enumerate(protocols)}
   marker = {q: "osD^"[i % 4] for i, q in enumerate(protocols)}
   fig = Figure(figsize=(5.5 * len(datasets) + 2.2, 4.2), layout="constrained")
@@ -293,10 +300,21 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
       ax.errorbar([p[x] for p in pts], [p["mean"] for p in pts], yerr=[p["std"] for p in pts],
                   marker=marker[q], linestyle=style[q], markersize=4, capsize=3, label=label,
                   color=color[pts[0].get("method", label)])
-      if annotate_ipc:
-        for p in pts:
-          ax.annotate(f"ipc {p['ipc']}", (p[x], p["mean"]), textcoords="offset points",
-                      xytext=(3, 3), fontsize=7)
+    if annotate_ipc:  # once per IPC and protocol, not at every point: the first protocol's
+      # above its highest point, the others' below their lowest (one IPC's hard-label points
+      # and a smaller IPC's soft-label ones can share a stretch of the byte axis)
+      groups: dict[tuple, list[dict]] = defaultdict(list)
+      for p in points:
+        if p["dataset"] == dataset:
+          groups[p["ipc"], p.get("protocol", "")].append(p)
+      for (ipc, q), pts in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        above = q == protocols[0]
+        end = (max if above else min)(pts, key=lambda p: p["mean"] + (p["std"] if above
+                                                                      else -p["std"]))
+        ax.annotate(f"ipc {ipc}" + (f", {q}" if len(protocols) > 1 else ""),
+                    (end[x], end["mean"] + (end["std"] if above else -end["std"])),
+                    textcoords="offset points", xytext=(0, 4 if above else -4), ha="center",
+                    va="bottom" if above else "top", fontsize=7)
     ax.set_xscale("log")
     if x == "ipc":  # label the ipcs actually run, not powers of ten
       ticks = sorted({p["ipc"] for p in points if p["dataset"] == dataset})
@@ -314,15 +332,26 @@ def _plot(points: list[dict], x: str, xlabel: str, path: str, annotate_ipc: bool
     if ax is axes[0] or not sharey:
       ax.set_ylabel("top-1 accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
-  handles, labels = axes[0].get_legend_handles_labels()
-  for ax in axes[1:]:  # every label once, across panels
-    for h, lab in zip(*ax.get_legend_handles_labels()):
-      if lab not in labels:
-        handles.append(h)
-        labels.append(lab)
-  fig.legend(handles, labels, loc="outside right upper", fontsize=7)
+  if all(p["label"] == f"{p.get('method')} ({p.get('protocol')})" for p in points):
+    # Each line is one method under one protocol: a legend of methods (colours) and one of
+    # protocols (line styles), not every pairing spelt out (22 entries for the grid's 11 rows).
+    fig.legend([Line2D([], [], color=color[m]) for m in methods], methods, title="method",
+               loc="outside right upper", fontsize=7, title_fontsize=8)
+    if len(protocols) > 1:
+      fig.legend([Line2D([], [], color="black", linestyle=style[q], marker=marker[q],
+                         markersize=4) for q in protocols], protocols, title="protocol",
+                 loc="outside right lower", fontsize=7, title_fontsize=8)
+  else:
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:  # every label once, across panels
+      for h, lab in zip(*ax.get_legend_handles_labels()):
+        if lab not in labels:
+          handles.append(h)
+          labels.append(lab)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=7)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   fig.savefig(path, dpi=120)
+  return fig
 
 
 def _round_sig(v: float, digits: int) -> float:
