@@ -140,3 +140,24 @@ def test_the_readme_names_only_dcjax_objects_and_repo_files_that_exist():
   assert not missing, f"README.md names what the repository does not have: {missing}"
   with pytest.raises(AttributeError):
     _resolve_dotted("dcjax.rded.no_such_function")
+
+
+def heading_anchors(text: str) -> list[str]:
+  """GitHub's anchor of every Markdown heading outside code blocks: lower case, punctuation but
+  '-' and '_' dropped, spaces to '-'."""
+  text = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+  return [re.sub(r"[^\w\- ]", "", m.group(1).strip().lower()).replace(" ", "-")
+          for m in re.finditer(r"^#+ (.+)$", text, re.M)]
+
+
+def test_the_readme_contents_list_every_section_and_link_to_it():
+  text = README.read_text(encoding="utf-8")
+  contents = text[text.index("Contents:"):text.index("\n\n## ")]
+  links = re.findall(r"\]\(#([^)]+)\)", contents)
+  anchors = heading_anchors(text)
+  assert set(links) <= set(anchors), sorted(set(links) - set(anchors))
+  sections = heading_anchors("\n".join(
+      line for line in text.splitlines() if re.match(r"^#{2,3} ", line)))
+  assert links == [a for a in anchors if a in sections]  # every ## / ### heading, in order
+  assert heading_anchors("## Outputs (`--workdir`)\n```\n# not a heading\n```") == [
+      "outputs---workdir"]
