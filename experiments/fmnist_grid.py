@@ -321,15 +321,23 @@ def _finished_student_seconds(root: str) -> dict[tuple[str, str], dict[int, list
   return dict(out)
 
 
-def student_seconds_estimate(finished: dict[tuple[str, str], dict[int, list[float]]]):
+# The "alone" ETA's percentile of the newest students: work beside the queue (a test run: ~2.4x
+# slower) only ever slows a student, and the newest students' seconds are bimodal (CIFAR-10
+# hard IPC 10 on 2026-12-07: six at 108-127 s, nine at 195-289 s), so a low percentile reads
+# the queue's pace with the CPU to itself where the median reads its recent pace.
+ETA_ALONE_PERCENTILE = 20
+
+
+def student_seconds_estimate(finished: dict[tuple[str, str], dict[int, list[float]]],
+                             percentile: float = 50):
   """(kind, ipc) -> estimated seconds of one student (None when nothing has finished): the
-  kind's own students where it has any (student_seconds_model of their per-IPC medians), else
-  every kind's students pooled per IPC. The median, not the mean: a cell that shared the CPU
-  (a benchmark, the test suite) slows all of its students, and a mean carried that into every
-  cell the ETA extrapolates."""
+  kind's own students where it has any (student_seconds_model of their per-IPC percentile),
+  else every kind's students pooled per IPC. The median by default, not the mean: a cell that
+  shared the CPU (a benchmark, the test suite) slows all of its students, and a mean carried
+  that into every cell the ETA extrapolates."""
   def model(per_ipc):
-    return student_seconds_model({ipc: float(np.median(xs)) for ipc, xs in per_ipc.items()
-                                  if xs})
+    return student_seconds_model({ipc: float(np.percentile(xs, percentile))
+                                  for ipc, xs in per_ipc.items() if xs})
   pooled = collections.defaultdict(list)
   for per_ipc in finished.values():
     for ipc, xs in per_ipc.items():
@@ -342,7 +350,9 @@ def student_seconds_estimate(finished: dict[tuple[str, str], dict[int, list[floa
 
 
 def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
-  """Cells done / partly done / left and an ETA (seconds, or None) for the students left."""
+  """Cells done / partly done / left and an ETA (seconds, or None) for the students left: at
+  the recent pace (`eta_seconds`, the median student) and with the CPU to itself
+  (`eta_alone_seconds`, ETA_ALONE_PERCENTILE)."""
   done = partial = left = 0
   students_left = collections.Counter()
   for cell in todo:
@@ -355,12 +365,16 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
     if n < seeds:
       kind = student_kind(cell.get("dataset", "fmnist"), cell.get("labels", "hard"))
       students_left[kind, cell.get("ipc", 0)] += seeds - n
-  eta = None
+  eta = eta_alone = None
   if root and students_left:
-    estimate = student_seconds_estimate(_finished_student_seconds(root))
-    if estimate is not None:
-      eta = sum(k * estimate(kind, ipc) for (kind, ipc), k in students_left.items())
-  return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta)
+    finished = _finished_student_seconds(root)
+    recent = student_seconds_estimate(finished)
+    alone = student_seconds_estimate(finished, ETA_ALONE_PERCENTILE)
+    if recent is not None:
+      eta = sum(k * recent(kind, ipc) for (kind, ipc), k in students_left.items())
+      eta_alone = sum(k * alone(kind, ipc) for (kind, ipc), k in students_left.items())
+  return dict(done=done, partial=partial, left=left, total=len(todo), eta_seconds=eta,
+              eta_alone_seconds=eta_alone)
 
 
 def student_seconds_model(typical_seconds: dict[int, float]):
@@ -390,7 +404,9 @@ def progress_line(p: dict) -> str:
   eta = p["eta_seconds"]
   when = ("nothing left" if p["done"] == p["total"] else
           "ETA unknown (no finished student yet)" if eta is None else
-          f"ETA {eta / 3600:.1f} h (~{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + eta))})")
+          f"ETA {eta / 3600:.1f} h (~{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + eta))})"
+          + (f", {p['eta_alone_seconds'] / 3600:.1f} h with the CPU to itself"
+             if p.get("eta_alone_seconds") is not None else ""))
   return (f"grid: {p['done']}/{p['total']} cells done, {p['partial']} partly, {p['left']} left; "
           + when)
 

@@ -134,7 +134,7 @@ def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
   """One line per step (cells done / partly / left, its hours of work left and when the queue
   should reach its end, steps running one after another), then the queue's total."""
   now = time.time() if now is None else now
-  lines, elapsed, unknown = [], 0.0, 0
+  lines, elapsed, alone, unknown = [], 0.0, 0.0, 0
   for i, r in enumerate(rows):
     cells = (f"{r['done']}/{r['total']} cells done, {r['partial']} partly, {r['left']} left")
     if r["done"] == r["total"]:
@@ -144,13 +144,17 @@ def status_lines(rows: list[dict], now: float | None = None) -> list[str]:
       when = "no finished student to estimate from"
     else:
       elapsed += r["eta_seconds"]
-      when = (f"{r['eta_seconds'] / 3600:.1f} h left, done ~"
+      alone += r.get("eta_alone_seconds") or 0.0
+      when = (f"{r['eta_seconds'] / 3600:.1f} h left"
+              + (f" ({r['eta_alone_seconds'] / 3600:.1f} h alone)"
+                 if r.get("eta_alone_seconds") is not None else "") + ", done ~"
               + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)))
     lines.append(f"{i + 1:2d}. {r['step']}\n    {cells}; {when}"
                  + (f"\n    {r['waiting']}" if r.get("waiting") else ""))
   done, total = sum(r["done"] for r in rows), sum(r["total"] for r in rows)
   lines.append(f"queue: {done}/{total} cells done; ETA {elapsed / 3600:.1f} h (~"
-               + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)) + ")"
+               + time.strftime("%Y-%m-%d %H:%M", time.localtime(now + elapsed)) + ") at the "
+               f"recent pace, {alone / 3600:.1f} h with the CPU to itself"
                + (f", not counting {unknown} step(s) with nothing to estimate from" if unknown
                   else "")
                + "; teachers and scores trained on the way are not in it")

@@ -267,6 +267,22 @@ def test_one_contended_cell_does_not_set_the_eta(grid, tmp_path):
   assert grid.progress(todo, 5, str(tmp_path))["eta_seconds"] == pytest.approx(5 * 100.0)
 
 
+def test_the_alone_eta_reads_the_fast_students_the_recent_one_the_median(grid, tmp_path, capsys):
+  """Work beside the queue only slows students: where most of the newest ran beside a test run
+  (250 s against 100 s alone), the recent pace is the median's and the CPU-to-itself estimate
+  the low percentile's, and the status line prints both."""
+  for i, seconds in enumerate((100.0, 250.0, 250.0)):
+    r = dict(_result("random", 10, "small_data", "hard", [70.0] * 5),
+             created=f"2026-12-0{i + 1}T00:00:00")
+    r["runs"] = [dict(x, train_seconds=seconds) for x in r["runs"]]
+    _write(tmp_path, f"main/hard/random_ipc10_e301_sel{i}", r)
+  todo = [dict(workdir=str(tmp_path / "left"), ipc=10)]
+  p = grid.progress(todo, 5, str(tmp_path))
+  assert p["eta_seconds"] == pytest.approx(5 * 250.0)
+  assert p["eta_alone_seconds"] == pytest.approx(5 * 100.0)
+  assert grid.progress_line(p).endswith(", 0.1 h with the CPU to itself")
+
+
 def test_student_seconds_fit_a_fixed_cost_and_a_cost_per_image(grid):
   assert grid.student_seconds_model({}) is None
   one = grid.student_seconds_model({10: 215.0})
@@ -521,8 +537,9 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   # (hard, soft), x 5 seeds.
   assert rows[1]["eta_seconds"] == pytest.approx((48 + 5 + 10) * 5 * 30.0)
   lines = queue.status_lines(rows, now=0.0)
-  assert (f"1/{n} cells done, 0 partly, {n - 1} left; {(n - 1) * 900 / 3600:.1f} h left, done ~"
-          in lines[0])
+  hours = f"{(n - 1) * 900 / 3600:.1f} h"
+  assert f"1/{n} cells done, 0 partly, {n - 1} left; {hours} left ({hours} alone), done ~" in (
+      lines[0])
   assert lines[-1].startswith(f"queue: 1/{sum(r['total'] for r in rows)} cells done; ETA ")
   # A step with nothing to estimate from is named, not counted; a finished one says so.
   rows = [dict(rows[0], done=n, partial=0, left=0, eta_seconds=None),
@@ -704,7 +721,7 @@ def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp
   assert (new / "main/hard/herding_ipc50_e301/runs/seed_1.json").exists()
   todo = [dict(workdir=str(new / "main/hard/herding_ipc50_e301"), ipc=50)]
   assert grid.progress(todo, 5, None) == dict(done=0, partial=1, left=0, total=1,
-                                              eta_seconds=None)
+                                              eta_seconds=None, eta_alone_seconds=None)
   # A cell the machine has started is its own: restore leaves it alone.
   (new / "main/hard/herding_ipc50_e301/runs/seed_0.json").unlink()
   assert grid.restore(str(to), str(new)) == []
