@@ -41,7 +41,7 @@ import platform
 import shlex
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 # On a GPU, JAX would otherwise grab 75% of the memory up front and leave too little for the
 # torch rows of the same run; growing on demand also keeps peak_bytes_in_use meaningful.
@@ -419,7 +419,7 @@ def torch_rows(size: Size, data: dict[int, tuple[np.ndarray, np.ndarray]]) -> di
       seconds = time.perf_counter() - t0
       out[kind, batch] = dict(img_per_s=batch * size.timed_steps / seconds, seconds=seconds,
                               peak_mem_bytes=peak_bytes())
-    del images_t, labels_t
+    images_t = labels_t = None  # frees the device copies before the next batch size's
   return out
 
 

@@ -1,6 +1,5 @@
 """Tests for dcjax.scores: per-example scores vs NumPy, GraNd vs hand gradients, accumulators."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

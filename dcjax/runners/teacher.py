@@ -124,9 +124,9 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
       raise UserError(
           f"no teacher for {dataset} / {model} (seed {seed}) in {path}"
           + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else "") + "; "
-          f"allow training one with --config.teacher.allow_train=True, point "
-          f"--config.teacher.cache_dir at a directory holding it, or import torchvision "
-          f"weights with --config.teacher.weights=PATH.pth")
+          "allow training one with --config.teacher.allow_train=True, point "
+          "--config.teacher.cache_dir at a directory holding it, or import torchvision "
+          "weights with --config.teacher.weights=PATH.pth")
     else:
       if train_images is None:
         raise ValueError("get_teacher: training a teacher needs train_images")
