@@ -4,7 +4,8 @@
 
 Finds every results.json under the given workdirs (recursively; quote globs to let this script
 expand them) and writes DIR/results.csv, DIR/results.md, DIR/acc_vs_ipc.png and
-DIR/acc_vs_storage.png, then prints the Markdown table. See `dcjax.benchmark.report`.
+DIR/acc_vs_storage.png, then prints the Markdown table. The same as `dcjax report` (an installed
+dcjax has no experiments/); see `dcjax.benchmark.report.write`.
 """
 
 from __future__ import annotations
@@ -26,22 +27,12 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("workdirs", nargs="+", help="run workdirs, results.json files or globs")
   args = parser.parse_args(argv)
   try:
-    results = report.collect(args.workdirs)
-    if not results:
-      raise UserError(f"no {report.RESULTS} under {' '.join(args.workdirs)}")
-    os.makedirs(args.out, exist_ok=True)
-    rows = report.to_rows(results)
-    markdown = report.to_markdown(rows)
-    report.write_csv(rows, os.path.join(args.out, "results.csv"))
-    with open(os.path.join(args.out, "results.md"), "w", encoding="utf-8") as f:
-      f.write(markdown)
-    report.plot_accuracy_vs_ipc(results, os.path.join(args.out, "acc_vs_ipc.png"))
-    report.plot_accuracy_vs_storage(results, os.path.join(args.out, "acc_vs_storage.png"))
+    markdown, n = report.write(args.workdirs, args.out)
   except UserError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(markdown, end="")
-  print(f"{len(results)} results -> {args.out}", file=sys.stderr)
+  print(f"{n} results -> {args.out}", file=sys.stderr)
   return 0
 
 

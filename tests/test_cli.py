@@ -35,7 +35,11 @@ def test_refused_commands_say_why_in_one_line(capsys):
   for args, message in ((["run", "--workdir=x"], "dcjax run needs --config"),
                         (["run", "--config=nope", "--workdir=x"], "unknown config 'nope'"),
                         (["evaluate", "--workdir=x"], "dcjax evaluate takes one PATH"),
-                        (["frobnicate"], "unknown command 'frobnicate'")):
+                        (["frobnicate"], "unknown command 'frobnicate'"),
+                        (["report", "runs/"], "dcjax report takes --out=DIR"),
+                        (["report", "--out=x"], "dcjax report takes --out=DIR"),
+                        (["report", "--out=x", os.path.join(ROOT, "configs")],
+                         "no results.json under")):
     with pytest.raises(SystemExit) as e:
       console_main(["dcjax", *args])
     err = capsys.readouterr().err

@@ -191,6 +191,18 @@ def test_duplicate_runs_are_pooled_for_plots():
   assert labels == ["random (hard) convnet 300 ep", "random (hard) resnet18 1000 ep"]
 
 
+def test_dcjax_report_writes_the_table_and_plots(runs_dir, tmp_path, capsys):
+  """The installed command (an installed dcjax has no experiments/report.py): the same files."""
+  from dcjax.benchmark.cli import console_main
+  out = tmp_path / "report"
+  console_main(["dcjax", "report", f"--out={out}", str(runs_dir / "hard"), str(runs_dir / "soft")])
+  assert sorted(os.listdir(out)) == ["acc_vs_ipc.png", "acc_vs_storage.png", "results.csv",
+                                     "results.md"]
+  captured = capsys.readouterr()
+  assert captured.out == (out / "results.md").read_text(encoding="utf-8")
+  assert captured.err.strip() == f"8 results -> {out}"
+
+
 def test_cli(runs_dir, tmp_path):
   out = tmp_path / "report"
   proc = subprocess.run([sys.executable, CLI, "--out", str(out), str(runs_dir / "hard"),

@@ -139,6 +139,7 @@ def config_path(spec: str) -> str:
 _USAGE = ("usage: dcjax run --config=NAME|PATH[:ARG] --workdir=W [--config.x=v ...]\n"
           "       dcjax evaluate PATH --test-dataset=NAME [--protocol=P] [--workdir=W] "
           "[--seeds=N] [--config.x=v ...]\n"
+          "       dcjax report --out=DIR WORKDIR [...]\n"
           "       dcjax configs")
 
 
@@ -170,6 +171,16 @@ def console_main(argv: list[str] | None = None) -> None:
       names = shipped_configs()
       width = max(map(len, names))
       print("\n".join(f"{n:<{width}}  {config_summary(n)}" for n in names))
+      return
+    if command == "report":  # reads results.json files, writes a table and two plots
+      out, paths = _take(args, "out")
+      if not out or not paths or any(p.startswith("-") for p in paths):
+        raise UserError("dcjax report takes --out=DIR and one or more workdirs (or "
+                        "results.json files, or quoted globs)")
+      from dcjax.benchmark import report
+      markdown, n = report.write(paths, out)
+      print(markdown, end="")
+      print(f"{n} results -> {out}", file=sys.stderr)
       return
     if command == "run":
       spec, args = _take(args, "config")

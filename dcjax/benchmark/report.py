@@ -3,7 +3,8 @@
 Each run's `results.json` (written by `dcjax.benchmark.run`) is one result; `collect` finds them,
 `to_rows` flattens them into one row each, `write_csv` / `to_markdown` tabulate the rows, and
 `plot_accuracy_vs_ipc` / `plot_accuracy_vs_storage` draw top-1 accuracy against images per class
-and against stored bytes. `experiments/report.py` is the command line around this module.
+and against stored bytes; `write` does all of it for a list of workdirs (the `dcjax report`
+command and experiments/report.py).
 """
 
 from __future__ import annotations
@@ -390,3 +391,21 @@ def plot_accuracy_vs_storage(results: Sequence[dict], path: str) -> None:
   """Top-1 against total stored bytes (log x; see `total_bytes`), points labelled by ipc."""
   _plot(_points(results), "bytes", "stored bytes (images + soft-label file)", path,
         annotate_ipc=True)
+
+
+def write(workdirs: Sequence[str], out: str) -> tuple[str, int]:
+  """Every results.json under `workdirs` (directories, files or globs) -> out/results.csv,
+  out/results.md, out/acc_vs_ipc.png and out/acc_vs_storage.png. Returns (the Markdown table,
+  the number of results); a UserError, with nothing written, where none is found."""
+  results = collect(workdirs)
+  if not results:
+    raise UserError(f"no {RESULTS} under {' '.join(workdirs)}")
+  os.makedirs(out, exist_ok=True)
+  rows = to_rows(results)
+  markdown = to_markdown(rows)
+  write_csv(rows, os.path.join(out, "results.csv"))
+  with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+    f.write(markdown)
+  plot_accuracy_vs_ipc(results, os.path.join(out, "acc_vs_ipc.png"))
+  plot_accuracy_vs_storage(results, os.path.join(out, "acc_vs_storage.png"))
+  return markdown, len(results)
