@@ -104,7 +104,7 @@ def _venv_with_our_dependencies(where):
 def test_a_built_wheel_pip_installs_into_a_new_venv_and_runs_outside_the_repo(tmp_path):
   """pip builds a wheel of this checkout and installs it into a new venv (its dependencies
   resolved, offline, from this environment's installed distributions); the venv's `dcjax`
-  command then runs and evaluates a set outside the repository."""
+  command then runs, evaluates and reports a set outside the repository."""
   wheels = tmp_path / "wheels"
   p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels),
                       ROOT], capture_output=True, text=True, timeout=600)
@@ -137,3 +137,7 @@ def test_a_built_wheel_pip_installs_into_a_new_venv_and_runs_outside_the_repo(tm
   assert p.returncode == 0, p.stderr
   assert p.stdout.strip().splitlines()[-1].startswith("evaluate ipc=2 synthetic small_data")
   assert (outside / "workdirs" / "evaluate-compressed" / "results.json").exists()
+  p = _dcjax("report", "--out=rep", str(tmp_path / "run"), "workdirs", cwd=outside, env=env,
+             exe=str(exe))
+  assert p.returncode == 0, p.stderr
+  assert p.stderr.strip() == "2 results -> rep" and (outside / "rep" / "acc_vs_ipc.png").exists()
