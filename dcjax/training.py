@@ -151,6 +151,14 @@ def pad_batch(size: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
   return (*out, weight)
 
 
+def unit_pixels(images: Array) -> Array:
+  """float32 pixels in [0, 1] units: uint8 / 255, or float pixels (a distilled set's, which
+  may leave [0, 1]) as they are."""
+  if images.dtype == jnp.uint8:
+    return images.astype(jnp.float32) / 255.0
+  return images.astype(jnp.float32)
+
+
 def normalise(images_u8: Array, mean, std) -> Array:
   """uint8 [..., C] -> float32 (x / 255 - mean) / std, per channel."""
   x = images_u8.astype(jnp.float32) / 255.0
@@ -212,8 +220,9 @@ def train_step(step: Step, state: TrainState, images_u8: Array, targets: Array, 
   Args:
     step: the static half (see `Step`).
     state: the network's TrainState.
-    images_u8: uint8 [B, H, W, C]; targets: float [B, K] (one-hot or soft); weight: float32 [B],
-      0 for padding rows (they add nothing to the loss or to BatchNorm statistics).
+    images_u8: uint8 [B, H, W, C] (or float32 pixels in [0, 1] units: `unit_pixels`);
+      targets: float [B, K] (one-hot or soft); weight: float32 [B], 0 for padding rows (they add
+      nothing to the loss or to BatchNorm statistics).
     aug_key: key of the augmentation; mix_key: key of the mixing (when step.mixing is set).
     teacher_variables: the teacher's variables (when step.teacher is set).
   Returns:
@@ -221,7 +230,7 @@ def train_step(step: Step, state: TrainState, images_u8: Array, targets: Array, 
     that computed the gradient, i.e. before this update: forgetting and AUM read them).
   """
   mean, std = jnp.asarray(step.mean, jnp.float32), jnp.asarray(step.std, jnp.float32)
-  x = images_u8.astype(jnp.float32) / 255.0
+  x = unit_pixels(images_u8)
   if step.augment_normalised:
     x = step.augment(aug_key, (x - mean) / std)
   else:

@@ -150,6 +150,48 @@ def test_npz_soft_labels_train_with_labels_stored_and_are_counted(original, tmp_
   np.testing.assert_allclose(given.soft_targets(t, 7.0), t, rtol=1e-5)
 
 
+def test_a_float_pixel_set_is_evaluated_as_given(original, tmp_path, capfd):
+  """Pixels distilled as floats (DC, DSA, DM, MTT, ...): trained on as float32, never clipped or
+  rounded; the same pixels as a uint8 set's, as floats, give its students within float
+  rounding (XLA fuses the uint8 path's x / 255 into the normalisation, so the two programs round
+  differently); torch's [N, C, H, W] and a normalised copy (with its mean and std) read as the
+  same pixels."""
+  import jax
+  import jax.numpy as jnp
+  r, compressed = original
+  images, labels, _ = store.read_compressed(compressed)
+  # The uint8 set's pixels exactly as the training step makes them (XLA's x / 255).
+  pixels = np.asarray(jax.jit(lambda x: x.astype(jnp.float32) / 255.0)(images))
+  np.savez(tmp_path / "float.npz", images=pixels, labels=labels)
+  out = benchmark.run(eval_config(tmp_path / "float.npz", test_dataset="synthetic"),
+                      str(tmp_path / "f"))
+  for (seed, top1, top5, loss), (seed0, top1_0, top5_0, loss0) in zip(per_seed(out), per_seed(r)):
+    assert (seed, top1, top5) == (seed0, top1_0, top5_0) and loss == pytest.approx(loss0, 1e-5)
+  assert out["storage"]["image_bytes"] == pixels.nbytes  # 4 bytes a value, as given
+  copy, _, manifest = store.read_compressed(tmp_path / "f" / "compressed")
+  assert manifest["pixels"] == "float32" and copy.tobytes() == pixels.tobytes()
+  # Extended by a seed: the finished students are kept (the stored copy is recognised as the
+  # same set, not retrained as another one's).
+  capfd.readouterr()
+  again = benchmark.run(eval_config(tmp_path / "float.npz", test_dataset="synthetic", seeds=3),
+                        str(tmp_path / "f"))
+  assert per_seed(again)[:2] == per_seed(out) and len(again["runs"]) == 3
+  assert "came out different" not in capfd.readouterr().err
+  # Torch's layout, normalised by a mean and std, with pixels outside [0, 1].
+  wild = pixels.copy()
+  wild[0, 0, 0, :] = [-0.75, 1.5, 2.0]
+  mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.247, 0.243, 0.261])
+  np.savez(tmp_path / "torch.npz", images=((wild - mean) / std).astype(np.float32)
+           .transpose(0, 3, 1, 2), labels=labels, mean=mean, std=std)
+  g = given.read_given(str(tmp_path / "torch.npz"))
+  assert g.images.dtype == np.float32 and g.images.shape == images.shape
+  np.testing.assert_allclose(g.images, wild, atol=1e-6)
+  assert g.images[0, 0, 0].tolist() == pytest.approx([-0.75, 1.5, 2.0], abs=1e-6)
+  t = benchmark.run(eval_config(tmp_path / "torch.npz", test_dataset="synthetic", seeds=1),
+                    str(tmp_path / "t"))
+  assert t["given"]["kind"] == "npz" and np.isfinite(t["runs"][0]["final_loss"])
+
+
 def test_resize_and_class_checks(tmp_path):
   big = np.random.default_rng(0).integers(0, 255, (8, 20, 20, 3), np.uint8)
   g = given.GivenSet("x", "npz", big, np.arange(8, dtype=np.int32) % 4, None, None, 1, 0, None,
@@ -185,7 +227,9 @@ def dataclass_replace(g, **kw):
     ("idx_dup", {"dataset": "synthetic"}, "repeats indices"),
     ("idx_ok", {"dataset": "synthetic", "test_dataset": "fashion_mnist"}, "differ"),
     ("npz_noimg", {"test_dataset": "synthetic"}, "has no images array"),
-    ("npz_float", {"test_dataset": "synthetic"}, "images must be uint8"),
+    ("npz_int16", {"test_dataset": "synthetic"}, "images must be uint8 or float"),
+    ("npz_float_mean", {"test_dataset": "synthetic"}, "give both mean and std"),
+    ("npz_float_big", {"test_dataset": "synthetic"}, "give them at the test resolution"),
     ("npz_ok", {"test_dataset": "synthetic", "eval.labels": "stored"}, "stores no soft labels"),
     ("npz_ok", {"test_dataset": "synthetic", "eval.protocol": "soft", "eval.labels": "stored"},
      "replaces the soft protocol's teacher"),
@@ -203,12 +247,17 @@ def test_bad_evaluate_input_is_refused_in_one_line_with_nothing_written(tmp_path
   np.save(tmp_path / "idx_dup.npy", np.array([1, 1]))
   np.save(tmp_path / "idx_ok.npy", np.array([1, 2]))
   np.savez(tmp_path / "npz_noimg.npz", labels=np.zeros(2))
-  np.savez(tmp_path / "npz_float.npz", images=np.zeros((2, 16, 16, 3)), labels=np.zeros(2, int))
+  np.savez(tmp_path / "npz_int16.npz", images=np.zeros((2, 16, 16, 3), np.int16),
+           labels=np.zeros(2, int))
+  np.savez(tmp_path / "npz_float_mean.npz", images=np.zeros((2, 16, 16, 3), np.float32),
+           labels=np.zeros(2, int), mean=np.zeros(3))
+  np.savez(tmp_path / "npz_float_big.npz", images=np.zeros((2, 20, 20, 3), np.float32),
+           labels=np.zeros(2, int))
   np.savez(tmp_path / "npz_ok.npz", images=np.zeros((4, 16, 16, 3), np.uint8),
            labels=np.arange(4))
   for name in ("idx_bad", "idx_dup", "idx_ok"):
     paths[name] = tmp_path / f"{name}.npy"
-  for name in ("npz_noimg", "npz_float", "npz_ok"):
+  for name in ("npz_noimg", "npz_int16", "npz_float_mean", "npz_float_big", "npz_ok"):
     paths[name] = tmp_path / f"{name}.npz"
   overrides = {k: v.format(plain=plain) for k, v in overrides.items()}
   work = tmp_path / "w"

@@ -23,18 +23,34 @@ def snippets(text: str) -> list[tuple[int, str]]:
   return out
 
 
+def _optional_absent(name: str) -> bool:
+  """A package outside dcjax and its dependencies that this environment lacks (torch, in a
+  snippet that converts a torch file): its import is not checked. dcjax's must resolve."""
+  if name.split(".")[0] == "dcjax":
+    return False
+  try:
+    importlib.import_module(name)
+    return False
+  except ModuleNotFoundError:
+    return True
+
+
 def imported_names(tree: ast.AST) -> dict[str, object]:
   """name -> module or object, for every import in the snippet (importing it for real)."""
   names = {}
   for node in ast.walk(tree):
     if isinstance(node, ast.Import):
       for a in node.names:
+        if _optional_absent(a.name):
+          continue
         module = importlib.import_module(a.name)
         if a.asname:
           names[a.asname] = module
         else:
           names[a.name.split(".")[0]] = importlib.import_module(a.name.split(".")[0])
     elif isinstance(node, ast.ImportFrom):
+      if _optional_absent(node.module):
+        continue
       module = importlib.import_module(node.module)
       for a in node.names:
         if hasattr(module, a.name):

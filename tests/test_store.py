@@ -63,7 +63,7 @@ def test_round_trip_rgb(tmp_path):
   assert got_labels.dtype == np.int32
   assert manifest == written == store.read_manifest(path)
 
-  assert manifest["format_version"] == store.FORMAT_VERSION
+  assert manifest["format_version"] == 1 and "pixels" not in manifest  # uint8 sets: as ever
   assert manifest["dcjax_version"] == dcjax.__version__
   assert manifest["created"].endswith("+00:00")
   assert (manifest["dataset"], manifest["split"], manifest["method"]) == ("cifar10", "train",
@@ -205,6 +205,36 @@ def test_empty_directory_and_missing_parent_are_fine(tmp_path):
     np.testing.assert_array_equal(store.read_compressed(p)[0], images)
 
 
+def test_float_pixels_round_trip_bitwise_as_npy_files(tmp_path):
+  """A distilled set's float pixels (outside [0, 1] too) come back bitwise, one .npy per image,
+  in a format-2 manifest; the bytes counted are the files'."""
+  rng = np.random.default_rng(1)
+  images = rng.normal(0.5, 0.6, size=(5, 8, 6, 3)).astype(np.float32)
+  images[0, 0, 0, 0] = -3.25  # distilled pixels are not clipped
+  labels = np.array([0, 1, 2, 0, 1])
+  path = tmp_path / "float"
+  manifest = write(path, images, labels, [[]] * 5)
+  assert manifest["format_version"] == 2 and manifest["pixels"] == "float32"
+  files = sorted(str(p.relative_to(path)) for p in path.rglob("*.npy"))
+  assert files == [f["file"] for f in sorted(manifest["files"], key=lambda f: f["file"])]
+  assert png_files(path) == [] and files[0] == "0000/000000.npy"
+  got, got_labels, back = store.read_compressed(path)
+  assert got.dtype == np.float32 and np.array_equal(got, images, equal_nan=False)
+  assert got.tobytes() == images.tobytes() and got_labels.tolist() == labels.tolist()
+  assert back == manifest
+  assert manifest["image_bytes"] == sum(p.stat().st_size for p in path.rglob("*.npy"))
+  # The same pixels give the same bytes (and sha256): a rewrite is recognised as the same set.
+  again = write(tmp_path / "again", images, labels, [[]] * 5)
+  assert [f["sha256"] for f in again["files"]] == [f["sha256"] for f in manifest["files"]]
+  # A PNG named in a float set's manifest (or the other way round) is refused.
+  import json
+  m = json.loads((path / "manifest.json").read_text())
+  m["files"][0]["file"] = m["files"][0]["file"].replace(".npy", ".png")
+  (path / "manifest.json").write_text(json.dumps(m))
+  with pytest.raises(UserError, match="invalid files entry"):
+    store.read_compressed(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Input validation: each bad input raises UserError and writes nothing.
 
@@ -212,8 +242,9 @@ _IM, _LB, _SRC = make_set(n=4, num_classes=2)
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"images": _IM.astype(np.float32)}, "must be uint8"),
+    ({"images": _IM.astype(np.float64)}, "must be uint8"),
     ({"images": _IM.astype(np.int64)}, "must be uint8"),
+    ({"images": np.where(_IM > 128, np.nan, _IM).astype(np.float32)}, "NaN or infinite"),
     ({"images": _IM[..., 0]}, "3 dimensions"),
     ({"images": np.zeros((4, 2, 2, 2), np.uint8)}, "1 .grayscale. or 3 .RGB. channels"),
     ({"images": np.zeros((0, 2, 2, 3), np.uint8), "labels": _LB[:0], "source_indices": []},

@@ -69,8 +69,9 @@ class Inputs:
 
 @dataclasses.dataclass(frozen=True)
 class Compressed:
-  """A compressed set: images uint8 [M, H, W, C], labels int32 [M], and behind int [M, k*k]
-  (the training-split indices each stored image is made of, tile order row-major)."""
+  """A compressed set: images uint8 [M, H, W, C] (float32 pixels in [0, 1] units for an
+  evaluated set distilled as floats), labels int32 [M], and behind int [M, k*k] (the
+  training-split indices each stored image is made of, tile order row-major)."""
 
   images: np.ndarray
   labels: np.ndarray

@@ -8,6 +8,10 @@
     the rethinkdc benchmark's released subsets);
   - an `.npz` with `images` uint8 [N, H, W, C] and `labels` int [N], optionally
     `soft_labels` float [N, K] (probabilities, or logits) and `class_names` [K] (strings);
+    or with float `images`: pixels distilled as floats (DC, DSA, DM, MTT, DATM, ...), in [0, 1]
+    units, or normalised when the .npz also holds that normalisation's `mean` and `std` [C]
+    (they are undone); [N, C, H, W] as torch saves them is transposed. Float pixels are
+    evaluated as given (float32, never clipped or rounded to 8 bits);
   - an index file (`.npy`, `.txt` one index per line, or `.json` list) of training-split
     indices, decoded from the training split the caller opens.
 It returns a `GivenSet`: images, labels, the set's own class names (None: labels are already
@@ -38,7 +42,8 @@ KINDS = ("dcjax", "folder", "parquet", "npz", "indices")
 class GivenSet:
   """A compressed set read from `path`.
 
-  images: uint8 [N, H, W, C]; labels: int32 [N], ids into `class_names` (or, when that is
+  images: uint8 [N, H, W, C] (float32 [N, H, W, C] in [0, 1] units for a float set); labels:
+  int32 [N], ids into `class_names` (or, when that is
   None, into the test split's classes); soft_labels: float32 [N, K] or None, as stored
   (probabilities or logits); kind: one of KINDS; image_bytes / soft_label_bytes: the bytes of
   the given files that hold them; dataset: the dataset a dcjax manifest names (else None);
@@ -156,9 +161,20 @@ def _read_npz(path: str) -> GivenSet:
                     f"{', '.join(sorted(arrays)) or 'none'}); an .npz set holds images uint8 "
                     "[N, H, W, C] and labels [N], optionally soft_labels [N, K]")
   images, labels = arrays["images"], arrays["labels"]
-  if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] not in (1, 3):
-    raise UserError(f"{path}: images must be uint8 [N, H, W, C] with C = 1 or 3, got "
+  floats = np.issubdtype(images.dtype, np.floating)
+  if (floats and images.ndim == 4 and images.shape[1] in (1, 3)
+      and images.shape[-1] not in (1, 3)):
+    images = images.transpose(0, 2, 3, 1)  # torch's [N, C, H, W]
+  if (not (floats or images.dtype == np.uint8) or images.ndim != 4
+      or images.shape[-1] not in (1, 3)):
+    raise UserError(f"{path}: images must be uint8 or float [N, H, W, C] with C = 1 or 3, got "
                     f"{images.dtype} {images.shape}")
+  image_bytes = int(arrays["images"].nbytes)  # what the given array costs, as stored
+  if floats:
+    images = _float_pixels(path, images, arrays.get("mean"), arrays.get("std"))
+  elif "mean" in arrays or "std" in arrays:
+    raise UserError(f"{path}: mean / std describe normalised float images; these images are "
+                    "uint8 pixels")
   if labels.ndim != 1 or len(labels) != len(images) or not np.issubdtype(labels.dtype,
                                                                          np.integer):
     raise UserError(f"{path}: labels must be integers [N] with N = {len(images)}, got "
@@ -178,7 +194,26 @@ def _read_npz(path: str) -> GivenSet:
     names = [str(n) for n in names.tolist()]
   return GivenSet(path, "npz", np.ascontiguousarray(images), labels.astype(np.int32), names,
                   None if soft is None else soft.astype(np.float32),
-                  int(images.nbytes), soft_bytes, None, np.zeros((len(labels), 0), np.int64))
+                  image_bytes, soft_bytes, None, np.zeros((len(labels), 0), np.int64))
+
+
+def _float_pixels(path: str, images: np.ndarray, mean, std) -> np.ndarray:
+  """float32 [N, H, W, C] pixels in [0, 1] units from an .npz's float images: normalised ones
+  (with that normalisation's mean and std [C]) are un-normalised; nothing is clipped."""
+  c = images.shape[-1]
+  if (mean is None) != (std is None):
+    raise UserError(f"{path}: give both mean and std (the normalisation of the images), or "
+                    "neither (images in [0, 1] pixel units)")
+  x = images.astype(np.float64)
+  if mean is not None:
+    mean, std = np.asarray(mean, np.float64).reshape(-1), np.asarray(std, np.float64).reshape(-1)
+    if mean.shape != (c,) or std.shape != (c,) or not (std > 0).all():
+      raise UserError(f"{path}: mean and std must be [C] = [{c}] (std > 0), got "
+                      f"{list(mean.shape)} and {list(std.shape)}")
+    x = x * std + mean
+  if not np.isfinite(x).all():
+    raise UserError(f"{path}: images hold NaN or infinite pixels")
+  return x.astype(np.float32)
 
 
 def align_to_test(given: GivenSet, test_class_names: Sequence[str],
@@ -220,6 +255,10 @@ def align_to_test(given: GivenSet, test_class_names: Sequence[str],
   if images.shape[-1] != c:
     raise UserError(f"images of {given.path} have {images.shape[-1]} channels, the test split "
                     f"{c}")
+  if images.shape[1:3] != (h, w) and images.dtype != np.uint8:
+    raise UserError(f"the float images of {given.path} are {images.shape[1]}x{images.shape[2]}, "
+                    f"the test split {h}x{w}: give them at the test resolution (a distilled "
+                    "set's pixels are evaluated as given, not resampled)")
   if images.shape[1:3] != (h, w):
     log(f"evaluate: resizing the {len(images)} images of {given.path} from "
         f"{images.shape[1]}x{images.shape[2]} to the test resolution {h}x{w}")

@@ -13,6 +13,13 @@ that know nothing about dcjax. The manifest records where every image came from 
 indices), a sha256 per file, and the total PNG bytes: the storage the set costs, which is what a
 compression benchmark has to report.
 
+A set of float pixels (distilled by gradient-based methods such as DC, DSA, DM or MTT, whose
+pixels are learnt as floats and may leave [0, 1]) is stored losslessly as one float32 `.npy` per
+image (`<label>/<index>.npy`, no pickle) instead of a PNG, with `"pixels": "float32"` and format
+version 2 in its manifest (an older dcjax refuses it by version instead of misreading it); the
+pixels are in [0, 1] units (0 = black, 1 = white) and are never clipped or rounded. uint8 sets
+are written exactly as before (format 1).
+
 Writes are atomic. Everything is written into a hidden temporary sibling `.<name>.tmp-<random>`
 (manifest last, so a directory without `manifest.json` is never a complete set), fsync'd, and
 then renamed into place. Replacing an existing set renames the old one to `.<name>.old-<random>`,
@@ -49,7 +56,8 @@ import dcjax
 from dcjax.data.files import umask_mode
 from dcjax.errors import UserError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this dcjax reads and writes; uint8 sets are still written as 1
+_FLOAT_FORMAT_VERSION = 2  # float32 pixels (.npy files)
 MANIFEST = "manifest.json"
 
 # Minimum widths of the zero-padded folder / file names. They widen (never shrink) when a set has
@@ -60,7 +68,7 @@ _INDEX_WIDTH = 6
 _PNG_COMPRESS_LEVEL = 6
 # Below this many images, threads cost more than they save.
 _PARALLEL_MIN = 64
-_FILE_RE = re.compile(r"^(\d+)/(\d+)\.png$")
+_FILE_RE = re.compile(r"^(\d+)/(\d+)\.(png|npy)$")
 _MANIFEST_KEYS = (
     "format_version", "dcjax_version", "created", "dataset", "split", "source_fingerprint",
     "method", "config", "num_images", "num_classes", "class_names", "image_shape",
@@ -240,9 +248,13 @@ def _is_int(x: Any) -> bool:
 
 def _check_images(images: Any) -> np.ndarray:
   images = np.asarray(images)
-  if images.dtype != np.uint8:
-    raise UserError(f"images must be uint8 [N, H, W, C], got dtype {images.dtype}; "
-                    "convert with np.clip(x, 0, 255).astype(np.uint8)")
+  if images.dtype != np.uint8 and images.dtype != np.float32:
+    raise UserError(f"images must be uint8 [N, H, W, C] (or float32 pixels in [0, 1] units), "
+                    f"got dtype {images.dtype}; convert with np.clip(x, 0, 255).astype(np.uint8)"
+                    " or x.astype(np.float32)")
+  if images.dtype == np.float32 and not np.isfinite(images).all():
+    raise UserError("float32 images hold NaN or infinite pixels; a stored set's pixels are "
+                    "finite")
   if images.ndim != 4:
     raise UserError(f"images must be uint8 [N, H, W, C], got shape {images.shape} "
                     f"({images.ndim} dimensions); add the missing axes")
@@ -334,6 +346,26 @@ def _encode_png(image: np.ndarray) -> bytes:
   return buf.getvalue()
 
 
+def _encode_npy(image: np.ndarray) -> bytes:
+  """Lossless .npy bytes of one float32 [H, W, C] image (little-endian, C order, no pickle):
+  equal pixels give equal bytes."""
+  buf = io.BytesIO()
+  np.save(buf, np.ascontiguousarray(image, dtype="<f4"), allow_pickle=False)
+  return buf.getvalue()
+
+
+def _decode_npy(data: bytes, name: str, shape: tuple[int, int, int]) -> np.ndarray:
+  """float32 [H, W, C] pixels of an .npy file that must have exactly `shape`."""
+  try:
+    pixels = np.load(io.BytesIO(data), allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    raise UserError(f"compressed-set file {name} cannot be decoded ({e}); rewrite the set") from e
+  if pixels.dtype != np.float32 or pixels.shape != shape:
+    raise UserError(f"compressed-set file {name} holds {pixels.dtype} {list(pixels.shape)} but "
+                    f"the manifest says float32 {list(shape)}; rewrite the set")
+  return pixels
+
+
 def _decode_png(data: bytes, name: str, shape: tuple[int, int, int]) -> np.ndarray:
   """uint8 [H, W, C] pixels of a PNG that must have exactly `shape`; UserError naming `name`."""
   want_mode = "L" if shape[2] == 1 else "RGB"
@@ -395,7 +427,8 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
   Args:
     path: the directory to create (its parent is created if missing). If it already holds a set,
       `overwrite=True` replaces it; a non-empty directory that is not a set is never touched.
-    images: uint8 [N, H, W, C], C in {1, 3}; N >= 1.
+    images: uint8 [N, H, W, C], C in {1, 3}; N >= 1. Or float32 pixels in [0, 1] units
+      (finite, not clipped): stored as .npy files, format 2 (see the module docstring).
     labels: int [N], in [0, num_classes).
     source_indices: N lists of source-dataset indices, one per stored image: [i] for a pruned
       image, [i1, i2, i3, i4] for a 2x2 tile of four sources, [] for a purely synthetic image.
@@ -455,7 +488,9 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
 
   label_width = max(_LABEL_WIDTH, len(str(num_classes - 1)))
   index_width = max(_INDEX_WIDTH, len(str(n - 1)))
-  names_of = [f"{int(labels[i]):0{label_width}d}/{i:0{index_width}d}.png" for i in range(n)]
+  floats = images.dtype == np.float32
+  suffix, encode = (".npy", _encode_npy) if floats else (".png", _encode_png)
+  names_of = [f"{int(labels[i]):0{label_width}d}/{i:0{index_width}d}{suffix}" for i in range(n)]
 
   path.parent.mkdir(parents=True, exist_ok=True)
   tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -467,7 +502,7 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
       (tmp / folder).mkdir()
 
     def write_one(i: int) -> tuple[str, int]:
-      data = _encode_png(images[i])
+      data = encode(images[i])
       _write_file(tmp / names_of[i], data)
       return hashlib.sha256(data).hexdigest(), len(data)
 
@@ -477,7 +512,7 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
 
     counts = np.bincount(labels, minlength=num_classes)
     manifest = {
-        "format_version": FORMAT_VERSION,
+        "format_version": _FLOAT_FORMAT_VERSION if floats else 1,
         "dcjax_version": dcjax.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset,
@@ -495,6 +530,8 @@ def write_compressed(path: PathLike, images: np.ndarray, labels: np.ndarray,
                    "sha256": written[i][0], "bytes": written[i][1]} for i in range(n)],
         "extra": extra,
     }
+    if floats:
+      manifest["pixels"] = "float32"
     # Last inside the temporary directory: a directory with a manifest is a complete set.
     _write_file(tmp / MANIFEST, json.dumps(manifest, indent=1, allow_nan=False).encode())
     _fsync_dir(tmp)
@@ -563,6 +600,9 @@ def _load_manifest(where: Path, path: Path) -> dict:
   missing = [k for k in _MANIFEST_KEYS if k not in manifest]
   if missing:
     raise UserError(f"{path}/{MANIFEST} lacks {', '.join(missing)}; rewrite the set")
+  if manifest.get("pixels", "uint8") not in ("uint8", "float32"):
+    raise UserError(f"{path}/{MANIFEST} has invalid pixels {manifest.get('pixels')!r}; rewrite "
+                    "the set")
   shape = manifest["image_shape"]
   if (not isinstance(shape, list) or len(shape) != 3 or not all(_is_int(x) and x > 0 for x in shape)
       or shape[2] not in (1, 3)):
@@ -577,7 +617,9 @@ def _load_manifest(where: Path, path: Path) -> dict:
     ok = isinstance(entry, dict) and all(k in entry for k in ("file", "label", "sha256", "bytes"))
     match = _FILE_RE.match(entry["file"]) if ok and isinstance(entry["file"], str) else None
     # The pattern also keeps a crafted manifest from pointing outside the set's directory.
-    if (match is None or not _is_int(entry["label"]) or int(match.group(1)) != entry["label"]
+    suffix = "npy" if manifest.get("pixels") == "float32" else "png"
+    if (match is None or match.group(3) != suffix or not _is_int(entry["label"])
+        or int(match.group(1)) != entry["label"]
         or not 0 <= entry["label"] < num_classes):
       raise UserError(f"{path}/{MANIFEST} has an invalid files entry {entry!r}; rewrite the set")
   return manifest
@@ -593,8 +635,8 @@ def read_compressed(path: PathLike, *, verify: bool = True
       always checked (the images must stack).
 
   Returns:
-    (images uint8 [N, H, W, C], labels int32 [N], manifest), in manifest order; the pixels are
-    exactly those that were written.
+    (images uint8 [N, H, W, C] (float32 for a float set), labels int32 [N], manifest), in
+    manifest order; the pixels are exactly those that were written.
 
   Raises:
     UserError: not a compressed set, a newer format, or a missing / corrupt / modified file
@@ -608,7 +650,9 @@ def read_compressed(path: PathLike, *, verify: bool = True
   manifest = _load_manifest(where, path)
   files = manifest["files"]
   shape = tuple(manifest["image_shape"])
-  images = np.empty((len(files), *shape), dtype=np.uint8)
+  floats = manifest.get("pixels") == "float32"
+  images = np.empty((len(files), *shape), dtype=np.float32 if floats else np.uint8)
+  decode = _decode_npy if floats else _decode_png
 
   root = os.path.realpath(where)
 
@@ -628,7 +672,7 @@ def read_compressed(path: PathLike, *, verify: bool = True
                    or hashlib.sha256(data).hexdigest() != entry["sha256"]):
       raise UserError(f"compressed-set file {name} does not match its sha256 in the manifest "
                       "(modified or corrupt); rewrite the set")
-    images[i] = _decode_png(data, name, shape)
+    images[i] = decode(data, name, shape)
 
   _parallel_map(read_one, len(files))
   labels = np.array([entry["label"] for entry in files], dtype=np.int32)

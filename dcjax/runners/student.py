@@ -1,6 +1,7 @@
 """Train a fresh student on a (compressed) set held on the device, and test it.
 
-The compressed set lives on the device as uint8 [N, H, W, C]; each epoch is one jitted shuffle,
+The compressed set lives on the device as uint8 [N, H, W, C] (an evaluated set of float pixels
+as float32: `training.unit_pixels`); each epoch is one jitted shuffle,
 then one jitted step per batch: gather the batch, augment and normalise, forward, backward,
 update. Batches are sharded over the mesh's 'data' axis; parameters are replicated. Nothing
 leaves the device inside an epoch, so the host never becomes the bottleneck.
@@ -174,7 +175,8 @@ def train_student(student: Student, images: np.ndarray, labels: np.ndarray, seed
                   teacher_variables: Any = None, checkpoint_dir: str | None = None,
                   checkpoint_every: int = 0, on_epoch: Callable[[int, dict], None] | None = None,
                   progress: bool = True, desc: str = "train") -> tuple[Any, dict]:
-  """Train a fresh student from `seed` on images uint8 [N,H,W,C] / labels int [N] (or soft
+  """Train a fresh student from `seed` on images uint8 [N,H,W,C] (or float32 pixels in [0, 1]
+  units) / labels int [N] (or soft
   targets float [N, K], rows summing to 1).
 
   With `checkpoint_dir`, the state (params, optimizer, batch stats, RNG key, epoch) is saved
