@@ -73,6 +73,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -266,7 +267,7 @@ def _finished_seeds(workdir: str) -> int:
 
 def run(args) -> int:
   return run_cells(cells(args), args.seeds, args.dry_run, root=args.root,
-                   stop_after=args.stop_after)
+                   stop_after=args.stop_after, workers=args.workers)
 
 
 # The ETA reads the newest finished students of a kind only: the code (dcjax.layers' paths) and
@@ -400,13 +401,19 @@ def student_seconds_model(typical_seconds: dict[int, float]):
   return lambda ipc: typical_seconds.get(ipc, fixed + per_image * ipc)
 
 
-def progress_line(p: dict) -> str:
+def progress_line(p: dict, workers: int = 1) -> str:
+  """One line: cells done / partly / left and the ETA (shared by `workers` cells at once: the
+  students' seconds over the workers, a rough figure)."""
   eta = p["eta_seconds"]
+  if eta is not None and workers > 1:
+    p = dict(p, eta_alone_seconds=None)
+    eta /= workers
   when = ("nothing left" if p["done"] == p["total"] else
           "ETA unknown (no finished student yet)" if eta is None else
           f"ETA {eta / 3600:.1f} h (~{time.strftime('%Y-%m-%d %H:%M', time.localtime(time.time() + eta))})"
           + (f", {p['eta_alone_seconds'] / 3600:.1f} h with the CPU to itself"
-             if p.get("eta_alone_seconds") is not None else ""))
+             if p.get("eta_alone_seconds") is not None else "")
+          + (f" with {workers} workers" if workers > 1 else ""))
   return (f"grid: {p['done']}/{p['total']} cells done, {p['partial']} partly, {p['left']} left; "
           + when)
 
@@ -439,15 +446,49 @@ def compilation_cache_env(root: str, environ: dict | None = None) -> dict:
   return env
 
 
+def worker_cpus(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
+  """The CPUs each of `workers` cell processes is pinned to: this process's CPUs split into
+  contiguous, near-equal groups (with more workers than CPUs, groups of one CPU, shared). XLA
+  sizes its thread pools by the CPUs a process may use, so each cell runs on its own cores."""
+  cpus = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
+  if workers <= len(cpus):
+    return [list(map(int, g)) for g in np.array_split(cpus, workers)]
+  return [[cpus[i % len(cpus)]] for i in range(workers)]
+
+
+def _run_cell(cell: dict, root: str | None, cpus: list[int] | None = None) -> tuple[int, str]:
+  """Run one cell's main.py (logging to <workdir>.log), pinned to `cpus` when given; (rc, the
+  log's last line)."""
+  os.makedirs(cell["workdir"], exist_ok=True)
+  env = compilation_cache_env(root) if root else dict(os.environ)
+  if cpus is not None:
+    # Cells sharing one GPU each take memory as they need it, not 75 % of it up front.
+    env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+  with open(cell["workdir"] + ".log", "a") as log:
+    rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR,
+                         env=env, preexec_fn=(None if cpus is None else
+                                              lambda: os.sched_setaffinity(0, cpus)))
+  with open(cell["workdir"] + ".log", encoding="utf-8", errors="replace") as f:
+    tail = f.read().strip().splitlines()[-1:]
+  return rc, tail[0] if tail else ""
+
+
 def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | None = None,
-              stop_after: float | None = None) -> int:
+              stop_after: float | None = None, workers: int = 1) -> int:
   """Run each cell's main.py command (logging to <workdir>.log) unless its workdir already
   holds `seeds` finished seeds; an interrupted cell resumes, one with fewer seeds is extended.
   With `root`, a progress line (cells done / left, ETA) is printed before each cell that runs.
   With `stop_after` (seconds), no cell starts once that much time has passed (a time-boxed
-  machine: the cells left run next time). Returns 1 if any cell failed (the others still run)."""
+  machine: the cells left run next time). With `workers` > 1, that many cells run at once in
+  the grid's order, each pinned to its share of the CPUs (`worker_cpus`) and, on a GPU, sharing
+  it; caches two cells need (teachers, scores, SRe2L's recovered sets) are filled once
+  (dcjax.data.files.cache_fill_lock). Results then differ from a one-worker run's at float
+  rounding (XLA:CPU splits its reductions by thread count). Returns 1 if any cell failed (the
+  others still run)."""
   failed = []
   start = time.monotonic()
+  if workers > 1 and not dry_run:
+    return _run_cells_parallel(todo, seeds, root, stop_after, workers)
   for i, cell in enumerate(todo):
     done = _finished_seeds(cell["workdir"]) >= seeds  # fewer: rerun extends the cell
     if (not done and not dry_run and stop_after is not None
@@ -464,18 +505,56 @@ def run_cells(todo: list[dict], seeds: int, dry_run: bool = False, root: str | N
       if dry_run and not done:
         print("  " + " ".join(cell["argv"]))
       continue
-    os.makedirs(cell["workdir"], exist_ok=True)
     t = time.perf_counter()
-    with open(cell["workdir"] + ".log", "a") as log:
-      rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR,
-                           env=compilation_cache_env(root) if root else None)
-    with open(cell["workdir"] + ".log", encoding="utf-8", errors="replace") as f:
-      tail = f.read().strip().splitlines()[-1:]
-    print(f"  rc={rc} in {time.perf_counter() - t:.0f} s: {tail[0] if tail else ''}", flush=True)
+    rc, tail = _run_cell(cell, root)
+    print(f"  rc={rc} in {time.perf_counter() - t:.0f} s: {tail}", flush=True)
     if rc:
       failed.append(cell["name"])
   if root and not dry_run:
     print(progress_line(progress(todo, seeds, root)), flush=True)
+  if failed:
+    print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
+  return 1 if failed else 0
+
+
+def _run_cells_parallel(todo: list[dict], seeds: int, root: str | None,
+                        stop_after: float | None, workers: int) -> int:
+  """run_cells with `workers` cells at once: each worker takes the next unfinished cell."""
+  start = time.monotonic()
+  pending = [(i, c) for i, c in enumerate(todo) if _finished_seeds(c["workdir"]) < seeds]
+  print(f"{len(todo) - len(pending)} of {len(todo)} cells done; running the other "
+        f"{len(pending)} with {workers} workers", flush=True)
+  lock, failed, stopped = threading.Lock(), [], []
+
+  def worker(cpus: list[int]) -> None:
+    while True:
+      with lock:
+        if not pending or (stop_after is not None and time.monotonic() - start >= stop_after):
+          if pending and not stopped:
+            stopped.append(len(pending))
+          return
+        i, cell = pending.pop(0)
+        print(f"[{i + 1}/{len(todo)}] {cell['name']}: running on CPUs "
+              f"{cpus[0]}-{cpus[-1]} -> {cell['workdir']}", flush=True)
+      t = time.perf_counter()
+      rc, tail = _run_cell(cell, root, cpus)
+      with lock:
+        print(f"  [{i + 1}/{len(todo)}] {cell['name']}: rc={rc} in "
+              f"{time.perf_counter() - t:.0f} s: {tail}", flush=True)
+        if rc:
+          failed.append(cell["name"])
+        if root:
+          print(progress_line(progress(todo, seeds, root), workers), flush=True)
+
+  threads = [threading.Thread(target=worker, args=(cpus,), daemon=True)
+             for cpus in worker_cpus(workers)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  if stopped:
+    print(f"stopped after {time.monotonic() - start:.0f} s (--stop-after {stop_after:g}): "
+          f"{stopped[0]} cell(s) left", flush=True)
   if failed:
     print(f"{len(failed)} cell(s) failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0
@@ -913,6 +992,14 @@ def plot_ablation(results: list[dict], path: str) -> None:
   fig.savefig(path, dpi=120)
 
 
+def positive_int(text: str) -> int:
+  """argparse type: an integer >= 1."""
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+  return value
+
+
 def _parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   sub = parser.add_subparsers(dest="command", required=True)
@@ -941,6 +1028,10 @@ def _parser() -> argparse.ArgumentParser:
                  help="start this run detached (nice -n 19), log in ROOT/grid.log")
   r.add_argument("--stop-after", type=float, default=None, metavar="S",
                  help="start no cell after S seconds (a time-boxed machine, e.g. a lent GPU)")
+  r.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                 help="run N cells at once, each on its share of the CPUs (a machine with "
+                      "more cores than one student uses well, or one GPU many small cells "
+                      "leave idle); results differ from one worker's at float rounding")
   sub.add_parser("status", parents=[cell_args],
                  help="cells done / left and an ETA for these cell arguments; runs nothing")
   a = sub.add_parser("archive", help="copy every finished cell's results.json into TO (the "

@@ -103,9 +103,9 @@ def waiting(runner: str, args: list[str], runs: str) -> str | None:
   return None if reason is None else f"SRe2L's {dataset} cells wait: {reason}"
 
 
-def run(runs: str) -> int:
-  """Every step in order, but a waiting one; returns 1 if any cell of any step failed (later
-  steps still run)."""
+def run(runs: str, workers: int = 1) -> int:
+  """Every step in order, but a waiting one, each with `workers` cells at once; returns 1 if
+  any cell of any step failed (later steps still run)."""
   rc, skipped = 0, 0
   for runner, args in STEPS:
     print(f"grid_queue: {runner} {shlex.join(args)}", flush=True)
@@ -114,7 +114,8 @@ def run(runs: str) -> int:
       print(f"grid_queue: skipped, {reason}", flush=True)
       skipped += 1
       continue
-    rc = max(rc, RUNNERS[runner].main(["run", *step_argv(runner, args, runs)]))
+    rc = max(rc, RUNNERS[runner].main(["run", *step_argv(runner, args, runs)]
+                                      + (["--workers", str(workers)] if workers > 1 else [])))
   print("grid_queue: every step has run" + (f" but {skipped} waiting one(s); start it again "
                                              "once they may run" if skipped else ""), flush=True)
   return rc
@@ -204,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
   for name, text in (("run", "run every step in order (resumes)"),
                      ("status", "cells done / left and an ETA per step and in all")):
     sub.add_parser(name, help=text).add_argument("--root", required=True)
+  sub.choices["run"].add_argument("--workers", type=fmnist_grid.positive_int, default=1,
+                                  metavar="N", help="cells at once in each step "
+                                                    "(fmnist_grid.py run --workers)")
   r = sub.add_parser("restore", help="copy the archived cells (record) into RUNS where it has "
                                      "nothing of them yet")
   r.add_argument("--root", required=True)
@@ -235,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
       parser.error(f"--root {args.root} is not a directory (nothing has run there yet)")
     print("\n".join(status_lines(status(args.root))))
     return 0
-  return run(args.root)
+  return run(args.root, args.workers)
 
 
 if __name__ == "__main__":

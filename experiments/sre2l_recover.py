@@ -264,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
   r.add_argument("--settings", default=",".join(SETTINGS))
   r.add_argument("--seeds", type=int, default=3)
   r.add_argument("--dry-run", action="store_true", help="print the commands only")
+  r.add_argument("--workers", type=fmnist_grid.positive_int, default=1, metavar="N",
+                 help="run N cells at once (fmnist_grid.py run --workers)")
   r.add_argument("extra", nargs="*", help="more main.py flags, after --")
   a = sub.add_parser("archive", help="copy every finished cell's results.json into TO (the "
                      "record outlives the machine; scripts/grid_queue.sh seeds RUNS from it)")
@@ -304,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     return fmnist_grid.archive_command(parser, args.root, args.to, keep=_recover_cell,
                                        what="sre2l_recover")
   _check_run_args(parser, args)
-  return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run, root=args.root)
+  return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run, root=args.root,
+                              workers=args.workers)
 
 
 if __name__ == "__main__":

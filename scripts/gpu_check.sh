@@ -25,6 +25,9 @@
 #   GPU_CHECK_SKIP_INSTALL=1   use the packages PYTHON already has (no .whl needed)
 #   PYTHON=python3             the interpreter
 #   GRID_ARGS="--dataset fmnist"   fmnist_grid.py run arguments of the grid step (no --root)
+#   GRID_WORKERS=1             cells of the grid step at once, sharing the GPU (fmnist_grid.py
+#                              run --workers; a small-set cell leaves most of a GPU idle; more
+#                              than one worker is not measured on a GPU yet)
 # Dry run here:  OUT=/tmp/gpu_check GPU_CHECK_ALLOW_CPU=1 GPU_CHECK_SKIP_INSTALL=1 \
 #                  PYTHON=.venv/bin/python bash scripts/gpu_check.sh
 set -uo pipefail
@@ -156,7 +159,7 @@ if wanted grid; then
   fi
   left=$((BUDGET - SECONDS - 20))
   step grid "$left" 60 "$PY" experiments/fmnist_grid.py run --root "$WORK/grid" "${GRID[@]}" \
-    --stop-after $((left * 2 / 3)) -- "${DATA[@]}"
+    --stop-after $((left * 2 / 3)) --workers "${GRID_WORKERS:-1}" -- "${DATA[@]}"
   # The cells finished here (results.json, config, runs/, the compressed set, logs; no
   # checkpoints), relative to the grid root, for `cp -rn FILES/grid/. ROOT/` on the CPU side.
   "$PY" - "$WORK/grid" "$OUT/grid" .gpu_data/grid >>"$SUMMARY" 2>&1 <<'EOF'

@@ -9,6 +9,11 @@
 #   nohup setsid bash scripts/grid_queue.sh RUNS >> RUNS.log 2>&1 &
 #   bash scripts/grid_queue.sh RUNS status     # cells done / left and an ETA, per step and in all
 #
+# WORKERS=N runs N cells of a step at once, each on its share of the CPUs (fmnist_grid.py run
+# --workers): for a machine with more cores than one student uses well, or a GPU that small
+# cells leave idle. Keep one queue's cells on one WORKERS value: results differ at float
+# rounding with the CPUs per cell.
+#
 # It first copies the archived cells (results/grid_runs and results/sre2l_recover_runs,
 # committed) into RUNS where RUNS has nothing of them: finished cells are skipped, unfinished
 # ones keep their finished students. From the main checkout,
@@ -28,6 +33,6 @@ fi
 PY=${PYTHON:-.venv/bin/python}
 if [ "$MODE" = run ]; then
   "$PY" experiments/grid_queue.py restore --root "$RUNS" || exit 1
-  exec nice -n 19 "$PY" experiments/grid_queue.py run --root "$RUNS"
+  exec nice -n 19 "$PY" experiments/grid_queue.py run --root "$RUNS" --workers "${WORKERS:-1}"
 fi
 exec "$PY" experiments/grid_queue.py "$MODE" --root "$RUNS"  # status: reads RUNS, writes nothing

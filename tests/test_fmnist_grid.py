@@ -519,6 +519,11 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
   assert "SRe2L's cifar10 cells wait: its recover sweep has finished 0 of 11 settings" in out
   assert calls[0][1][:3] == ["run", "--root", str(tmp_path / "sre2l_recover")]
   assert calls[1][1][:3] == ["run", "--root", str(tmp_path)]
+  assert not any("--workers" in a for _, a in calls)
+  calls.clear()
+  assert queue.main(["run", "--root", str(tmp_path), "--workers", "3"]) == 0
+  assert calls and all(a[-2:] == ["--workers", "3"] for _, a in calls)
+  capsys.readouterr()
   monkeypatch.undo()
   # Status: one finished sweep cell (3 seeds, 300 s of wall time each) and nothing else.
   cell = tmp_path / "sre2l_recover" / "validation" / "fmnist" / "soft" / "default_ipc10"
@@ -577,6 +582,51 @@ def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_p
   cell["workdir"] = str(tmp_path / "runs" / "probe2")
   assert grid.run_cells([cell], seeds=1, root=str(tmp_path / "runs")) == 0
   assert out.read_text().startswith("/mine|")
+
+
+PROBE = """
+import json, os, sys, time
+workdir, fail = sys.argv[1], sys.argv[2] == "fail"
+start = time.time()
+time.sleep(1.0)
+cpus = sorted(os.sched_getaffinity(0))
+json.dump(dict(start=start, end=time.time(), cpus=cpus,
+               prealloc=os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE")),
+          open(os.path.join(workdir, "probe.json"), "w"))
+if fail:
+  sys.exit(3)
+json.dump(dict(runs=[dict(seed=0)]), open(os.path.join(workdir, "results.json"), "w"))
+"""
+
+
+def test_workers_split_the_cpus_and_run_cells_at_once(grid, tmp_path, capsys):
+  assert grid.worker_cpus(2, [3, 0, 1, 2]) == [[0, 1], [2, 3]]
+  assert grid.worker_cpus(3, [0, 1]) == [[0], [1], [0]]
+  assert grid.worker_cpus(1, [0, 1]) == [[0, 1]]
+  runs = tmp_path / "runs"
+
+  def cell(name, fail=False):
+    workdir = runs / name
+    return dict(name=name, workdir=str(workdir), ipc=1,
+                argv=[sys.executable, "-c", PROBE, str(workdir), "fail" if fail else "ok"])
+  todo = [cell("a"), cell("b"), cell("c", fail=True), cell("d")]
+  assert grid.run_cells(todo, seeds=1, root=str(runs), workers=2) == 1  # c failed
+  probes = {c["name"]: json.loads((runs / c["name"] / "probe.json").read_text()) for c in todo}
+  groups = [sorted(g) for g in grid.worker_cpus(2)]
+  assert all(p["cpus"] in groups and p["prealloc"] == "false" for p in probes.values())
+  # Two at once: the first two cells overlap in time.
+  assert probes["b"]["start"] < probes["a"]["end"] and probes["a"]["start"] < probes["b"]["end"]
+  out = capsys.readouterr()
+  assert "running the other 4 with 2 workers" in out.out and "1 cell(s) failed: c" in out.err
+  # Run again: the finished cells are skipped, the failed one runs again; past --stop-after,
+  # no cell starts.
+  before = (runs / "c" / "probe.json").read_text()
+  assert grid.run_cells(todo, seeds=1, root=str(runs), workers=2, stop_after=0) == 0
+  out = capsys.readouterr().out
+  assert "3 of 4 cells done" in out and "(--stop-after 0): 1 cell(s) left" in out
+  assert (runs / "c" / "probe.json").read_text() == before
+  with pytest.raises(SystemExit):
+    grid.main(["run", "--root", str(runs), "--workers", "0"])
 
 
 def test_grid_queue_record_archives_finished_cells_and_regenerates_the_reports(tmp_path):

@@ -149,12 +149,14 @@ def test_finished_scoring_and_teacher_leave_no_progress_checkpoints(tmp_path):
       "teacher.epochs": 1, "teacher.model_kwargs.width": 4, "eval.epochs": 1})
   benchmark.run(c, str(tmp_path / "run"))
   (teacher,) = os.listdir(tmp_path / "t")
-  assert sorted(os.listdir(tmp_path / "t" / teacher)) == ["final", "teacher.json"]
+  # What is kept: the weights and teacher.json, and the (empty) lock file of the cache fill.
+  assert sorted(os.listdir(tmp_path / "t" / teacher)) == [".fill.lock", "final", "teacher.json"]
   c = tiny_config(method="el2n_easy", ipc=2, **{
       "scores.cache_dir": str(tmp_path / "scores"), "scores.epochs": 1,
       "scores.model_kwargs.width": 4, "eval.epochs": 1})
   benchmark.run(c, str(tmp_path / "run2"))
-  assert [f for f in os.listdir(tmp_path / "scores") if not f.endswith(".npz")] == []
+  kept = sorted(os.listdir(tmp_path / "scores"))
+  assert len(kept) == 2 and kept[0] == f".{kept[1]}.lock" and kept[1].endswith(".npz")
 
 
 def test_written_files_honour_the_umask(tmp_path):

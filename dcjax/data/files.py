@@ -1,12 +1,15 @@
 """Small file helpers shared by the I/O layer and the runners: one atomic write, the umask-
-honouring file mode, and the cache location."""
+honouring file mode, the cache location, and the lock that keeps two runs on one machine from
+filling one cache entry at once."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import tempfile
-from typing import IO, Any, Callable
+from typing import IO, Any, Callable, Iterator
 
 
 def umask_mode(base: int = 0o666) -> int:
@@ -51,3 +54,39 @@ def cache_dir(kind: str) -> str:
   base = os.environ.get("DCJAX_CACHE") or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "dcjax")
   return os.path.join(base, kind)
+
+
+@contextlib.contextmanager
+def cache_fill_lock(lock_file: str, enabled: bool = True) -> Iterator[None]:
+  """Hold an exclusive lock on `lock_file` (flock: released when the process ends, however it
+  ends) while filling a cache entry, so that runs started side by side on one machine (the
+  grid's --workers) fill it once: the second waits, then finds the entry complete, instead of
+  training the same teacher into the same checkpoint directory. Callers check for the finished
+  entry again inside the lock; the lock file is a hidden file inside the entry's directory (or
+  beside an entry that is one file) and is never deleted (a deleted lock file would let a third
+  run lock a new one). `enabled=False` (a multi-process run, whose processes fill one entry
+  together and may share no lock across hosts) or a platform without flock: no lock."""
+  try:
+    import fcntl
+  except ImportError:  # not POSIX
+    enabled = False
+  if not enabled:
+    yield
+    return
+  os.makedirs(os.path.dirname(os.path.abspath(lock_file)), exist_ok=True)
+  with open(lock_file, "a+b") as f:
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      print(f"waiting for another run filling {os.path.dirname(lock_file)}", file=sys.stderr,
+            flush=True)
+      fcntl.flock(f, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fill_lock_file(entry: str) -> str:
+  """The lock file of cache entry `entry` (a directory): hidden, inside it."""
+  return os.path.join(entry, ".fill.lock")

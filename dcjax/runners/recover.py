@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from dcjax import sre2l
 from dcjax.data.files import cache_dir as _cache_dir
-from dcjax.data.files import write_atomic, write_json_atomic
+from dcjax.data.files import cache_fill_lock, fill_lock_file, write_atomic, write_json_atomic
 
 # The recover settings: SRe2L's CIFAR values (VILA-Lab/SRe2L's small_dataset recover_cifar.sh:
 # 1000 iterations, lr 0.25, r_bn 0.01; the first BN layer weighted 10, jitter 4 px) and a flip
@@ -87,30 +87,33 @@ def recover_set(model, variables, key: jax.Array, *, ipc: int, num_classes: int,
     return sre2l.recover_steps(state, batch_key, labels, model, variables, num_steps=num_steps,
                                **step_kw)
 
-  done = [b for b in batches if os.path.exists(_batch_file(path, *b))]
-  todo = [b for b in batches if b not in done]
-  if todo:
-    print(f"sre2l: recovering {len(todo)} of {len(batches)} batches ({cpb} classes each, "
-          f"{s['iterations']} iterations) -> {path}", file=sys.stderr, flush=True)
-  bar = tqdm(total=len(todo) * s["iterations"], desc="sre2l recover", unit="it",
-             disable=not progress or not todo, leave=False)
-  last = None
-  for b in todo:
-    i, j = b
-    labels = jnp.asarray(chunks[j], jnp.int32)
-    k_init, k_steps = jax.random.split(jax.random.fold_in(key, i * len(chunks) + j))
-    state = sre2l.init(k_init, len(chunks[j]), tuple(image_shape), lr=step_kw["lr"],
-                       iterations=s["iterations"])
-    while int(state.step) < s["iterations"]:
-      n = min(chunk, s["iterations"] - int(state.step))
-      state, last = steps(state, k_steps, labels, num_steps=n)
-      bar.update(n)
-      bar.set_postfix(ce=f"{float(last[0]):.3f}", bn=f"{float(last[1]):.3f}")
-    images = np.asarray(sre2l.to_uint8(state.images, mean, std))
-    write_atomic(_batch_file(path, i, j),
-                 lambda f, images=images, labels=labels: np.savez(
-                     f, images=images, labels=np.asarray(labels)))
-  bar.close()
+  # Runs side by side on one machine (the grid's hard and soft cells of one set, --workers)
+  # recover it once: the second waits for the lock and then finds every batch done.
+  with cache_fill_lock(fill_lock_file(path), enabled=jax.process_count() == 1):
+    done = [b for b in batches if os.path.exists(_batch_file(path, *b))]
+    todo = [b for b in batches if b not in done]
+    if todo:
+      print(f"sre2l: recovering {len(todo)} of {len(batches)} batches ({cpb} classes each, "
+            f"{s['iterations']} iterations) -> {path}", file=sys.stderr, flush=True)
+    bar = tqdm(total=len(todo) * s["iterations"], desc="sre2l recover", unit="it",
+               disable=not progress or not todo, leave=False)
+    last = None
+    for b in todo:
+      i, j = b
+      labels = jnp.asarray(chunks[j], jnp.int32)
+      k_init, k_steps = jax.random.split(jax.random.fold_in(key, i * len(chunks) + j))
+      state = sre2l.init(k_init, len(chunks[j]), tuple(image_shape), lr=step_kw["lr"],
+                         iterations=s["iterations"])
+      while int(state.step) < s["iterations"]:
+        n = min(chunk, s["iterations"] - int(state.step))
+        state, last = steps(state, k_steps, labels, num_steps=n)
+        bar.update(n)
+        bar.set_postfix(ce=f"{float(last[0]):.3f}", bn=f"{float(last[1]):.3f}")
+      images = np.asarray(sre2l.to_uint8(state.images, mean, std))
+      write_atomic(_batch_file(path, i, j),
+                   lambda f, images=images, labels=labels: np.savez(
+                       f, images=images, labels=np.asarray(labels)))
+    bar.close()
   out_images = np.zeros((num_classes, ipc, *image_shape), np.uint8)
   for i, j in batches:
     with np.load(_batch_file(path, i, j), allow_pickle=False) as z:

@@ -23,7 +23,7 @@ import numpy as np
 
 from dcjax import models
 from dcjax.data import scorefile, sources, splits
-from dcjax.data.files import cache_dir
+from dcjax.data.files import cache_dir, cache_fill_lock
 from dcjax.errors import UserError
 from dcjax.protocols import Recipe
 from dcjax.runners import dynamics
@@ -91,28 +91,32 @@ def dataset_scores(train_src: sources.Source, load: Callable[[sources.Source], n
     return {file_score: scorefile.import_scores(file, file_indices, n=n, fingerprint=fp,
                                                 name=file_score)}, file
   path = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train", key)
-  if os.path.exists(path):
-    loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
-    if set(dynamics.SCORES) <= set(loaded):
-      return loaded, path
-    print(f"scores: {path} lacks {', '.join(sorted(set(dynamics.SCORES) - set(loaded)))}; "
-          f"recomputing it", file=sys.stderr, flush=True)
-  old = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train",
-                            dict(key, model_kwargs=models.legacy_key_kwargs(model_kwargs)))
-  legacy = f" ({old} {models.LEGACY_NOTE})" if old != path and os.path.exists(old) else ""
-  if not allow_compute:
-    raise UserError(f"no score file {path}{legacy}; allow computing it with "
-                    f"--config.scores.allow_compute=True or pass --config.scores.file")
-  print(f"scores: training {num_models} x {model} for {epochs} epochs on all {n} training "
-        f"images -> {path}{legacy}", file=sys.stderr, flush=True)
-  net = models.get_model(model, train_src.num_classes, image_shape[0], **key["model_kwargs"])
-  out = dynamics.score_dynamics(
-      load(train_src), train_src.labels, num_classes=train_src.num_classes, model=net,
-      recipe=Recipe(**key["recipe"]), mean=tuple(mean), std=tuple(std), num_models=key["k"],
-      epochs=key["epochs"], seed=key["seed"], mesh=mesh, el2n_epoch=el2n_epoch,
-      checkpoint_dir=path + ".progress", progress=progress)
-  if jax.process_index() == 0:  # every process holds the same scores
-    scorefile.save_scores(path, out, dataset=dataset, split="train", fingerprint=fp,
-                          score_config=key)
-    shutil.rmtree(path + ".progress", ignore_errors=True)  # the score file is what is kept
-  return out, path
+  # Runs side by side on one machine (the grid's --workers) compute it once: the second waits
+  # for the lock and then reads the file.
+  lock = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.lock")
+  with cache_fill_lock(lock, enabled=jax.process_count() == 1):
+    if os.path.exists(path):
+      loaded, _ = scorefile.load_scores(path, fingerprint=fp, n=n)
+      if set(dynamics.SCORES) <= set(loaded):
+        return loaded, path
+      print(f"scores: {path} lacks {', '.join(sorted(set(dynamics.SCORES) - set(loaded)))}; "
+            f"recomputing it", file=sys.stderr, flush=True)
+    old = scorefile.score_path(cache_dir or default_cache_dir(), dataset, "train",
+                              dict(key, model_kwargs=models.legacy_key_kwargs(model_kwargs)))
+    legacy = f" ({old} {models.LEGACY_NOTE})" if old != path and os.path.exists(old) else ""
+    if not allow_compute:
+      raise UserError(f"no score file {path}{legacy}; allow computing it with "
+                      f"--config.scores.allow_compute=True or pass --config.scores.file")
+    print(f"scores: training {num_models} x {model} for {epochs} epochs on all {n} training "
+          f"images -> {path}{legacy}", file=sys.stderr, flush=True)
+    net = models.get_model(model, train_src.num_classes, image_shape[0], **key["model_kwargs"])
+    out = dynamics.score_dynamics(
+        load(train_src), train_src.labels, num_classes=train_src.num_classes, model=net,
+        recipe=Recipe(**key["recipe"]), mean=tuple(mean), std=tuple(std), num_models=key["k"],
+        epochs=key["epochs"], seed=key["seed"], mesh=mesh, el2n_epoch=el2n_epoch,
+        checkpoint_dir=path + ".progress", progress=progress)
+    if jax.process_index() == 0:  # every process holds the same scores
+      scorefile.save_scores(path, out, dataset=dataset, split="train", fingerprint=fp,
+                            score_config=key)
+      shutil.rmtree(path + ".progress", ignore_errors=True)  # the score file is what is kept
+    return out, path

@@ -29,7 +29,7 @@ from dcjax.protocols import Recipe
 from dcjax.runners import student as train
 from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
-from dcjax.data.files import cache_dir, write_json_atomic
+from dcjax.data.files import cache_dir, cache_fill_lock, fill_lock_file, write_json_atomic
 
 
 def default_cache_dir() -> str:
@@ -117,23 +117,28 @@ def get_teacher(train_src: sources.Source, test_images: np.ndarray, test_labels:
   finish = dict(test_images=test_images, test_labels=test_labels, path=path, spec=spec,
                 test_batch_size=test_batch_size)
   if not os.path.exists(done_file):
-    legacy = _legacy_dir(cache_dir or default_cache_dir(), dataset, spec, model_kwargs)
-    if weights:
-      _import_teacher(student, weights, **finish)
-    elif not allow_train:
-      raise UserError(
-          f"no teacher for {dataset} / {model} (seed {seed}) in {path}"
-          + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else "") + "; "
-          "allow training one with --config.teacher.allow_train=True, point "
-          "--config.teacher.cache_dir at a directory holding it, or import torchvision "
-          "weights with --config.teacher.weights=PATH.pth")
-    else:
-      if train_images is None:
-        raise ValueError("get_teacher: training a teacher needs train_images")
-      print(f"teacher: training {model} on all {len(train_src)} {dataset} training images for "
-            f"{recipe.epochs} epochs -> {path}"
-            + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else ""), file=sys.stderr, flush=True)
-      _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
+    # Runs side by side on one machine (the grid's --workers) train it once: the second
+    # waits for the lock and then finds teacher.json.
+    with cache_fill_lock(fill_lock_file(path), enabled=jax.process_count() == 1):
+      if not os.path.exists(done_file):
+        legacy = _legacy_dir(cache_dir or default_cache_dir(), dataset, spec, model_kwargs)
+        if weights:
+          _import_teacher(student, weights, **finish)
+        elif not allow_train:
+          raise UserError(
+              f"no teacher for {dataset} / {model} (seed {seed}) in {path}"
+              + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else "") + "; "
+              "allow training one with --config.teacher.allow_train=True, point "
+              "--config.teacher.cache_dir at a directory holding it, or import torchvision "
+              "weights with --config.teacher.weights=PATH.pth")
+        else:
+          if train_images is None:
+            raise ValueError("get_teacher: training a teacher needs train_images")
+          print(f"teacher: training {model} on all {len(train_src)} {dataset} training images "
+                f"for {recipe.epochs} epochs -> {path}"
+                + (f" ({legacy} {models.LEGACY_NOTE})" if legacy else ""), file=sys.stderr,
+                flush=True)
+          _train_teacher(student, train_images(), train_src.labels, seed, progress, **finish)
   with open(done_file, encoding="utf-8") as f:
     info = json.load(f)
   with Checkpointer(os.path.join(path, "final")) as ckpt:
