@@ -42,12 +42,12 @@ KINDS = ("dcjax", "folder", "parquet", "npz", "indices")
 class GivenSet:
   """A compressed set read from `path`.
 
-  images: uint8 [N, H, W, C] (float32 [N, H, W, C] in [0, 1] units for a float set); labels:
-  int32 [N], ids into `class_names` (or, when that is
-  None, into the test split's classes); soft_labels: float32 [N, K] or None, as stored
-  (probabilities or logits); kind: one of KINDS; image_bytes / soft_label_bytes: the bytes of
-  the given files that hold them; dataset: the dataset a dcjax manifest names (else None);
-  indices: training-split indices behind each image, int [N, k*k] ([N, 0]: unknown).
+  images: uint8 [N, H, W, C] (float32 in [0, 1] units for a float set); labels: int32 [N],
+  ids into `class_names` (or, when that is None, into the test split's classes);
+  soft_labels: float32 [N, K] or None, as stored (probabilities or logits); kind: one of
+  KINDS; image_bytes / soft_label_bytes: the bytes of the given files that hold them; dataset:
+  the dataset a dcjax manifest names (else None); indices: training-split indices behind each
+  image, int [N, k*k] ([N, 0]: unknown).
   """
 
   path: str
@@ -159,7 +159,7 @@ def _read_npz(path: str) -> GivenSet:
   if missing:
     raise UserError(f"{path} has no {' / '.join(missing)} array (it has "
                     f"{', '.join(sorted(arrays)) or 'none'}); an .npz set holds images uint8 "
-                    "[N, H, W, C] and labels [N], optionally soft_labels [N, K]")
+                    "(or float) [N, H, W, C] and labels [N], optionally soft_labels [N, K]")
   images, labels = arrays["images"], arrays["labels"]
   floats = np.issubdtype(images.dtype, np.floating)
   if (floats and images.ndim == 4 and images.shape[1] in (1, 3)
