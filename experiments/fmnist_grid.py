@@ -843,7 +843,10 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   if main:
     lines += [f"![top-1 against images per class, hard and soft labels]({stem}_acc_vs_ipc.png)",
               ""]
-  lines += grid_findings.findings_markdown(main, DISPLAY) + grid_findings.storage_markdown(main)
+  by_ipc = {ipc: [(n, accs[i]) for n, _, accs in published]
+            for i, ipc in enumerate(PUBLISHED_IPCS)}
+  lines += (grid_findings.findings_markdown(main, DISPLAY, by_ipc)
+            + grid_findings.storage_markdown(main))
   if main:
     lines += [f"![top-1 against stored bytes (images + soft-label file), hard and soft labels "
               f"on one axis]({stem}_acc_vs_storage.png)", ""]

@@ -92,8 +92,12 @@ def _finding(title: str, ipcs, per_ipc: Callable[[int], tuple[bool, str] | None]
   return lines
 
 
-def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
-  """The findings section's lines."""
+def findings_markdown(cells: Cells, display: Mapping[str, str],
+                      published: Mapping[int, list[tuple[str, float]]] | None = None
+                      ) -> list[str]:
+  """The findings section's lines. `published`: ipc -> [(row name, hard-label top-1)] of the
+  report's published rows, set beside PCA's claim (their papers' code and evaluation: context,
+  not part of the verdict)."""
   name = lambda m: display.get(m, m)  # noqa: E731
   ipcs = sorted({ipc for _, ipc, _ in cells})
 
@@ -184,6 +188,11 @@ def findings_markdown(cells: Cells, display: Mapping[str, str]) -> list[str]:
       text += (f"; against the best soft-label cell, {name(s_name)} {_acc(s_cell)}, which "
                f"stores {_bytes(_total_bytes(s_cell))} with its label file to PCA's "
                f"{_bytes(_total_bytes(pca))}: PCA " + _gap(pca, s_cell))
+    rows = (published or {}).get(ipc, [])
+    if rows:  # their own code and evaluation, not this protocol's: context, not the verdict
+      above = [f"{n} {acc:.1f}" for n, acc in rows if acc > pca["top1_mean"]]
+      text += ("; published rows (their papers' code and evaluation, not run here) "
+               + (f"above it: {', '.join(above)}" if above else "all below it"))
     return gap > std, text
 
   return (["## Findings (method.md sections 2 and 3)", "",

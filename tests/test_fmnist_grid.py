@@ -435,6 +435,13 @@ def test_pca_finding_states_the_hard_label_lead_and_the_soft_label_cells_storage
           "label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50)") in findings
   assert ("IPC 10: PCA 80.00 ± 0.50 (5 students) vs the best other hard-label cell RDED (tile "
           "view) 80.30 ± 0.50 (5 students): PCA behind by 0.30 (pooled std 0.50)") in findings
+  # The report's published rows, as context beside the verdict (Fashion-MNIST's: method.md).
+  assert ("label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50); published rows "
+          "(their papers' code and evaluation, not run here) above it: IDC (factor 2, "
+          "DSA+CutMix) 81.0") in findings
+  assert ("PCA behind by 0.30 (pooled std 0.50); published rows (their papers' code and "
+          "evaluation, not run here) above it: DC 82.3, DSA 84.6, IDC (factor 2, DSA+CutMix) "
+          "86.0, IDC-I 85.3") in findings
 
 
 def test_findings_not_measured_where_the_cells_they_compare_are_missing(grid, tmp_path):
