@@ -4,7 +4,7 @@
   python experiments/convert_torch_set.py set.npz --images images_best.pt \
       --labels labels_best.pt --normalization cifar10
   # DC / DSA / DM (one res_<...>.pt holding {'data': [[images, labels], ...] per experiment}):
-  python experiments/convert_torch_set.py set.npz --dc-result res_DSA_CIFAR10_ConvNet_10ipc.pt \
+  python experiments/convert_torch_set.py set.npz --dc-result res_CIFAR10_ConvNet_10ipc.pt \
       --experiment 0 --normalization cifar10
 
 Those repositories train on tensors normalised with their dataset's mean and std (the DC
