@@ -450,7 +450,10 @@ def worker_cpus(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
   """The CPUs each of `workers` cell processes is pinned to: this process's CPUs split into
   contiguous, near-equal groups (with more workers than CPUs, groups of one CPU, shared). XLA
   sizes its thread pools by the CPUs a process may use, so each cell runs on its own cores."""
-  cpus = sorted(os.sched_getaffinity(0)) if cpus is None else sorted(cpus)
+  if cpus is None:  # macOS has no affinity calls: its CPUs by count (and no pinning)
+    cpus = (os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity")
+            else range(os.cpu_count() or 1))
+  cpus = sorted(cpus)
   if workers <= len(cpus):
     return [list(map(int, g)) for g in np.array_split(cpus, workers)]
   return [[cpus[i % len(cpus)]] for i in range(workers)]
@@ -466,7 +469,8 @@ def _run_cell(cell: dict, root: str | None, cpus: list[int] | None = None) -> tu
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
   with open(cell["workdir"] + ".log", "a") as log:
     rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR,
-                         env=env, preexec_fn=(None if cpus is None else
+                         env=env, preexec_fn=(None if cpus is None
+                                              or not hasattr(os, "sched_setaffinity") else
                                               lambda: os.sched_setaffinity(0, cpus)))
   with open(cell["workdir"] + ".log", encoding="utf-8", errors="replace") as f:
     tail = f.read().strip().splitlines()[-1:]
