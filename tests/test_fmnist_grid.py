@@ -912,3 +912,23 @@ def test_the_report_reads_only_the_grids_cells_not_the_sweep_beside_them(grid, t
   md = grid.write_report(str(root), str(tmp_path / "out"))
   assert "80.00" not in md and "| 10 |" not in md
   assert "| Random | 74.00 ± 0.50 |" in md
+
+
+def test_report_names_the_soft_label_teacher_and_flags_a_second_one(grid, tmp_path):
+  root = tmp_path / "runs"
+  teacher = dict(dir="~/.cache/dcjax/teachers/fashion_mnist-convnet-0123", top1=90.23,
+                 top5=99.85, param_bytes=96552, model="convnet")
+  soft = lambda m, t: _result(m, 1, "soft", "teacher", [70.0] * 5) | dict(teacher=t)  # noqa: E731
+  _write(root, "main/soft/random_ipc1_e300", soft("random", teacher))
+  # The same parameters under a cache key of another format: still one teacher.
+  _write(root, "main/soft/herding_ipc1_e300", soft("herding", dict(teacher, dir="t/new-key")))
+  _write(root, "main/hard/random_ipc1_e301",  # hard cells are not relabelled
+         _result("random", 1, "small_data", "hard", [50.0] * 5) | dict(teacher=dict(top1=1.0)))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert ("Soft labels from one teacher in every cell: `convnet`, top-1 90.23 %, top-5 99.85 % "
+          "on the test split, 96.6 KB of parameters.") in md
+  _write(root, "main/soft/ccs_ipc1_e300", soft("ccs", dict(teacher, top1=90.11)))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "Soft labels from 2 different teachers" in md and "one teacher" not in md
+  assert "top-1 90.23 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 2 cell(s)" in md
+  assert "top-1 90.11 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 1 cell(s)" in md
