@@ -65,10 +65,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import hashlib
 import json
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -83,7 +81,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from dcjax import protocols  # noqa: E402
-from dcjax.benchmark import report  # noqa: E402
+from dcjax.benchmark import report, runner  # noqa: E402
 
 import grid_findings  # noqa: E402
 
@@ -419,25 +417,81 @@ def progress_line(p: dict, workers: int = 1) -> str:
 
 
 def cpu_fingerprint() -> str:
-  """A short hash of this machine's CPU model and instruction-set flags (/proc/cpuinfo; the
-  platform's processor string elsewhere): JAX's compilation cache key names the backend ('cpu')
-  but not the CPU, so a cache copied to another CPU kind could load code compiled for it."""
-  text = platform.processor() + platform.machine()
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      text = "".join(sorted({line for line in f if line.startswith(("model name", "flags"))}))
-  except OSError:
-    pass
-  return hashlib.sha256(text.encode()).hexdigest()[:12]
+  """This machine's CPU kind as a short hash (dcjax.benchmark.runner.cpu_fingerprint, which
+  results.json records too): JAX's compilation cache key names the backend ('cpu') but not the
+  CPU, so a cache copied to another CPU kind could load code compiled for it."""
+  return runner.cpu_fingerprint()
+
+
+# The caches a grid's cells fill and share, each entry final once written: the soft-label and
+# feature teachers (and SRe2L's BatchNorm teachers), the score files, SRe2L's recovered sets.
+CACHE_KINDS = ("teachers", "scores", "sre2l")
+
+
+def cache_root(root: str, environ: dict | None = None) -> str:
+  """The grid's own teacher / score / SRe2L-set caches: $DCJAX_CACHE when set, else
+  ROOT/.dcjax_cache. A teacher trained on another CPU kind is another teacher (other float
+  rounding, so other herding and RDED selections: BENCHMARKS.md), so `archive_caches` keeps
+  exactly the entries the cells used beside their records, and `restore_caches` gives the next
+  machine the same ones."""
+  env = os.environ if environ is None else environ
+  return env.get("DCJAX_CACHE") or os.path.join(os.path.abspath(root), ".dcjax_cache")
+
+
+def _finished_cache_entries(cache: str) -> list[str]:
+  """The finished entries under a cache directory, relative to it: teacher directories with
+  their teacher.json, score files (.npz), recovered sets with their done.json."""
+  done = {"teachers": "teacher.json", "sre2l": "done.json"}
+  out = []
+  for kind in CACHE_KINDS:
+    path = os.path.join(cache, kind)
+    for name in sorted(os.listdir(path)) if os.path.isdir(path) else ():
+      if name.startswith("."):
+        continue
+      if (name.endswith(".npz") and os.path.isfile(os.path.join(path, name)) if kind == "scores"
+          else os.path.isfile(os.path.join(path, name, done[kind]))):
+        out.append(os.path.join(kind, name))
+  return out
+
+
+def _copy_cache_entry(src: str, dest: str) -> None:
+  """Copy one entry (a file, or a directory without its lock and training progress) through a
+  temporary name, so a reader never sees half of it."""
+  tmp = dest + ".copying"
+  shutil.rmtree(tmp, ignore_errors=True)
+  os.makedirs(os.path.dirname(dest), exist_ok=True)
+  if os.path.isdir(src):
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".*", "progress"))
+  else:
+    shutil.copyfile(src, tmp)
+  os.replace(tmp, dest)
+
+
+def archive_caches(cache: str, to: str) -> list[str]:
+  """Copy every finished cache entry under `cache` that `to` lacks (entries never change once
+  finished). Returns the entries copied, relative to the cache."""
+  copied = []
+  for rel in _finished_cache_entries(cache):
+    if not os.path.exists(os.path.join(to, rel)):
+      _copy_cache_entry(os.path.join(cache, rel), os.path.join(to, rel))
+      copied.append(rel)
+  return copied
+
+
+def restore_caches(archived: str, cache: str) -> list[str]:
+  """The archived cache entries copied into `cache` where it lacks them."""
+  return archive_caches(archived, cache) if os.path.isdir(archived) else []
 
 
 def compilation_cache_env(root: str, environ: dict | None = None) -> dict:
   """The environment for the cells' processes: a persistent JAX compilation cache shared by
   every cell under root, in ROOT/.jax_cache/<CPU fingerprint> (an existing
-  JAX_COMPILATION_CACHE_DIR is kept). Every cell compiles the same student, test-pass and
-  teacher programs; a cache hit loads the compiled program itself, so results are bitwise those
-  of a fresh compile (BENCHMARKS.md: an IPC-1 cell 52 -> 42 s, the same final loss)."""
+  JAX_COMPILATION_CACHE_DIR is kept), and the grid's own teacher / score caches (`cache_root`).
+  Every cell compiles the same student, test-pass and teacher programs; a cache hit loads the
+  compiled program itself, so results are bitwise those of a fresh compile (BENCHMARKS.md: an
+  IPC-1 cell 52 -> 42 s, the same final loss)."""
   env = dict(os.environ if environ is None else environ)
+  env["DCJAX_CACHE"] = cache_root(root, env)
   if not env.get("JAX_COMPILATION_CACHE_DIR"):
     env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.abspath(root), ".jax_cache",
                                                     cpu_fingerprint())
@@ -621,13 +675,15 @@ def _grid_cell(rel: str) -> bool:
   return bool(_grid_and_variant(rel)[1]) and os.path.dirname(rel).count(os.sep) in (2, 3)
 
 
-def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
+def archive(root: str, to: str, keep=_grid_cell, cache: str | None = None) -> list[str]:
   """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
   results.json is a workdir's last file; through report.portable_record, so it names no
   directory of this machine) to the same path under `to`: all a report row needs and all `run`
   needs to skip the cell, so the record outlives the machine (run roots do not).
   The rest of a workdir (checkpoints, the set) stays behind, and what `archive_unfinished` kept
-  of the cell before it finished is dropped. Returns the cells copied."""
+  of the cell before it finished is dropped. Paths into the cells' cache (`cache`, default
+  `cache_root(root)`) are written as $DCJAX_CACHE/... Returns the cells copied."""
+  cache = cache or cache_root(root)
   copied = []
   for path in report._find(root):  # pylint: disable=protected-access
     rel = os.path.relpath(path, root)
@@ -640,7 +696,7 @@ def archive(root: str, to: str, keep=_grid_cell) -> list[str]:
       # and the cache paths lose its home (report.portable_record); `run` reads only its
       # students, a report only names them.
       with open(os.path.join(to, rel), "w", encoding="utf-8") as f:
-        f.write(report.portable_record(text))
+        f.write(report.portable_record(text, {cache: "$DCJAX_CACHE"}))
       _drop_unfinished(dest)
       copied.append(os.path.dirname(rel))
   return copied

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from dcjax import benchmark, layers
+from dcjax.benchmark import runner
 from dcjax.data import sources, store
 from dcjax.errors import UserError
 
@@ -64,6 +65,9 @@ def test_end_to_end_writes_results_and_compressed_set(tmp_path):
   if jax.default_backend() == "cpu":  # which CPU kind, on how many threads (rounding differs)
     assert isinstance(on_disk["environment"]["cpu"], str)
     assert on_disk["environment"]["cpu_threads"] >= 1
+    # ... and its vector units and flags, which one model name ('AMD EPYC') can hide.
+    assert on_disk["environment"]["cpu_fingerprint"] == runner.cpu_fingerprint()
+    assert on_disk["environment"]["cpu_simd"] in ("avx512f", "avx2", "avx", "sse4_2", None)
   for run in on_disk["runs"]:
     assert 0 <= run["top1"] <= run["top5"] <= 100 and run["train_seconds"] > 0
   # The setup before the first student is part of the wall time, the students the rest.
@@ -160,7 +164,6 @@ def test_bad_input_is_refused_with_nothing_written(tmp_path, field, value, patte
 
 
 def test_ipc_bound_counts_the_tiles():
-  from dcjax.benchmark import runner  # pylint: disable=g-import-not-at-top
   src = sources.ArraySource("toy", "train", ["a", "b"], np.zeros((30, 4, 4, 1), np.uint8),
                             np.repeat(np.arange(2), 15))
   runner.check_ipc(src, 3, 2)  # 12 of 15 per class

@@ -572,15 +572,20 @@ def test_grid_queue_runs_its_steps_in_order_and_reports_each(tmp_path, monkeypat
 
 def test_cells_share_a_compilation_cache_per_cpu_kind_under_the_root(grid, tmp_path, monkeypatch):
   monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+  monkeypatch.delenv("DCJAX_CACHE", raising=False)
   out = tmp_path / "env.txt"
   child = ("import os, sys; open(sys.argv[1], 'w').write(os.environ['JAX_COMPILATION_CACHE_DIR']"
-           " + '|' + os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'])")
+           " + '|' + os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS']"
+           " + '|' + os.environ['DCJAX_CACHE'])")
   cell = dict(name="probe", workdir=str(tmp_path / "runs" / "probe"), ipc=1,
               argv=[sys.executable, "-c", child, str(out)])
   assert grid.run_cells([cell], seeds=1, root=str(tmp_path / "runs")) == 0
   fingerprint = grid.cpu_fingerprint()
   assert len(fingerprint) == 12 and fingerprint == grid.cpu_fingerprint()
-  assert out.read_text() == f"{tmp_path / 'runs' / '.jax_cache' / fingerprint}|0"
+  # The grid owns its teacher / score caches too, under the root unless DCJAX_CACHE says.
+  assert out.read_text() == (f"{tmp_path / 'runs' / '.jax_cache' / fingerprint}|0|"
+                             f"{tmp_path / 'runs' / '.dcjax_cache'}")
+  assert grid.compilation_cache_env("r", {"DCJAX_CACHE": "/c"})["DCJAX_CACHE"] == "/c"
   # A cache the caller already chose is kept; without a root nothing is added.
   env = grid.compilation_cache_env(str(tmp_path), {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"})
   assert env["JAX_COMPILATION_CACHE_DIR"] == "/elsewhere"
@@ -932,3 +937,48 @@ def test_report_names_the_soft_label_teacher_and_flags_a_second_one(grid, tmp_pa
   assert "Soft labels from 2 different teachers" in md and "one teacher" not in md
   assert "top-1 90.23 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 2 cell(s)" in md
   assert "top-1 90.11 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 1 cell(s)" in md
+
+
+def test_record_archives_the_cache_entries_the_cells_used_and_restore_brings_them_back(
+    tmp_path, monkeypatch):
+  queue = experiment_scripts.load("grid_queue")
+  monkeypatch.delenv("DCJAX_CACHE", raising=False)
+  runs, results = tmp_path / "runs", tmp_path / "results"
+  cache = runs / ".dcjax_cache"
+  teacher = cache / "teachers" / "fashion_mnist-convnet-0123"
+  (teacher / "final" / "4").mkdir(parents=True)
+  (teacher / "final" / "4" / "params").write_bytes(b"\x00" * 100)
+  (teacher / ".fill.lock").write_text("")
+  (teacher / "teacher.json").write_text('{"top1": 90.1}')
+  training = cache / "teachers" / "cifar10-convnet-4567"  # no teacher.json: still training
+  (training / "progress").mkdir(parents=True)
+  (cache / "scores").mkdir()
+  (cache / "scores" / "fmnist-el2n.npz").write_bytes(b"npz")
+  (cache / "scores" / "cifar-el2n.npz.progress").mkdir()
+  (cache / "scores" / ".cifar-el2n.npz.lock").write_text("")
+  (cache / "sre2l" / "ipc10-89ab").mkdir(parents=True)
+  (cache / "sre2l" / "ipc10-89ab" / "done.json").write_text("{}")
+  (cache / "sre2l" / "ipc50-cdef").mkdir()  # recovering: no done.json
+  _write(runs, "main/soft/random_ipc1_e300", _result("random", 1, "soft", "teacher", [70.0] * 5)
+         | dict(teacher=dict(dir=str(teacher), top1=90.1)))
+  assert queue.main(["record", "--root", str(runs), "--results", str(results)]) == 0
+  archived = results / "grid_caches"
+  assert sorted(str(p.relative_to(archived)) for p in archived.rglob("*")) == [
+      "scores", "scores/fmnist-el2n.npz", "sre2l", "sre2l/ipc10-89ab", "sre2l/ipc10-89ab/done.json",
+      "teachers", "teachers/fashion_mnist-convnet-0123", "teachers/fashion_mnist-convnet-0123/final",
+      "teachers/fashion_mnist-convnet-0123/final/4",
+      "teachers/fashion_mnist-convnet-0123/final/4/params",
+      "teachers/fashion_mnist-convnet-0123/teacher.json"]
+  # The committed record names the cache, not this machine's directory.
+  record = (results / "grid_runs/main/soft/random_ipc1_e300/results.json").read_text()
+  assert '"$DCJAX_CACHE/teachers/fashion_mnist-convnet-0123"' in record and str(runs) not in record
+  # An archived entry is final: a second record copies nothing; a new machine gets them back.
+  lines = queue.record(str(runs), str(results))
+  assert f"0 cache entries archived in {archived}" in lines
+  new = tmp_path / "new_machine"
+  assert queue.main(["restore", "--root", str(new), "--results", str(results)]) == 0
+  assert (new / ".dcjax_cache/teachers/fashion_mnist-convnet-0123/final/4/params"
+          ).read_bytes() == b"\x00" * 100
+  assert (new / ".dcjax_cache/scores/fmnist-el2n.npz").read_bytes() == b"npz"
+  assert (new / ".dcjax_cache/sre2l/ipc10-89ab/done.json").exists()
+  assert not list(new.rglob("*.copying"))

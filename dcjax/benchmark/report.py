@@ -18,7 +18,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from numbers import Real
-from typing import Any
+from typing import Any, Mapping
 
 from dcjax.benchmark import results as results_schema
 from dcjax.errors import UserError
@@ -178,12 +178,15 @@ def portable_name(name: str) -> str:
   return _MACHINE_DIRS.sub(r"\1", name)
 
 
-def portable_record(text: str) -> str:
+def portable_record(text: str, dirs: Mapping[str, str] | None = None) -> str:
   """A results.json text for a repository: its dataset and split names through portable_name,
+  each directory of `dirs` (say the run's cache) written as its name there ('$DCJAX_CACHE'),
   and this user's home directory (where the default caches of teachers and score files live)
   written as '~', so the record names no directory of this machine."""
   home = os.path.expanduser("~").rstrip("/")
   text = portable_name(text)
+  for path, name in (dirs or {}).items():
+    text = re.sub(rf'"{re.escape(os.path.abspath(path).rstrip("/"))}/', f'"{name}/', text)
   if home and home != "/":  # a JSON text writes '/' unescaped, so the path is found as is
     text = re.sub(rf'"{re.escape(home)}/', '"~/', text)
   return text

@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import errno
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -491,6 +492,8 @@ def _environment(config) -> dict[str, Any]:
              machine=platform.machine())
   if env["backend"] == "cpu":  # CPU kinds and thread counts differ in float rounding
     env["cpu"] = _cpu_model()
+    # A VM may name two CPU kinds alike ('AMD EPYC'); their vector units tell them apart.
+    env["cpu_simd"], env["cpu_fingerprint"] = cpu_simd(), cpu_fingerprint()
     if hasattr(os, "sched_getaffinity"):
       env["cpu_threads"] = len(os.sched_getaffinity(0))
   if config.eval.model == "convnet":  # the students' convolution path (dcjax.layers)
@@ -508,6 +511,31 @@ def _cpu_model() -> str:
   except OSError:
     pass
   return platform.processor()
+
+
+def _cpuinfo_lines(*prefixes: str) -> list[str]:
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+      return sorted({line for line in f if line.startswith(prefixes)})
+  except OSError:
+    return []
+
+
+def cpu_fingerprint() -> str:
+  """A short hash of this machine's CPU model and instruction-set flags (/proc/cpuinfo; the
+  platform's processor string elsewhere). Two machines with one model name but other vector
+  units (an AMD EPYC with and one without AVX-512) train to other float rounding, and their
+  teachers to other selections; JAX's compilation cache key names neither."""
+  lines = _cpuinfo_lines("model name", "flags")
+  text = "".join(lines) if lines else platform.processor() + platform.machine()
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cpu_simd() -> str | None:
+  """The widest x86 vector extension the CPU reports ('avx512f', 'avx2', 'avx', 'sse4_2'),
+  else None (another architecture, or no /proc/cpuinfo)."""
+  flags = set(" ".join(line.split(":", 1)[-1] for line in _cpuinfo_lines("flags")).split())
+  return next((f for f in ("avx512f", "avx2", "avx", "sse4_2") if f in flags), None)
 
 
 def _slug(name: str) -> str:
