@@ -836,28 +836,34 @@ def _short(r: dict, method: str) -> bool:
 
 
 def teacher_line(results: list[dict]) -> str:
-  """What relabelled the soft-label cells: the teacher each results.json names, told apart by
-  its test figures (its cache entry's name also changes when the cache key's format does, for
-  the same parameters). One sentence when every cell shares it; otherwise each teacher with its
-  cell count, since a teacher retrained elsewhere (another CPU kind, a lost cache) need not be
-  bitwise the same one, and its cells then differ by more than their students."""
+  """Which teacher the cells used, for soft labels (results.json 'teacher') or for the features
+  a selection reads (herding, k-center, RDED's observer, PCA's P: 'feature_teacher'), told
+  apart by its test figures (its cache entry's name also changes when the cache key's format
+  does, for the same parameters). One sentence when every cell shares it; otherwise each
+  teacher with its cell count: a teacher retrained elsewhere (another CPU kind, a lost cache)
+  is another teacher, and its cells differ from the others by more than their students."""
   cells = collections.Counter()
   for r in results:
-    t = r.get("teacher") or {}
-    cells[(t.get("model", r.get("model")), t.get("top1"), t.get("top5"),
-           t.get("param_bytes"))] += 1
+    t = r.get("teacher") or r.get("feature_teacher")
+    if t:
+      # A feature teacher names its cache entry, <dataset>-<model>-<hash>, not its model.
+      name = os.path.basename(str(t.get("dir") or t.get("name") or "").rstrip("/"))
+      model = t.get("model") or (name.rsplit("-", 2)[1] if name.count("-") >= 2 else None)
+      cells[(model, t.get("top1"), t.get("top5"))] += 1
+  if not cells:
+    return ""
 
   def text(key):
-    model, top1, top5, nbytes = key
+    model, top1, top5 = key
     figures = ", ".join(f"top-{k} {v:.2f} %" for k, v in ((1, top1), (5, top5)) if v is not None)
-    return (f"`{model or '?'}`, {figures or 'no test figures recorded'} on the test split"
-            + (f", {report.human_bytes(nbytes)} of parameters" if nbytes else ""))
+    return f"`{model or '?'}`, {figures or 'no test figures recorded'} on the test split"
 
   if len(cells) == 1:
-    return f"Soft labels from one teacher in every cell: {text(next(iter(cells)))}."
-  return (f"Soft labels from {len(cells)} different teachers (told apart by their test "
-          "figures; a teacher retrained on another machine or after a lost cache need not be "
-          "the same one, so compare cells across them with care): "
+    return ("One teacher gave every soft label and every teacher-feature selection: "
+            f"{text(next(iter(cells)))}.")
+  return (f"The soft labels and teacher-feature selections come from {len(cells)} different "
+          "teachers (told apart by their test figures; a teacher retrained on another CPU kind "
+          "or after a lost cache is another teacher, so compare cells across them with care): "
           + "; ".join(f"{text(k)} in {n} cell(s)" for k, n in cells.most_common()) + ".")
 
 
@@ -923,8 +929,9 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
     shown = [m for m in ROW_NOTES if any(k[1] == m for k in keys)]
     if shown:
       lines += [" ".join(ROW_NOTES[m] for m in shown), ""]
-    if label == "soft":
-      lines += [teacher_line([r for k in keys for r in by_key[k]]), ""]
+  teachers = teacher_line([r for k, rs in by_key.items() if k[0] == "main" for r in rs])
+  if teachers:
+    lines += [teachers, ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
           if grid == "main"}
   stem = DATASETS[dataset][2]  # write_report's plots, beside this file

@@ -919,7 +919,7 @@ def test_the_report_reads_only_the_grids_cells_not_the_sweep_beside_them(grid, t
   assert "| Random | 74.00 ± 0.50 |" in md
 
 
-def test_report_names_the_soft_label_teacher_and_flags_a_second_one(grid, tmp_path):
+def test_report_names_the_teacher_and_flags_a_second_one(grid, tmp_path):
   root = tmp_path / "runs"
   teacher = dict(dir="~/.cache/dcjax/teachers/fashion_mnist-convnet-0123", top1=90.23,
                  top5=99.85, param_bytes=96552, model="convnet")
@@ -927,58 +927,17 @@ def test_report_names_the_soft_label_teacher_and_flags_a_second_one(grid, tmp_pa
   _write(root, "main/soft/random_ipc1_e300", soft("random", teacher))
   # The same parameters under a cache key of another format: still one teacher.
   _write(root, "main/soft/herding_ipc1_e300", soft("herding", dict(teacher, dir="t/new-key")))
-  _write(root, "main/hard/random_ipc1_e301",  # hard cells are not relabelled
-         _result("random", 1, "small_data", "hard", [50.0] * 5) | dict(teacher=dict(top1=1.0)))
+  # A hard cell's selection read the same teacher's features; a random one read none.
+  _write(root, "main/hard/herding_ipc1_e301", _result("herding", 1, "small_data", "hard",
+                                                      [50.0] * 5)
+         | dict(feature_teacher=dict(name="fashion_mnist-convnet-0123", top1=90.23, top5=99.85)))
+  _write(root, "main/hard/random_ipc1_e301", _result("random", 1, "small_data", "hard", [50.0] * 5))
   md = grid.write_report(str(root), str(tmp_path / "out"))
-  assert ("Soft labels from one teacher in every cell: `convnet`, top-1 90.23 %, top-5 99.85 % "
-          "on the test split, 96.6 KB of parameters.") in md
-  _write(root, "main/soft/ccs_ipc1_e300", soft("ccs", dict(teacher, top1=90.11)))
+  assert ("One teacher gave every soft label and every teacher-feature selection: `convnet`, "
+          "top-1 90.23 %, top-5 99.85 % on the test split.") in md
+  _write(root, "main/hard/pca_ipc10_e301", _result("el2n_easy", 10, "hard", "hard", [60.0] * 5)
+         | dict(feature_teacher=dict(name="fashion_mnist-convnet-4567", top1=90.14, top5=99.85)))
   md = grid.write_report(str(root), str(tmp_path / "out"))
-  assert "Soft labels from 2 different teachers" in md and "one teacher" not in md
-  assert "top-1 90.23 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 2 cell(s)" in md
-  assert "top-1 90.11 %, top-5 99.85 % on the test split, 96.6 KB of parameters in 1 cell(s)" in md
-
-
-def test_record_archives_the_cache_entries_the_cells_used_and_restore_brings_them_back(
-    tmp_path, monkeypatch):
-  queue = experiment_scripts.load("grid_queue")
-  monkeypatch.delenv("DCJAX_CACHE", raising=False)
-  runs, results = tmp_path / "runs", tmp_path / "results"
-  cache = runs / ".dcjax_cache"
-  teacher = cache / "teachers" / "fashion_mnist-convnet-0123"
-  (teacher / "final" / "4").mkdir(parents=True)
-  (teacher / "final" / "4" / "params").write_bytes(b"\x00" * 100)
-  (teacher / ".fill.lock").write_text("")
-  (teacher / "teacher.json").write_text('{"top1": 90.1}')
-  training = cache / "teachers" / "cifar10-convnet-4567"  # no teacher.json: still training
-  (training / "progress").mkdir(parents=True)
-  (cache / "scores").mkdir()
-  (cache / "scores" / "fmnist-el2n.npz").write_bytes(b"npz")
-  (cache / "scores" / "cifar-el2n.npz.progress").mkdir()
-  (cache / "scores" / ".cifar-el2n.npz.lock").write_text("")
-  (cache / "sre2l" / "ipc10-89ab").mkdir(parents=True)
-  (cache / "sre2l" / "ipc10-89ab" / "done.json").write_text("{}")
-  (cache / "sre2l" / "ipc50-cdef").mkdir()  # recovering: no done.json
-  _write(runs, "main/soft/random_ipc1_e300", _result("random", 1, "soft", "teacher", [70.0] * 5)
-         | dict(teacher=dict(dir=str(teacher), top1=90.1)))
-  assert queue.main(["record", "--root", str(runs), "--results", str(results)]) == 0
-  archived = results / "grid_caches"
-  assert sorted(str(p.relative_to(archived)) for p in archived.rglob("*")) == [
-      "scores", "scores/fmnist-el2n.npz", "sre2l", "sre2l/ipc10-89ab", "sre2l/ipc10-89ab/done.json",
-      "teachers", "teachers/fashion_mnist-convnet-0123", "teachers/fashion_mnist-convnet-0123/final",
-      "teachers/fashion_mnist-convnet-0123/final/4",
-      "teachers/fashion_mnist-convnet-0123/final/4/params",
-      "teachers/fashion_mnist-convnet-0123/teacher.json"]
-  # The committed record names the cache, not this machine's directory.
-  record = (results / "grid_runs/main/soft/random_ipc1_e300/results.json").read_text()
-  assert '"$DCJAX_CACHE/teachers/fashion_mnist-convnet-0123"' in record and str(runs) not in record
-  # An archived entry is final: a second record copies nothing; a new machine gets them back.
-  lines = queue.record(str(runs), str(results))
-  assert f"0 cache entries archived in {archived}" in lines
-  new = tmp_path / "new_machine"
-  assert queue.main(["restore", "--root", str(new), "--results", str(results)]) == 0
-  assert (new / ".dcjax_cache/teachers/fashion_mnist-convnet-0123/final/4/params"
-          ).read_bytes() == b"\x00" * 100
-  assert (new / ".dcjax_cache/scores/fmnist-el2n.npz").read_bytes() == b"npz"
-  assert (new / ".dcjax_cache/sre2l/ipc10-89ab/done.json").exists()
-  assert not list(new.rglob("*.copying"))
+  assert "come from 2 different teachers" in md and "One teacher" not in md
+  assert "`convnet`, top-1 90.23 %, top-5 99.85 % on the test split in 3 cell(s)" in md
+  assert "`convnet`, top-1 90.14 %, top-5 99.85 % on the test split in 1 cell(s)" in md
