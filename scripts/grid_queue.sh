@@ -16,9 +16,12 @@
 #
 # It first copies the archived cells (results/grid_runs and results/sre2l_recover_runs,
 # committed) into RUNS where RUNS has nothing of them: finished cells are skipped, unfinished
-# ones keep their finished students. From the main checkout,
-# `experiments/grid_queue.py record --root RUNS` archives what finished (whole cells, and the
-# finished students of unfinished ones) and regenerates the reports (commit results/).
+# ones keep their finished students; and the archived teachers, score files and SRe2L sets
+# (results/grid_caches) into the grid's cache, RUNS/.dcjax_cache ($DCJAX_CACHE when set), so
+# this machine selects and relabels with the same ones. From the main checkout,
+# `experiments/grid_queue.py record --root RUNS` archives what finished (whole cells, the
+# finished students of unfinished ones, finished cache entries) and regenerates the reports
+# (commit results/).
 set -u
 RUNS=${1:?usage: bash scripts/grid_queue.sh RUNS [run|status]}
 MODE=${2:-run}
