@@ -842,10 +842,11 @@ def teacher_line(results: list[dict]) -> str:
   does, for the same parameters). One sentence when every cell shares it; otherwise each
   teacher with its cell count: a teacher retrained elsewhere (another CPU kind, a lost cache)
   is another teacher, and its cells differ from the others by more than their students."""
-  cells = collections.Counter()
+  cells = collections.Counter()  # a selection seed's run counts as a cell, as in `status`
   for r in results:
-    t = r.get("teacher") or r.get("feature_teacher")
-    if t:
+    for t in r.get("_teachers") or [r.get("teacher") or r.get("feature_teacher")]:
+      if not t:
+        continue
       # A feature teacher names its cache entry, <dataset>-<model>-<hash>, not its model.
       name = os.path.basename(str(t.get("dir") or t.get("name") or "").rstrip("/"))
       model = t.get("model") or (name.rsplit("-", 2)[1] if name.count("-") >= 2 else None)
@@ -1006,6 +1007,7 @@ def pool_selections(results: list[dict]) -> list[dict]:
                        top5_mean=float(top5.mean()), top5_std=float(top5.std()),
                        _selection_seeds=[r.get("selection_seed", 0) for r in rs],
                        _backends=[r.get("environment", {}).get("backend", "cpu") for r in rs],
+                       _teachers=[r.get("teacher") or r.get("feature_teacher") for r in rs],
                        _selection_means=[r["top1_mean"] for r in rs]))
   return pooled
 

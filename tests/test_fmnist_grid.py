@@ -941,3 +941,8 @@ def test_report_names_the_teacher_and_flags_a_second_one(grid, tmp_path):
   assert "come from 2 different teachers" in md and "One teacher" not in md
   assert "`convnet`, top-1 90.23 %, top-5 99.85 % on the test split in 3 cell(s)" in md
   assert "`convnet`, top-1 90.14 %, top-5 99.85 % on the test split in 1 cell(s)" in md
+  # A second selection of a cell, relabelled by the other teacher, counts though pooled.
+  _write(root, "main/soft/random_ipc1_e300_sel1", soft("random", dict(teacher, top1=90.14))
+         | dict(selection_seed=1))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "top-1 90.14 %, top-5 99.85 % on the test split in 2 cell(s)" in md
