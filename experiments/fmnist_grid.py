@@ -868,6 +868,25 @@ def teacher_line(results: list[dict]) -> str:
           + "; ".join(f"{text(k)} in {n} cell(s)" for k, n in cells.most_common()) + ".")
 
 
+def score_file_line(results: list[dict]) -> str:
+  """Which score files the score selections (EL2N, CCS, a score-file P) read, told apart by the
+  sha256 results.json records of the file's bytes (score_sha256; runs from before it existed
+  say 'not recorded'); a selection seed's run counts as a cell."""
+  cells = collections.Counter()
+  for r in results:
+    for path, sha in r.get("_score_files") or [(r.get("score_file"), r.get("score_sha256"))]:
+      if path:
+        cells[sha] += 1
+  if not cells:
+    return ""
+  if len(cells) == 1 and None not in cells:
+    return f"One score file gave every score selection (sha256 {next(iter(cells))}...)."
+  parts = [f"sha256 {sha}... in {n} cell(s)" for sha, n in cells.most_common() if sha]
+  if None in cells:
+    parts.append(f"not recorded in {cells[None]} cell(s) (run before results.json held it)")
+  return "The score selections read these score files: " + "; ".join(parts) + "."
+
+
 def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   by_key = collections.defaultdict(list)
   splits_seen, machines = set(), set()
@@ -930,9 +949,10 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
     shown = [m for m in ROW_NOTES if any(k[1] == m for k in keys)]
     if shown:
       lines += [" ".join(ROW_NOTES[m] for m in shown), ""]
-  teachers = teacher_line([r for k, rs in by_key.items() if k[0] == "main" for r in rs])
-  if teachers:
-    lines += [teachers, ""]
+  cells = [r for k, rs in by_key.items() if k[0] == "main" for r in rs]
+  provenance = " ".join(x for x in (teacher_line(cells), score_file_line(cells)) if x)
+  if provenance:
+    lines += [provenance, ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
           if grid == "main"}
   stem = DATASETS[dataset][2]  # write_report's plots, beside this file
@@ -1008,6 +1028,7 @@ def pool_selections(results: list[dict]) -> list[dict]:
                        _selection_seeds=[r.get("selection_seed", 0) for r in rs],
                        _backends=[r.get("environment", {}).get("backend", "cpu") for r in rs],
                        _teachers=[r.get("teacher") or r.get("feature_teacher") for r in rs],
+                       _score_files=[(r.get("score_file"), r.get("score_sha256")) for r in rs],
                        _selection_means=[r["top1_mean"] for r in rs]))
   return pooled
 

@@ -1,5 +1,6 @@
 """End-to-end runs of the benchmark runner on tiny data, and every bad input it must refuse."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -299,6 +300,10 @@ def test_score_and_feature_methods_end_to_end(tmp_path, method):
   assert np.bincount(labels).tolist() == [2, 2, 2, 2]
   if method in ("el2n_easy", "aum_hard", "ccs"):
     assert r["score_file"] and os.path.exists(r["score_file"])
+    with open(r["score_file"], "rb") as f:  # the file's bytes, as the report tells them apart
+      assert r["score_sha256"] == hashlib.sha256(f.read()).hexdigest()[:16]
+  else:
+    assert r["score_sha256"] is None
   # Only the feature methods name the teacher they selected with (hard labels: no other use).
   assert (r["feature_teacher"] is not None) == (method in ("herding", "kcenter")), r
 

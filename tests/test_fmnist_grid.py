@@ -946,3 +946,22 @@ def test_report_names_the_teacher_and_flags_a_second_one(grid, tmp_path):
          | dict(selection_seed=1))
   md = grid.write_report(str(root), str(tmp_path / "out"))
   assert "top-1 90.14 %, top-5 99.85 % on the test split in 2 cell(s)" in md
+
+
+def test_report_names_the_score_files_by_their_bytes(grid, tmp_path):
+  root = tmp_path / "runs"
+  el2n = lambda m, sha, sel=0: (_result(m, 10, "small_data", "hard", [60.0] * 5)  # noqa: E731
+                                | dict(score_file="$DCJAX_CACHE/scores/f.npz", score_sha256=sha,
+                                       selection_seed=sel))
+  _write(root, "main/hard/el2n_easy_ipc10_e301", el2n("el2n_easy", "aaaa"))
+  _write(root, "main/hard/random_ipc10_e301", _result("random", 10, "small_data", "hard", [50.0]))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "One score file gave every score selection (sha256 aaaa...)." in md
+  # Another machine's file under the same name, in a second selection, and a record from
+  # before the field existed: each named.
+  _write(root, "main/hard/ccs_ipc10_e301", el2n("ccs", "bbbb"))
+  _write(root, "main/hard/ccs_ipc10_e301_sel1", el2n("ccs", "aaaa", 1))
+  _write(root, "main/hard/el2n_hard_ipc10_e301", el2n("el2n_hard", None))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert ("The score selections read these score files: sha256 aaaa... in 2 cell(s); sha256 "
+          "bbbb... in 1 cell(s); not recorded in 1 cell(s)") in md

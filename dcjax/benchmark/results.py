@@ -79,6 +79,10 @@ class Results:
   # method's compression (SRe2L's recover) and the set written. None in results written before
   # 2026-12-07.
   setup_seconds: float | None = None
+  # The first 16 hex digits of the sha256 of score_file's bytes: two machines' score files
+  # share a name (their config's key) but not always their numbers, and so their selections.
+  # None where no score file was read, and in results written before 2026-12-07 (evening).
+  score_sha256: str | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -28,7 +28,7 @@ from dcjax import layers, resample
 from dcjax.benchmark import config_args, fairness, methods
 from dcjax.benchmark.results import Results, Run
 from dcjax.benchmark.workdir import COMPRESSED, Workdir, barrier, is_writer
-from dcjax.data import given, sources, splits, store
+from dcjax.data import files, given, sources, splits, store
 from dcjax.errors import UserError, user_input
 from dcjax.protocols import Recipe
 from dcjax.runners import scoring, tensorboard
@@ -148,6 +148,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       test_examples=len(test_labels), test_split=f"{test_src.name} {test_src.split}",
       resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
       selection_seed=config.seed, score_file=data.score_file, feature_teacher=feature_teacher,
+      score_sha256=files.file_sha256(data.score_file)[:16] if data.score_file else None,
       wall_seconds=time.perf_counter() - t_start, setup_seconds=setup_seconds,
       environment=_environment(config),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

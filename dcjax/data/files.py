@@ -5,6 +5,7 @@ filling one cache entry at once."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sys
@@ -40,6 +41,15 @@ def write_atomic(path: str, write: Callable[[IO[bytes]], None], suffix: str = ""
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def file_sha256(path: str) -> str:
+  """The sha256 (hex) of a file's bytes, read in 1 MB chunks."""
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
 
 
 def write_json_atomic(path: str, obj: Any) -> None:

@@ -29,7 +29,8 @@ from dcjax.protocols import Recipe
 from dcjax.runners import student as train
 from dcjax.runners.checkpoint import Checkpointer
 from dcjax.errors import UserError
-from dcjax.data.files import cache_dir, cache_fill_lock, fill_lock_file, write_json_atomic
+from dcjax.data.files import (cache_dir, cache_fill_lock, file_sha256, fill_lock_file,
+                              write_json_atomic)
 
 
 def default_cache_dir() -> str:
@@ -60,11 +61,7 @@ def teacher_spec(*, dataset_fingerprint: str, model: str, model_kwargs: Mapping[
 def _file_sha256(path: str) -> str:
   if not os.path.isfile(path):
     raise UserError(f"teacher.weights: no such file: {path}")
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
+  return file_sha256(path)
 
 
 def teacher_dir(cache_dir: str, dataset: str, spec: dict) -> str:
