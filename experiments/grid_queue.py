@@ -191,8 +191,8 @@ def record(runs: str, results: str) -> list[str]:
   RESULTS/sre2l_recover_runs (committed: run roots do not outlive a machine), and what the
   unfinished ones have finished (`fmnist_grid.archive_unfinished`), and the finished entries of
   the grid's cache (teachers, score files, SRe2L sets: `fmnist_grid.archive_caches`) into
-  RESULTS/grid_caches, and regenerate the reports from the archives: RESULTS/fmnist.md, cifar10.md (where that grid has a cell) and
-  sre2l_recover.md. Returns the lines to print."""
+  RESULTS/grid_caches, and regenerate the reports from the archives: RESULTS/fmnist.md,
+  cifar10.md (where that grid has a cell) and sre2l_recover.md. Returns the lines to print."""
   grid_runs = os.path.join(results, "grid_runs")
   sweep_runs = os.path.join(results, "sre2l_recover_runs")
   cache = fmnist_grid.cache_root(runs)  # the queue's steps share it (`run`)
