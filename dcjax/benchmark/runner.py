@@ -504,14 +504,8 @@ def _environment(config) -> dict[str, Any]:
 
 def _cpu_model() -> str:
   """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor()
+  lines = _cpuinfo_lines("model name")
+  return lines[0].split(":", 1)[1].strip() if lines else platform.processor()
 
 
 def _cpuinfo_lines(*prefixes: str) -> list[str]:
