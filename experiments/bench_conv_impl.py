@@ -29,6 +29,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from dcjax import augment, models, protocols, training  # noqa: E402
+from dcjax.benchmark import runner  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -94,8 +95,9 @@ def main(argv=None) -> int:
             f"{'bitwise' if diff == 0 else f'max diff {diff:.1e}'}", flush=True)
   if args.out:
     with open(args.out, "w") as f:
-      json.dump(dict(jax=jax.__version__, device=jax.devices()[0].device_kind, rows=rows), f,
-                indent=1)
+      json.dump(dict(jax=jax.__version__, device=jax.devices()[0].device_kind,
+                     cpu_model=runner.cpu_model(), cpu_simd=runner.cpu_simd(),
+                     cpu_fingerprint=runner.cpu_fingerprint(), rows=rows), f, indent=1)
   return 0
 
 

@@ -59,6 +59,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 from dcjax import training
 from dcjax import augment, models, protocols, train  # noqa: E402
+from dcjax.benchmark import runner  # noqa: E402  (the CPU fields results.json records)
 from dcjax.data import sources
 from dcjax.data.files import write_json_atomic  # noqa: E402
 
@@ -514,7 +515,9 @@ def run(size: str, device_label: str | None = None, *, peak_flops: float | None 
       versions=_versions(),
       device=dict(label=device_label or device.device_kind, kind=device.device_kind,
                   platform=device.platform, count=jax.device_count(),
-                  host_cpus=os.cpu_count(), machine=platform.machine()),
+                  host_cpus=os.cpu_count(), machine=platform.machine(),
+                  cpu_model=runner.cpu_model(), cpu_simd=runner.cpu_simd(),
+                  cpu_fingerprint=runner.cpu_fingerprint()),
       peak_flops=peak,
       warmup=f"untimed: {warmup_epochs(spec)} epoch(s) of {spec.steps_per_epoch} steps "
              f"(training), {WARMUP_STEPS} batches (scoring)",

@@ -18,6 +18,12 @@ TORCH_DIR=${TORCH_DIR:-.torch213}
 kind=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -1 | tr 'A-Z' 'a-z' \
        | sed 's/([^)]*)//g; s/[^a-z0-9]\{1,\}/-/g; s/^-//; s/-$//')
 kind=${kind:-cpu}
+# One model name covers CPUs with other vector units (an AMD EPYC with and one without AVX-512
+# round differently and run at other speeds): the widest one joins the name.
+simd=
+if grep -q -w avx512f /proc/cpuinfo 2>/dev/null; then simd=avx512
+elif grep -q -w avx2 /proc/cpuinfo 2>/dev/null; then simd=avx2; fi
+kind=${kind}${simd:+-$simd}
 day=$(date -u +%Y-%m-%dT%H%M)  # to the minute: a rerun never replaces a record
 if [ ! -d "$TORCH_DIR/torch" ]; then
   echo "cpu_compare: installing torch 2.13.0 (CPU) into $TORCH_DIR"

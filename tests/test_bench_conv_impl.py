@@ -14,7 +14,11 @@ def test_the_benchmark_compares_layer_paths_on_the_same_step(tmp_path, capsys):
   assert bench.main(["--batches", "2", "--steps", "1", "--rounds", "1", "--width", "32",
                      "--eval-batch", "2", "--impls", "custom,winograd", "--out",
                      str(out)]) == 0
-  rows = json.loads(out.read_text())["rows"]
+  report = json.loads(out.read_text())
+  # Which CPU ran it: one model name covers kinds with other vector units.
+  assert len(report["cpu_fingerprint"]) == 12 and report["cpu_model"]
+  assert "cpu_simd" in report
+  rows = report["rows"]
   assert [(r["batch"], r["impl"]) for r in rows] == [
       (b, i) for b in (2, "eval") for i in ("custom", "winograd")]
   for r in rows:

@@ -43,6 +43,8 @@ def test_ci_run_writes_every_figure(bench, tmp_path, capsys):
   assert report["versions"]["jax"] and report["versions"]["flax"]
   assert report["device"]["label"] == "ci-box"
   assert report["device"]["kind"] and report["device"]["platform"]
+  assert len(report["device"]["cpu_fingerprint"]) == 12 and report["device"]["cpu_model"]
+  assert "cpu_simd" in report["device"]
 
   rows = {r["name"]: r for r in report["rows"]}
   for row in report["rows"]:

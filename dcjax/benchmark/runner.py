@@ -492,7 +492,7 @@ def _environment(config) -> dict[str, Any]:
              devices=[d.device_kind for d in jax.devices()][:1], device_count=jax.device_count(),
              machine=platform.machine())
   if env["backend"] == "cpu":  # CPU kinds and thread counts differ in float rounding
-    env["cpu"] = _cpu_model()
+    env["cpu"] = cpu_model()
     # A VM may name two CPU kinds alike ('AMD EPYC'); their vector units tell them apart.
     env["cpu_simd"], env["cpu_fingerprint"] = cpu_simd(), cpu_fingerprint()
     if hasattr(os, "sched_getaffinity"):
@@ -502,7 +502,7 @@ def _environment(config) -> dict[str, Any]:
   return env
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
   """The CPU's model name (/proc/cpuinfo; the platform's processor string elsewhere)."""
   lines = _cpuinfo_lines("model name")
   return lines[0].split(":", 1)[1].strip() if lines else platform.processor()
