@@ -18,12 +18,14 @@ refused while that pid runs), so the grid goes on while other work does and acro
 start it again after a stop and it continues. Before every cell `run` prints the cells done /
 partly done / left and an ETA; `status` prints the same without running anything.
 
-ETA: the students left (seeds not finished, per cell) times the mean seconds per student of
-the finished cells of the same dataset and IPC under this root (any IPC's mean, scaled by the
-stored-image count, when none has finished at that IPC yet; no ETA before any student has). A
-cell's seconds per student are its process's wall time over its students (compiles, test
-passes, SRe2L's recovery included), or its mean training seconds where that is more (a resumed
-cell's wall time covers its last process only). Teachers and scores, trained once, are not.
+ETA (`progress`): the students left (seeds not finished, per cell) times the seconds of one
+student of the same kind (dataset x hard / soft labels) and IPC: the median of the newest
+ETA_RECENT_STUDENTS finished students (each the larger of its training seconds and its cell's
+wall time outside setup per student), from the newest convolution path only; at an IPC with
+none yet, a fixed cost plus a cost per image fitted to the kind's IPCs that have
+(`student_seconds_model`); a kind with none at all reads every kind's, pooled. A second
+figure, "with the CPU to itself", reads the 20th percentile instead (work beside the grid only
+ever slows a student). Teachers, score files and SRe2L's recovery, made once, are not in it.
 
 Datasets: `fmnist` (Debian's Fashion-MNIST; the layout RUNS/<grid>/...) and `cifar10` (the
 project's parquet copy, ../shared/data/cifar10-jpeg: every config's `cifar10_shared` variant;
@@ -56,9 +58,10 @@ the ablation table, and what ran: seeds, epochs, test or validation split) plus 
 OUT/fmnist_acc_vs_storage.png. A cell whose schedule is shorter than its protocol's is marked
 as reduced.
 
-`archive` copies each finished cell's results.json into results/grid_runs/ (committed: run roots
-do not outlive a machine); `report --root results/grid_runs` rebuilds the reports from it and
-`cp -rn results/grid_runs/. RUNS/` makes a new machine skip those cells.
+`archive` copies each finished cell's results.json into results/grid_runs/ (committed: run
+roots do not outlive a machine), and of each unfinished cell its finished students
+(experiments/grid_archive.py, which experiments/grid_queue.py's `record` and `restore` use with
+the grid's caches); `report --root results/grid_runs` rebuilds the reports from it.
 """
 
 from __future__ import annotations
@@ -68,7 +71,6 @@ import collections
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -83,6 +85,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dcjax import protocols  # noqa: E402
 from dcjax.benchmark import report, runner  # noqa: E402
 
+import grid_archive  # noqa: E402
 import grid_findings  # noqa: E402
 
 MAIN_METHODS = ("random", "el2n_easy", "el2n_hard", "ccs", "herding", "kcenter", "rded", "sre2l",
@@ -357,7 +360,7 @@ def progress(todo: list[dict], seeds: int, root: str | None) -> dict:
   for cell in todo:
     n = _finished_seeds(cell["workdir"])
     if n < seeds:  # an unfinished run's students count towards the ETA, not towards done
-      n = max(n, min(seeds - 1, len(_students(cell["workdir"]))))
+      n = max(n, min(seeds - 1, len(grid_archive.finished_students(cell["workdir"]))))
     done += n >= seeds
     partial += 0 < n < seeds
     left += n == 0
@@ -423,66 +426,6 @@ def cpu_fingerprint() -> str:
   return runner.cpu_fingerprint()
 
 
-# The caches a grid's cells fill and share, each entry final once written: the soft-label and
-# feature teachers (and SRe2L's BatchNorm teachers), the score files, SRe2L's recovered sets.
-CACHE_KINDS = ("teachers", "scores", "sre2l")
-
-
-def cache_root(root: str, environ: dict | None = None) -> str:
-  """The grid's own teacher / score / SRe2L-set caches: $DCJAX_CACHE when set, else
-  ROOT/.dcjax_cache. A teacher trained on another CPU kind is another teacher (other float
-  rounding, so other herding and RDED selections: BENCHMARKS.md), so `archive_caches` keeps
-  exactly the entries the cells used beside their records, and `restore_caches` gives the next
-  machine the same ones."""
-  env = os.environ if environ is None else environ
-  return env.get("DCJAX_CACHE") or os.path.join(os.path.abspath(root), ".dcjax_cache")
-
-
-def _finished_cache_entries(cache: str) -> list[str]:
-  """The finished entries under a cache directory, relative to it: teacher directories with
-  their teacher.json, score files (.npz), recovered sets with their done.json."""
-  done = {"teachers": "teacher.json", "sre2l": "done.json"}
-  out = []
-  for kind in CACHE_KINDS:
-    path = os.path.join(cache, kind)
-    for name in sorted(os.listdir(path)) if os.path.isdir(path) else ():
-      if name.startswith("."):
-        continue
-      if (name.endswith(".npz") and os.path.isfile(os.path.join(path, name)) if kind == "scores"
-          else os.path.isfile(os.path.join(path, name, done[kind]))):
-        out.append(os.path.join(kind, name))
-  return out
-
-
-def _copy_cache_entry(src: str, dest: str) -> None:
-  """Copy one entry (a file, or a directory without its lock and training progress) through a
-  temporary name, so a reader never sees half of it."""
-  tmp = dest + ".copying"
-  shutil.rmtree(tmp, ignore_errors=True)
-  os.makedirs(os.path.dirname(dest), exist_ok=True)
-  if os.path.isdir(src):
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(".*", "progress"))
-  else:
-    shutil.copyfile(src, tmp)
-  os.replace(tmp, dest)
-
-
-def archive_caches(cache: str, to: str) -> list[str]:
-  """Copy every finished cache entry under `cache` that `to` lacks (entries never change once
-  finished). Returns the entries copied, relative to the cache."""
-  copied = []
-  for rel in _finished_cache_entries(cache):
-    if not os.path.exists(os.path.join(to, rel)):
-      _copy_cache_entry(os.path.join(cache, rel), os.path.join(to, rel))
-      copied.append(rel)
-  return copied
-
-
-def restore_caches(archived: str, cache: str) -> list[str]:
-  """The archived cache entries copied into `cache` where it lacks them."""
-  return archive_caches(archived, cache) if os.path.isdir(archived) else []
-
-
 def compilation_cache_env(root: str, environ: dict | None = None) -> dict:
   """The environment for the cells' processes: a persistent JAX compilation cache shared by
   every cell under root, in ROOT/.jax_cache/<CPU fingerprint> (an existing
@@ -491,7 +434,7 @@ def compilation_cache_env(root: str, environ: dict | None = None) -> dict:
   compiled program itself, so results are bitwise those of a fresh compile (BENCHMARKS.md: an
   IPC-1 cell 52 -> 42 s, the same final loss)."""
   env = dict(os.environ if environ is None else environ)
-  env["DCJAX_CACHE"] = cache_root(root, env)
+  env["DCJAX_CACHE"] = grid_archive.cache_root(root, env)
   if not env.get("JAX_COMPILATION_CACHE_DIR"):
     env["JAX_COMPILATION_CACHE_DIR"] = os.path.join(os.path.abspath(root), ".jax_cache",
                                                     cpu_fingerprint())
@@ -670,130 +613,6 @@ def start_background(root: str, argv: list[str]) -> int:
   return 0
 
 
-def _grid_cell(rel: str) -> bool:
-  """A grid cell's results.json, relative to the root: [cifar10/]<grid>/<labels>/<cell>/."""
-  return bool(_grid_and_variant(rel)[1]) and os.path.dirname(rel).count(os.sep) in (2, 3)
-
-
-def archive(root: str, to: str, keep=_grid_cell, cache: str | None = None) -> list[str]:
-  """Copy every finished cell's results.json (the paths relative to root that `keep` accepts;
-  results.json is a workdir's last file; through report.portable_record, so it names no
-  directory of this machine) to the same path under `to`: all a report row needs and all `run`
-  needs to skip the cell, so the record outlives the machine (run roots do not).
-  The rest of a workdir (checkpoints, the set) stays behind, and what `archive_unfinished` kept
-  of the cell before it finished is dropped. Paths into the cells' cache (`cache`, default
-  `cache_root(root)`) are written as $DCJAX_CACHE/... Returns the cells copied."""
-  cache = cache or cache_root(root)
-  copied = []
-  for path in report._find(root):  # pylint: disable=protected-access
-    rel = os.path.relpath(path, root)
-    if keep(rel):
-      dest = os.path.dirname(os.path.join(to, rel))
-      os.makedirs(dest, exist_ok=True)
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
-      # The record is committed: its dataset and split names lose this machine's directories
-      # and the cache paths lose its home (report.portable_record); `run` reads only its
-      # students, a report only names them.
-      with open(os.path.join(to, rel), "w", encoding="utf-8") as f:
-        f.write(report.portable_record(text, {cache: "$DCJAX_CACHE"}))
-      _drop_unfinished(dest)
-      copied.append(os.path.dirname(rel))
-  return copied
-
-
-# What an unfinished cell keeps across machines: its config, its finished students and the
-# manifest of the set they trained on, all small JSON. On another machine the runner recomputes
-# the set and keeps those students only if it comes out the same (dcjax.benchmark.workdir);
-# checkpoints (the running student) and the set's PNGs stay behind.
-_UNFINISHED = ("config.json", os.path.join("compressed", "manifest.json"))
-
-
-def _students(workdir: str) -> list[str]:
-  """The finished students' files (runs/seed_N.json) of a workdir, sorted."""
-  runs = os.path.join(workdir, "runs")
-  if not os.path.isdir(runs):
-    return []
-  return sorted(f for f in os.listdir(runs) if f.startswith("seed_") and f.endswith(".json"))
-
-
-def _drop_unfinished(cell: str) -> None:
-  for name in _UNFINISHED:
-    if os.path.exists(os.path.join(cell, name)):
-      os.remove(os.path.join(cell, name))
-  shutil.rmtree(os.path.join(cell, "runs"), ignore_errors=True)
-  if os.path.isdir(os.path.join(cell, "compressed")) and not os.listdir(
-      os.path.join(cell, "compressed")):
-    os.rmdir(os.path.join(cell, "compressed"))
-
-
-def archive_unfinished(root: str, to: str, keep=_grid_cell) -> list[tuple[str, int]]:
-  """Copy what an unfinished cell under root has finished (`_UNFINISHED` and runs/seed_N.json:
-  its finished students) to the same path under `to`, replacing what an earlier call kept
-  there, so a machine that stops mid-cell loses at most its running student. Cells `to` holds
-  finished are left alone. Returns (cell, finished students) per cell copied."""
-  out = []
-  for dirpath, dirs, files in os.walk(root):
-    dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # skip runs being replaced
-    rel = os.path.relpath(dirpath, root)
-    if ("results.json" in files or "config.json" not in files
-        or not keep(os.path.join(rel, "results.json"))):
-      continue
-    students = _students(dirpath)
-    if not students or not os.path.isfile(os.path.join(dirpath, _UNFINISHED[1])):
-      continue
-    dest = os.path.join(to, rel)
-    if os.path.exists(os.path.join(dest, "results.json")):
-      continue
-    _drop_unfinished(dest)
-    for name in _UNFINISHED + tuple(os.path.join("runs", f) for f in students):
-      os.makedirs(os.path.dirname(os.path.join(dest, name)), exist_ok=True)
-      shutil.copyfile(os.path.join(dirpath, name), os.path.join(dest, name))
-    out.append((rel, len(students)))
-  return out
-
-
-def restore(archived: str, root: str) -> list[str]:
-  """Copy the archived cells (`archive`, `archive_unfinished`) into root where root has nothing
-  of them yet: a finished cell's results.json, an unfinished one's files whole. A cell root
-  has started is left to root (its files are as new as the archive's or newer). Returns the
-  cells copied."""
-  copied = []
-  if not os.path.isdir(archived):
-    return copied
-  for dirpath, dirs, files in os.walk(archived):
-    dirs.sort()
-    if "results.json" not in files and "config.json" not in files:
-      continue
-    dirs[:] = []  # a cell's runs/ and compressed/ are copied with it
-    rel = os.path.relpath(dirpath, archived)
-    dest = os.path.join(root, rel)
-    if os.path.exists(os.path.join(dest, "results.json")) or os.path.exists(
-        os.path.join(dest, "config.json")):
-      continue
-    shutil.copytree(dirpath, dest, dirs_exist_ok=True)
-    copied.append(rel)
-  return copied
-
-
-def archive_command(parser, root: str, to: str, keep=_grid_cell, what: str = "grid",
-                    archive_fn=None) -> int:
-  """The `archive` subcommand: one error line for a root that is not a directory.
-  `archive_fn(root, to)` replaces `archive(root, to, keep)` (the PCA study's adds a set)."""
-  if not os.path.isdir(root):
-    parser.error(f"--root {root} is not a directory of {what} cells")
-  copied = archive_fn(root, to) if archive_fn else archive(root, to, keep)
-  print(f"{len(copied)} finished cell(s) archived in {to}")
-  if archive_fn is None:
-    print(unfinished_line(archive_unfinished(root, to, keep), to))
-  return 0
-
-
-def unfinished_line(kept: list[tuple[str, int]], to: str) -> str:
-  return (f"{len(kept)} unfinished cell(s) with {sum(n for _, n in kept)} finished student(s) "
-          f"archived in {to}")
-
-
 # --- Report -------------------------------------------------------------------------------------
 
 
@@ -818,14 +637,6 @@ def _cell_text(rs: list[dict], protocol: str | None = None, augment: str | None 
   if set(backends) != {"cpu"}:  # which cells ran where: the CPU is the unmarked default
     marks.append("on " + "+".join(sorted(set(backends))))
   return text + (f" ({', '.join(marks)})" if marks else "")
-
-
-def _grid_and_variant(path: str) -> tuple[str, str]:
-  parts = os.path.normpath(path).split(os.sep)
-  for grid in ("main", "ablation"):
-    if grid in parts:
-      return grid, parts[parts.index(grid) + 1]
-  return "main", ""
 
 
 def _short(r: dict, method: str) -> bool:
@@ -891,7 +702,7 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   by_key = collections.defaultdict(list)
   splits_seen, machines = set(), set()
   for r in results:
-    grid, protocol_dir = _grid_and_variant(r["_path"])
+    grid, protocol_dir = grid_archive.grid_and_variant(r["_path"])
     label = "hard" if r["recipe"]["labels"] == "hard" else "soft"
     by_key[(grid, r.get("_variant") or r["method"], r["ipc"], label)].append(r)
     if grid == "main":  # the ablation names its own split
@@ -1039,7 +850,7 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
     root = os.path.join(root, subdir)
   # Only the grid's own cells (main/ or ablation/, then the label kind, then the cell): a run
   # root also holds SRe2L's recover sweep (validation-split cells) and anything else.
-  paths = [p for p in report._find(root) if _grid_cell(os.path.relpath(p, root))]
+  paths = [p for p in report._find(root) if grid_archive.grid_cell(os.path.relpath(p, root))]
   if dataset == "fmnist":  # the other datasets' grids live in their own subfolders
     others = [os.path.join(os.path.abspath(root), d[1]) + os.sep for d in DATASETS.values() if d[1]]
     paths = [p for p in paths if not os.path.abspath(p).startswith(tuple(others))]
@@ -1047,7 +858,7 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
   for p in paths:
     r = report.load_result(p)
     r["_path"] = p
-    if _grid_and_variant(p)[0] == "ablation":
+    if grid_archive.grid_and_variant(p)[0] == "ablation":
       r["_variant"] = _ablation_name(os.path.dirname(p))
     else:  # the cell's method name (a PCA run's results.json says el2n_easy)
       r["_variant"] = os.path.basename(os.path.dirname(p)).rsplit("_ipc", 1)[0]
@@ -1067,7 +878,7 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
   main = [dict(r, method=DISPLAY.get(r["_variant"], r["_variant"]), dataset=TITLES[dataset],
                protocol=("hard" if r["recipe"]["labels"] == "hard" else "soft") + " labels",
                recipe={k: v for k, v in r["recipe"].items() if k != "epochs"})
-          for r in results if _grid_and_variant(r["_path"])[0] == "main"]
+          for r in results if grid_archive.grid_and_variant(r["_path"])[0] == "main"]
   if main:
     report.plot_accuracy_vs_ipc(
         [dict(r, dataset=f"{r['dataset']}, {r['protocol']}") for r in main],
@@ -1075,7 +886,7 @@ def write_report(root: str, out: str, dataset: str = "fmnist") -> str:
     # Storage: hard and soft labels in one panel, on one byte axis, so what the label file adds
     # (finding 3) is the distance between a method's two lines.
     report.plot_accuracy_vs_storage(main, os.path.join(out, f"{name}_acc_vs_storage.png"))
-  ablation = [r for r in results if _grid_and_variant(r["_path"])[0] == "ablation"
+  ablation = [r for r in results if grid_archive.grid_and_variant(r["_path"])[0] == "ablation"
               and r["_variant"]]
   if ablation:
     plot_ablation(ablation, os.path.join(out, f"{name}_ablation.png"))
@@ -1207,7 +1018,7 @@ def main(argv: list[str] | None = None) -> int:
     print(write_report(args.root, args.out, args.dataset))
     return 0
   if args.command == "archive":
-    return archive_command(parser, args.root, args.to)
+    return grid_archive.archive_command(parser, args.root, args.to)
   _check_cell_args(parser, args)
   if args.command == "status":
     todo = cells(args)
@@ -1215,7 +1026,7 @@ def main(argv: list[str] | None = None) -> int:
     for cell in todo:
       n = _finished_seeds(cell["workdir"])
       if n < args.seeds:
-        n = max(n, len(_students(cell["workdir"])))
+        n = max(n, len(grid_archive.finished_students(cell["workdir"])))
         print(f"  {cell['name']}: {n}/{args.seeds} seeds")
     return 0
   if args.background and not args.dry_run:

@@ -33,6 +33,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fmnist_grid  # noqa: E402
+import grid_archive  # noqa: E402
 import sre2l_recover  # noqa: E402
 from dcjax.benchmark import report  # noqa: E402
 
@@ -110,7 +111,7 @@ def run(runs: str, workers: int = 1) -> int:
   rc, skipped = 0, 0
   # Every step's cells (the grids' and the sweep's, under RUNS/sre2l_recover) share one cache
   # of teachers, scores and SRe2L sets, the one `record` archives.
-  os.environ["DCJAX_CACHE"] = fmnist_grid.cache_root(runs)
+  os.environ["DCJAX_CACHE"] = grid_archive.cache_root(runs)
   for runner, args in STEPS:
     print(f"grid_queue: {runner} {shlex.join(args)}", flush=True)
     reason = waiting(runner, args, runs)
@@ -176,11 +177,11 @@ def restore(runs: str, results: str) -> list[str]:
   """Copy the archived cells (`record`) into RUNS where RUNS has nothing of them yet, so that
   finished cells are skipped and unfinished ones keep their finished students on a new
   machine. Returns the lines to print."""
-  grid = fmnist_grid.restore(os.path.join(results, "grid_runs"), runs)
-  sweep = fmnist_grid.restore(os.path.join(results, "sre2l_recover_runs"),
+  grid = grid_archive.restore(os.path.join(results, "grid_runs"), runs)
+  sweep = grid_archive.restore(os.path.join(results, "sre2l_recover_runs"),
                               os.path.join(runs, "sre2l_recover"))
-  caches = fmnist_grid.restore_caches(os.path.join(results, "grid_caches"),
-                                      fmnist_grid.cache_root(runs))
+  caches = grid_archive.restore_caches(os.path.join(results, "grid_caches"),
+                                      grid_archive.cache_root(runs))
   return [f"restored {len(grid)} grid and {len(sweep)} sweep cell(s) and {len(caches)} cache "
           f"entr{'y' if len(caches) == 1 else 'ies'} (teachers, scores, SRe2L sets) from "
           f"{results} into {runs}"]
@@ -189,25 +190,25 @@ def restore(runs: str, results: str) -> list[str]:
 def record(runs: str, results: str) -> list[str]:
   """Archive every finished grid and sweep cell under RUNS into RESULTS/grid_runs and
   RESULTS/sre2l_recover_runs (committed: run roots do not outlive a machine), and what the
-  unfinished ones have finished (`fmnist_grid.archive_unfinished`), and the finished entries of
-  the grid's cache (teachers, score files, SRe2L sets: `fmnist_grid.archive_caches`) into
+  unfinished ones have finished (`grid_archive.archive_unfinished`), and the finished entries of
+  the grid's cache (teachers, score files, SRe2L sets: `grid_archive.archive_caches`) into
   RESULTS/grid_caches, and regenerate the reports from the archives: RESULTS/fmnist.md,
   cifar10.md (where that grid has a cell) and sre2l_recover.md. Returns the lines to print."""
   grid_runs = os.path.join(results, "grid_runs")
   sweep_runs = os.path.join(results, "sre2l_recover_runs")
-  cache = fmnist_grid.cache_root(runs)  # the queue's steps share it (`run`)
-  lines = [f"{len(fmnist_grid.archive(runs, grid_runs, cache=cache))} grid cell(s) archived "
+  cache = grid_archive.cache_root(runs)  # the queue's steps share it (`run`)
+  lines = [f"{len(grid_archive.archive(runs, grid_runs, cache=cache))} grid cell(s) archived "
            f"in {grid_runs}",
-           fmnist_grid.unfinished_line(fmnist_grid.archive_unfinished(runs, grid_runs), grid_runs)]
+           grid_archive.unfinished_line(grid_archive.archive_unfinished(runs, grid_runs), grid_runs)]
   sweep_root = os.path.join(runs, "sre2l_recover")
   if os.path.isdir(sweep_root):
     keep = sre2l_recover._recover_cell  # pylint: disable=protected-access
-    copied = fmnist_grid.archive(sweep_root, sweep_runs, keep=keep, cache=cache)
+    copied = grid_archive.archive(sweep_root, sweep_runs, keep=keep, cache=cache)
     lines.append(f"{len(copied)} sweep cell(s) archived in {sweep_runs}")
-    lines.append(fmnist_grid.unfinished_line(
-        fmnist_grid.archive_unfinished(sweep_root, sweep_runs, keep=keep), sweep_runs))
+    lines.append(grid_archive.unfinished_line(
+        grid_archive.archive_unfinished(sweep_root, sweep_runs, keep=keep), sweep_runs))
   caches = os.path.join(results, "grid_caches")
-  copied = fmnist_grid.archive_caches(cache, caches)
+  copied = grid_archive.archive_caches(cache, caches)
   lines.append(f"{len(copied)} cache entr{'y' if len(copied) == 1 else 'ies'} archived in "
                f"{caches}")
   lines += [f"  {rel} ({report.human_bytes(_size(os.path.join(caches, rel)))})" for rel in copied]

@@ -49,6 +49,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fmnist_grid  # noqa: E402
+import grid_archive  # noqa: E402
 
 from dcjax import resample  # noqa: E402
 
@@ -182,11 +183,11 @@ def _study_cell(rel: str) -> bool:
 
 def archive(root: str, to: str) -> list[str]:
   """Copy root/<split>/<dataset>/<part>/<cell>/results.json of every finished cell to the same
-  path under `to` (fmnist_grid.archive), and the compressed set of each dataset's cell that the
+  path under `to` (grid_archive.archive), and the compressed set of each dataset's cell that the
   report's tile figure shows (pca_study_report.tile_cells: a few hundred KB of PNGs at most),
   so the figure can be redrawn from the record. Returns the relative paths copied."""
   import pca_study_report
-  copied = fmnist_grid.archive(root, to, _study_cell)
+  copied = grid_archive.archive(root, to, _study_cell)
   for _, folder in pca_study_report.tile_cells(pca_study_report.load(root)).values():
     dest = os.path.join(to, os.path.relpath(folder, root))
     if not os.path.isdir(dest):
@@ -232,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     print(pca_study_report.write_report(args.root, args.out))
     return 0
   if args.command == "archive":
-    return fmnist_grid.archive_command(parser, args.root, args.to, what="study",
+    return grid_archive.archive_command(parser, args.root, args.to, what="study",
                                        archive_fn=archive)
   for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)

@@ -33,6 +33,7 @@ sys.path.insert(0, ROOT_DIR)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fmnist_grid  # noqa: E402
+import grid_archive  # noqa: E402
 from dcjax.benchmark import workdir  # noqa: E402
 
 DATASETS = {"fmnist": "", "cifar10": "cifar10_shared"}  # configs/sre2l.py argument
@@ -303,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     print(write_report(args.root, args.out))
     return 0
   if args.command == "archive":
-    return fmnist_grid.archive_command(parser, args.root, args.to, keep=_recover_cell,
+    return grid_archive.archive_command(parser, args.root, args.to, keep=_recover_cell,
                                        what="sre2l_recover")
   _check_run_args(parser, args)
   return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run, root=args.root,

@@ -17,6 +17,12 @@ def grid():
   return experiment_scripts.load("fmnist_grid")
 
 
+@pytest.fixture(scope="module")
+def archive(grid):
+  """experiments/grid_archive.py, as the grid imports it."""
+  return grid.grid_archive
+
+
 def test_dry_run_lists_every_cell_with_its_config(grid, tmp_path, capsys):
   assert grid.main(["run", "--root", str(tmp_path), "--ipcs", "1,10", "--protocols", "hard,soft",
                     "--seeds", "2", "--epochs", "10:7", "--dry-run"]) == 0
@@ -752,7 +758,8 @@ def _unfinished(root, sub, students, manifest="{}"):
   return cell
 
 
-def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp_path, capsys):
+def test_unfinished_cells_keep_their_finished_students_across_machines(grid, archive, tmp_path,
+                                                                         capsys):
   """A machine that stops mid-cell loses its running student only: `archive` keeps the
   unfinished cells' finished students (small JSON), a new machine's `restore` puts them back,
   and the cell's finished results.json replaces them in the archive."""
@@ -773,12 +780,12 @@ def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp
       "main/hard/random_ipc10_e301/results.json"]
   # A student the machine dropped since (its set came out different) leaves the archive too.
   (cell / "runs" / "seed_1.json").unlink()
-  grid.archive_unfinished(str(root), str(to))
+  archive.archive_unfinished(str(root), str(to))
   assert not (to / "main/hard/herding_ipc50_e301/runs/seed_1.json").exists()
   (cell / "runs" / "seed_1.json").write_text(json.dumps(dict(seed=1, top1=71.0)))
-  grid.archive_unfinished(str(root), str(to))
+  archive.archive_unfinished(str(root), str(to))
   # A new machine: both cells come back; the status counts the kept students, not as done.
-  assert sorted(grid.restore(str(to), str(new))) == ["main/hard/herding_ipc50_e301",
+  assert sorted(archive.restore(str(to), str(new))) == ["main/hard/herding_ipc50_e301",
                                                      "main/hard/random_ipc10_e301"]
   assert (new / "main/hard/herding_ipc50_e301/runs/seed_1.json").exists()
   todo = [dict(workdir=str(new / "main/hard/herding_ipc50_e301"), ipc=50)]
@@ -786,15 +793,15 @@ def test_unfinished_cells_keep_their_finished_students_across_machines(grid, tmp
                                               eta_seconds=None, eta_alone_seconds=None)
   # A cell the machine has started is its own: restore leaves it alone.
   (new / "main/hard/herding_ipc50_e301/runs/seed_0.json").unlink()
-  assert grid.restore(str(to), str(new)) == []
+  assert archive.restore(str(to), str(new)) == []
   assert not (new / "main/hard/herding_ipc50_e301/runs/seed_0.json").exists()
   # The cell finishes: its results.json replaces what was kept of it.
   _write(root, "main/hard/herding_ipc50_e301",
          _result("herding", 50, "small_data", "hard", [80.0] * 5), replace=True)
-  grid.archive(str(root), str(to))
+  archive.archive(str(root), str(to))
   assert sorted(p.name for p in (to / "main/hard/herding_ipc50_e301").iterdir()) == [
       "results.json"]
-  assert grid.archive_unfinished(str(root), str(to)) == []
+  assert archive.archive_unfinished(str(root), str(to)) == []
 
 
 def _dry_run_cells(out: str) -> dict[str, list[str]]:
