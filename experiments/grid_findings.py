@@ -83,11 +83,15 @@ def _verdict(holds: list[bool]) -> str:
   return "reproduced" if all(holds) else "partly reproduced" if any(holds) else "not reproduced"
 
 
-def _finding(title: str, ipcs, per_ipc: Callable[[int], tuple[bool, str] | None],
+def _finding(title: str, ipcs, per_ipc: Callable[[int], tuple[bool, str | list[str]] | None],
              missing: str) -> list[str]:
+  """The finding's verdict line, then per IPC the comparison it rests on; a comparison given as
+  a list is that line followed by its details, one nested bullet each."""
   rows = [(ipc, out) for ipc in ipcs if (out := per_ipc(ipc)) is not None]
   lines = [f"- **{title}: {_verdict([holds for _, (holds, _) in rows])}.**"]
-  lines += [f"  - IPC {ipc}: {text}" for ipc, (_, text) in rows]
+  for ipc, (_, text) in rows:
+    main, *details = [text] if isinstance(text, str) else text
+    lines += [f"  - IPC {ipc}: {main}"] + [f"    - {d}" for d in details]
   if not rows:
     lines.append(f"  - {missing}")
   return lines
@@ -119,22 +123,20 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
     gap, std = pr["top1_mean"] - d["top1_mean"], _pooled_std(pr, d)
     drops = [f"{name(x)} {cells[x, ipc, 'soft']['top1_mean'] - cells[x, ipc, 'hard']['top1_mean']:+.2f}"
              for x in DISTILLATION if (x, ipc, "hard") in cells and (x, ipc, "soft") in cells]
-    text = (f"best pruning {name(p)} {_acc(pr)} vs best distillation {name(m)} {_acc(d)}: "
-            f"pruning {_gap(pr, d)}")
+    text = [f"best pruning {name(p)} {_acc(pr)} vs best distillation {name(m)} {_acc(d)}: "
+            f"pruning {_gap(pr, d)}"]
     if m in TILE_VIEW:  # the verdict rests on a diagnostic row: the protocol's own view beside
       own = [x for x in DISTILLATION if x not in TILE_VIEW and (x, ipc, "hard") in cells]
       if own:
-        text += ("; under the protocol's own augmentation pruning is "
-                 + ", ".join(_gap(pr, cells[x, ipc, "hard"], f"{name(x)} "
-                                  f"{_acc(cells[x, ipc, 'hard'])}") for x in own))
+        text.append("under the protocol's own augmentation pruning is "
+                    + ", ".join(_gap(pr, cells[x, ipc, "hard"], f"{name(x)} "
+                                     f"{_acc(cells[x, ipc, 'hard'])}") for x in own))
     if drops:
-      text += "; soft − hard labels: " + ", ".join(drops)
-    views = [f"{name(base)} {_acc(cells[base, ipc, 'hard'])} under the protocol's "
-             f"augmentation, {_acc(cells[v, ipc, 'hard'])} with the tile view"
+      text.append("soft − hard labels: " + ", ".join(drops))
+    text += [f"the same sets: {name(base)} {_acc(cells[base, ipc, 'hard'])} under the "
+             f"protocol's augmentation, {_acc(cells[v, ipc, 'hard'])} with the tile view"
              for v, base in TILE_VIEW.items() if (v, ipc, "hard") in cells
              and (base, ipc, "hard") in cells]
-    if views:
-      text += "; the same sets, " + "; ".join(views)
     return gap > std, text
 
   def soft_cells(ipc=None):
@@ -187,19 +189,19 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
       return None
     m, d = best
     gap, std = pca["top1_mean"] - d["top1_mean"], _pooled_std(pca, d)
-    text = (f"PCA {_acc(pca)} vs the best other hard-label cell {name(m)} {_acc(d)}: PCA "
-            + _gap(pca, d))
+    text = [f"PCA {_acc(pca)} vs the best other hard-label cell {name(m)} {_acc(d)}: PCA "
+            + _gap(pca, d)]
     soft = _best(cells, others, ipc, "soft")
     if soft is not None:
       s_name, s_cell = soft
-      text += (f"; against the best soft-label cell, {name(s_name)} {_acc(s_cell)}, which "
-               f"stores {_bytes(_total_bytes(s_cell))} with its label file to PCA's "
-               f"{_bytes(_total_bytes(pca))}: PCA " + _gap(pca, s_cell))
+      text.append(f"against the best soft-label cell, {name(s_name)} {_acc(s_cell)}, which "
+                  f"stores {_bytes(_total_bytes(s_cell))} with its label file to PCA's "
+                  f"{_bytes(_total_bytes(pca))}: PCA " + _gap(pca, s_cell))
     rows = (published or {}).get(ipc, [])
     if rows:  # their own code and evaluation, not this protocol's: context, not the verdict
       above = [f"{n} {acc:.1f}" for n, acc in rows if acc > pca["top1_mean"]]
-      text += ("; published rows (their papers' code and evaluation, not run here) "
-               + (f"above it: {', '.join(above)}" if above else "all below it"))
+      text.append("published rows (their papers' code and evaluation, not run here) "
+                  + (f"above it: {', '.join(above)}" if above else "all below it"))
     return gap > std, text
 
   return (["## Findings (method.md sections 2 and 3)", "",

@@ -403,8 +403,8 @@ def test_findings_state_each_verdict_with_its_numbers(grid, tmp_path):
   assert "(2) Under hard labels synthesised images collapse and pruning wins: " \
          "partly reproduced.**" in findings
   assert ("IPC 1: best pruning Herding 66.00 ± 0.50 (5 students) vs best distillation RDED "
-          "18.00 ± 0.50 (5 students): pruning ahead by 48.00 (pooled std 0.50); soft − hard "
-          "labels: RDED +58.40") in findings
+          "18.00 ± 0.50 (5 students): pruning ahead by 48.00 (pooled std 0.50)\n"
+          "    - soft − hard labels: RDED +58.40") in findings
   assert "pruning behind by 0.20" in findings
   # Soft labels: 50 KB at IPC 1 over 500 B of images = 100x (holds); 500 KB / 5 KB at 10.
   assert "(3) Soft labels cost far more storage than the images (at least 10x): " \
@@ -436,16 +436,17 @@ def test_pca_finding_states_the_hard_label_lead_and_the_soft_label_cells_storage
           "with hard labels: partly reproduced.**") in findings
   # The soft cell stores its images (500 B) and its label file (60 KB), not its teacher.
   assert ("IPC 1: PCA 71.00 ± 0.50 (5 students) vs the best other hard-label cell Herding "
-          "68.00 ± 0.50 (5 students): PCA ahead by 3.00 (pooled std 0.50); against the best "
-          "soft-label cell, EL2N easy 75.00 ± 0.50 (5 students), which stores 60.5 KB with its "
-          "label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50)") in findings
+          "68.00 ± 0.50 (5 students): PCA ahead by 3.00 (pooled std 0.50)\n"
+          "    - against the best soft-label cell, EL2N easy 75.00 ± 0.50 (5 students), which "
+          "stores 60.5 KB with its label file to PCA's 500 B: PCA behind by 4.00 (pooled std "
+          "0.50)") in findings
   assert ("IPC 10: PCA 80.00 ± 0.50 (5 students) vs the best other hard-label cell RDED (tile "
           "view) 80.30 ± 0.50 (5 students): PCA behind by 0.30 (pooled std 0.50)") in findings
   # The report's published rows, as context beside the verdict (Fashion-MNIST's: method.md).
-  assert ("label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50); published rows "
-          "(their papers' code and evaluation, not run here) above it: IDC (factor 2, "
-          "DSA+CutMix) 81.0") in findings
-  assert ("PCA behind by 0.30 (pooled std 0.50); published rows (their papers' code and "
+  assert ("label file to PCA's 500 B: PCA behind by 4.00 (pooled std 0.50)\n"
+          "    - published rows (their papers' code and evaluation, not run here) above it: "
+          "IDC (factor 2, DSA+CutMix) 81.0") in findings
+  assert ("PCA behind by 0.30 (pooled std 0.50)\n    - published rows (their papers' code and "
           "evaluation, not run here) above it: DC 82.3, DSA 84.6, IDC (factor 2, DSA+CutMix) "
           "86.0, IDC-I 85.3") in findings
 
@@ -851,10 +852,10 @@ def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_p
   assert "SRe2L) ran" in md  # the selection-seeded methods the header names: the grid's own
   findings = md.split("## Findings")[1].split("## Storage")[0]
   assert ("IPC 1: best pruning Herding 68.00 ± 0.50 (5 students) vs best distillation RDED "
-          "(tile view) 64.00 ± 0.50 (5 students): pruning ahead by 4.00 (pooled std 0.50); "
-          "under the protocol's own augmentation pruning is ahead of RDED 12.00 ± 0.50 "
-          "(5 students) by 56.00 (pooled std 0.50); "
-          "the same sets, RDED 12.00 ± 0.50 (5 students) under the protocol's augmentation, "
+          "(tile view) 64.00 ± 0.50 (5 students): pruning ahead by 4.00 (pooled std 0.50)\n"
+          "    - under the protocol's own augmentation pruning is ahead of RDED 12.00 ± 0.50 "
+          "(5 students) by 56.00 (pooled std 0.50)\n"
+          "    - the same sets: RDED 12.00 ± 0.50 (5 students) under the protocol's augmentation, "
           "64.00 ± 0.50 (5 students) with the tile view") in findings
 
 
@@ -872,7 +873,7 @@ def test_finding_2_states_the_protocols_own_view_where_a_diagnostic_row_decides(
   findings = md.split("## Findings")[1].split("## Storage")[0]
   assert "(2) Under hard labels synthesised images collapse and pruning wins: not reproduced" \
       in findings
-  assert ("pruning behind by 7.00 (pooled std 0.50); under the protocol's own augmentation "
+  assert ("pruning behind by 7.00 (pooled std 0.50)\n    - under the protocol's own augmentation "
           "pruning is ahead of RDED 11.00 ± 0.50 (5 students) by 12.00 (pooled std 0.50), "
           "behind SRe2L 24.00 ± 0.50 (5 students) by 1.00 (pooled std 0.50)") in findings
 
