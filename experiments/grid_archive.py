@@ -79,12 +79,13 @@ def _copy_cache_entry(src: str, dest: str) -> None:
   os.replace(tmp, dest)
 
 
-def archive_caches(cache: str, to: str) -> list[str]:
+def archive_caches(cache: str, to: str, already: str | None = None) -> list[str]:
   """Copy every finished cache entry under `cache` that `to` lacks (entries never change once
-  finished). Returns the entries copied, relative to the cache."""
+  finished), and `already` too where given (a GPU run sends back only what it made). Returns
+  the entries copied, relative to the cache."""
   copied = []
   for rel in _finished_cache_entries(cache):
-    if not os.path.exists(os.path.join(to, rel)):
+    if not any(os.path.exists(os.path.join(d, rel)) for d in (to, already) if d):
       _copy_cache_entry(os.path.join(cache, rel), os.path.join(to, rel))
       copied.append(rel)
   return copied

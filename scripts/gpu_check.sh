@@ -14,7 +14,9 @@
 #   grid      only when named in GPU_CHECK_STEPS: cells of experiments/fmnist_grid.py (GRID_ARGS)
 #             on the data of .gpu_data/ (scripts/gpu_grid_data.sh), skipping the finished cells
 #             carried in .gpu_data/grid/, starting none after 2/3 of the time left; every cell
-#             it finishes lands in $OUT/grid/ (without checkpoints), to merge into the grid root
+#             it finishes lands in $OUT/grid/ (without checkpoints), to merge into the grid root;
+#             its caches start from .gpu_data/grid_caches (the CPU cells' teachers and score
+#             files) and what it adds to them lands in $OUT/grid_caches
 # A failed step is recorded in $OUT/summary.txt (with the figures of the steps that ran) and
 # the next one runs. Exit status: the number of failed steps.
 #
@@ -152,6 +154,15 @@ if wanted grid; then
   fi
   mkdir -p "$WORK/grid"
   [ -d .gpu_data/grid ] && cp -r .gpu_data/grid/. "$WORK/grid/"
+  # The grid's own caches, as on the CPU side (RUNS/.dcjax_cache), started from the carried
+  # entries: a teacher retrained here would be another teacher, and other selections.
+  export DCJAX_CACHE="$WORK/grid/.dcjax_cache"
+  "$PY" - .gpu_data/grid_caches "$DCJAX_CACHE" >>"$SUMMARY" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, "experiments")
+import grid_archive
+print(f"grid: {len(grid_archive.restore_caches(*sys.argv[1:]))} cache entries carried")
+EOF
   DATA=()  # the carried copies of the datasets, where gpu_grid_data.sh put them
   [ -d .gpu_data/fashion-mnist ] && DATA+=(--config.data.dir="$PWD/.gpu_data/fashion-mnist")
   if [[ " ${GRID[*]} " == *" cifar10 "* ]] && [ -d .gpu_data/cifar10-jpeg ]; then
@@ -167,7 +178,7 @@ import os, shutil, sys
 root, out, carried = sys.argv[1:]
 new = []
 for dirpath, dirs, files in os.walk(root):
-  dirs[:] = [d for d in dirs if d != "checkpoints"]
+  dirs[:] = [d for d in dirs if d != "checkpoints" and not d.startswith(".")]
   rel = os.path.relpath(dirpath, root)
   if "results.json" in files and not os.path.exists(os.path.join(carried, rel, "results.json")):
     shutil.copytree(dirpath, os.path.join(out, rel), ignore=shutil.ignore_patterns(
@@ -177,6 +188,14 @@ for dirpath, dirs, files in os.walk(root):
     new.append(rel)
     dirs[:] = []
 print(f"grid: {len(new)} cell(s) finished here" + "".join(f"\n  {c}" for c in sorted(new)))
+EOF
+  "$PY" - "$DCJAX_CACHE" "$OUT/grid_caches" .gpu_data/grid_caches >>"$SUMMARY" 2>&1 <<'EOF'
+import sys
+sys.path.insert(0, "experiments")
+import grid_archive
+cache, out, carried = sys.argv[1:]
+made = grid_archive.archive_caches(cache, out, already=carried)
+print(f"grid: {len(made)} cache entries made here" + "".join(f"\n  {c}" for c in made))
 EOF
 fi
 

@@ -9,7 +9,9 @@
 #            /usr/share/datasets/fashion-mnist), 30 MB
 #   cifar10  the parquet files of $CIFAR10_DIR (default ../shared/data/cifar10-jpeg), 21 MB
 # Finished cells of ROOT (experiments/fmnist_grid.py's layout) travel as results.json,
-# config.json and runs/ only, so the grid there skips them.
+# config.json and runs/ only, so the grid there skips them; the grid's finished cache entries
+# (teachers, score files, SRe2L sets: ROOT's cache and results/grid_caches) travel in
+# .gpu_data/grid_caches, so the GPU's cells select and relabel with the CPU cells' teachers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=${1:?usage: gpu_grid_data.sh ROOT [fmnist|cifar10]}
@@ -36,6 +38,16 @@ if [ -d "$ROOT" ]; then
     cells=$((cells + 1))
   done < <(find "$ROOT" -name results.json -not -path '*/checkpoints/*' -print0)
 fi
+"${PYTHON:-.venv/bin/python}" - "$ROOT" <<'EOF'
+import os, sys
+sys.path.insert(0, "experiments")
+import grid_archive
+root = sys.argv[1]
+n = len(grid_archive.archive_caches("results/grid_caches", ".gpu_data/grid_caches"))
+if os.path.isdir(root):
+  n += len(grid_archive.archive_caches(grid_archive.cache_root(root), ".gpu_data/grid_caches"))
+print(f"gpu_grid_data: {n} cache entries in .gpu_data/grid_caches")
+EOF
 size=$(du -sm .gpu_data $([ -d .whl ] && echo .whl) | awk '{s += $1} END {print s}')
 echo "gpu_grid_data: .gpu_data/ holds $DATASET and $cells finished cell(s) of $ROOT; with .whl ${size} MB"
 [ "$size" -le 62 ] || { echo "gpu_grid_data: over the 64 MiB a device call carries" >&2; exit 1; }

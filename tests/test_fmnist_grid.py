@@ -990,3 +990,23 @@ def test_finding_3_and_the_storage_table_judge_the_same_median_image_size(grid, 
   assert ("IPC 1: soft labels 6.0 KB vs images 500 B (12.0x; 500 B is the median of the IPC's "
           "3 cells, 400 B – 9.0 KB: 0.7x – 15.0x)") in findings
   assert "| 1 | 400 B – 9.0 KB | 6.0 KB | " in md and "| 12.0x |" in md
+
+
+def test_a_gpu_run_sends_back_only_the_cache_entries_it_made(archive, tmp_path):
+  """scripts/gpu_check.sh's grid step starts from the carried cache and returns what it added:
+  finished entries only (a teacher with its teacher.json, a score file), none it was given."""
+  cache, carried, out = tmp_path / "cache", tmp_path / "carried", tmp_path / "out"
+  for base in (cache, carried):
+    (base / "teachers" / "old").mkdir(parents=True)
+    (base / "teachers" / "old" / "teacher.json").write_text("{}")
+  (cache / "teachers" / "new").mkdir()
+  (cache / "teachers" / "new" / "teacher.json").write_text("{}")
+  (cache / "teachers" / "new" / "progress").write_text("step 3")  # training state: left behind
+  (cache / "teachers" / "training").mkdir()  # unfinished: no teacher.json
+  (cache / "scores").mkdir()
+  (cache / "scores" / "s.npz").write_bytes(b"npz")
+  made = archive.archive_caches(str(cache), str(out), already=str(carried))
+  assert sorted(made) == ["scores/s.npz", "teachers/new"]
+  assert not (out / "teachers" / "old").exists()
+  assert sorted(os.listdir(out / "teachers" / "new")) == ["teacher.json"]
+  assert archive.archive_caches(str(cache), str(out), already=str(carried)) == []
