@@ -179,9 +179,9 @@ def restore(runs: str, results: str) -> list[str]:
   machine. Returns the lines to print."""
   grid = grid_archive.restore(os.path.join(results, "grid_runs"), runs)
   sweep = grid_archive.restore(os.path.join(results, "sre2l_recover_runs"),
-                              os.path.join(runs, "sre2l_recover"))
+                               os.path.join(runs, "sre2l_recover"))
   caches = grid_archive.restore_caches(os.path.join(results, "grid_caches"),
-                                      grid_archive.cache_root(runs))
+                                       grid_archive.cache_root(runs))
   return [f"restored {len(grid)} grid and {len(sweep)} sweep cell(s) and {len(caches)} cache "
           f"entr{'y' if len(caches) == 1 else 'ies'} (teachers, scores, SRe2L sets) from "
           f"{results} into {runs}"]
@@ -199,7 +199,8 @@ def record(runs: str, results: str) -> list[str]:
   cache = grid_archive.cache_root(runs)  # the queue's steps share it (`run`)
   lines = [f"{len(grid_archive.archive(runs, grid_runs, cache=cache))} grid cell(s) archived "
            f"in {grid_runs}",
-           grid_archive.unfinished_line(grid_archive.archive_unfinished(runs, grid_runs), grid_runs)]
+           grid_archive.unfinished_line(grid_archive.archive_unfinished(runs, grid_runs),
+                                        grid_runs)]
   sweep_root = os.path.join(runs, "sre2l_recover")
   if os.path.isdir(sweep_root):
     keep = sre2l_recover._recover_cell  # pylint: disable=protected-access

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if args.command == "archive":
     return grid_archive.archive_command(parser, args.root, args.to, what="study",
-                                       archive_fn=archive)
+                                        archive_fn=archive)
   for name, allowed in (("datasets", DATASETS), ("parts", PARTS)):
     unknown = set(getattr(args, name).split(",")) - set(allowed)
     if unknown:

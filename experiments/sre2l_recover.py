@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
   if args.command == "archive":
     return grid_archive.archive_command(parser, args.root, args.to, keep=_recover_cell,
-                                       what="sre2l_recover")
+                                        what="sre2l_recover")
   _check_run_args(parser, args)
   return fmnist_grid.run_cells(cells(args), args.seeds, args.dry_run, root=args.root,
                               workers=args.workers)
