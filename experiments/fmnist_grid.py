@@ -710,6 +710,8 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
     env = r.get("environment", {})
     machines.add(f"{env.get('backend', '?')} ({env.get('machine', '?')}), jax {env.get('jax')}"
                  + (f", {env['conv_path']} CPU layers" if env.get("conv_path") else ""))
+  for rs in by_key.values():  # a cell rerun at another schedule: rs[-1] is the newest record
+    rs.sort(key=lambda r: str(r.get("created", "")))
   published = PUBLISHED.get(dataset, ())
   ipcs = sorted({k[2] for k in by_key if k[0] == "main"} | set(PUBLISHED_IPCS))
   lines = [f"# {TITLES[dataset]}: pruning, distillation and PCA under one protocol", "",

@@ -87,13 +87,17 @@ def _finding(title: str, ipcs, per_ipc: Callable[[int], tuple[bool, str | list[s
              missing: str) -> list[str]:
   """The finding's verdict line, then per IPC the comparison it rests on; a comparison given as
   a list is that line followed by its details, one nested bullet each."""
-  rows = [(ipc, out) for ipc in ipcs if (out := per_ipc(ipc)) is not None]
+  outs = [(ipc, per_ipc(ipc)) for ipc in ipcs]
+  rows = [(ipc, out) for ipc, out in outs if out is not None]
   lines = [f"- **{title}: {_verdict([holds for _, (holds, _) in rows])}.**"]
-  for ipc, (_, text) in rows:
-    main, *details = [text] if isinstance(text, str) else text
-    lines += [f"  - IPC {ipc}: {main}"] + [f"    - {d}" for d in details]
   if not rows:
-    lines.append(f"  - {missing}")
+    return lines + [f"  - {missing}"]
+  for ipc, out in outs:  # an IPC without the cells says so: the verdict covers the rest
+    if out is None:
+      lines.append(f"  - IPC {ipc}: not measured yet")
+      continue
+    main, *details = [out[1]] if isinstance(out[1], str) else out[1]
+    lines += [f"  - IPC {ipc}: {main}"] + [f"    - {d}" for d in details]
   return lines
 
 
@@ -112,8 +116,12 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
       return None
     m, d = best
     gap, std = random["top1_mean"] - d["top1_mean"], _pooled_std(random, d)
-    return gap >= -std, (f"random {_acc(random)} vs {name(m)} {_acc(d)}: random "
-                         + _gap(random, d))
+    rest = [x for x in DISTILLATION if x != m and (x, ipc, "soft") in cells]
+    return gap >= -std, [f"random {_acc(random)} vs the best distillation cell {name(m)} "
+                         f"{_acc(d)}: random " + _gap(random, d)] + (
+        ["against the other distillation rows random is " + ", ".join(
+            _gap(random, cells[x, ipc, "soft"], f"{name(x)} {_acc(cells[x, ipc, 'soft'])}")
+            for x in rest)] if rest else [])
 
   def hard_pruning_vs_distillation(ipc):
     prune, best = _best(cells, PRUNING, ipc, "hard"), _best(cells, DISTILLATION, ipc, "hard")
@@ -121,8 +129,14 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
       return None
     (p, pr), (m, d) = prune, best
     gap, std = pr["top1_mean"] - d["top1_mean"], _pooled_std(pr, d)
-    drops = [f"{name(x)} {cells[x, ipc, 'soft']['top1_mean'] - cells[x, ipc, 'hard']['top1_mean']:+.2f}"
-             for x in DISTILLATION if (x, ipc, "hard") in cells and (x, ipc, "soft") in cells]
+    def drop(x):
+      soft_minus_hard = cells[x, ipc, "soft"]["top1_mean"] - cells[x, ipc, "hard"]["top1_mean"]
+      return f"{name(x)} {soft_minus_hard:+.2f}"
+    both = [x for x in PRUNING + DISTILLATION if (x, ipc, "hard") in cells
+            and (x, ipc, "soft") in cells]
+    drops = [drop(x) for x in both if x in DISTILLATION]
+    if drops and [x for x in both if x in PRUNING]:  # what soft labels add to real images
+      drops[-1] += " (pruning: " + ", ".join(drop(x) for x in both if x in PRUNING) + ")"
     text = [f"best pruning {name(p)} {_acc(pr)} vs best distillation {name(m)} {_acc(d)}: "
             f"pruning {_gap(pr, d)}"]
     if m in TILE_VIEW:  # the verdict rests on a diagnostic row: the protocol's own view beside
@@ -148,7 +162,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
     soft = soft_cells(ipc)
     if not soft:
       return None
-    r = soft[0]
+    r = max(soft, key=lambda c: c["storage"]["soft_label_bytes"])  # the storage table's
     labels = r["storage"]["soft_label_bytes"]
     sizes = _image_bytes(cells, ipc)  # PNG sizes differ by method: judged at the median
     images = sizes[len(sizes) // 2]
@@ -157,9 +171,9 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
         f"{_bytes(sizes[0])} – {_bytes(sizes[-1])}: {_times(labels / sizes[-1])} – "
         f"{_times(labels / sizes[0])}")
     return labels >= FAR_MORE * images, (
-        f"soft labels {_bytes(labels)} vs images {_bytes(images)} ({_times(labels / images)}"
-        f"{span}), teacher {_bytes(r['storage'].get('teacher_bytes', 0))} "
-        f"({r['recipe']['epochs']} epochs of labels)")
+        f"soft labels {_bytes(labels)} ({r['recipe']['epochs']} epochs of labels) vs images "
+        f"{_bytes(images)} ({_times(labels / images)}{span}); the teacher, to relabel on the "
+        f"fly instead, {_bytes(r['storage'].get('teacher_bytes', 0))}")
 
   def storage_scale() -> list[str]:
     """Why the ratio is what it is: per stored image, labels over image bytes; the same at
@@ -189,12 +203,15 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
       return None
     m, d = best
     gap, std = pca["top1_mean"] - d["top1_mean"], _pooled_std(pca, d)
-    text = [f"PCA {_acc(pca)} vs the best other hard-label cell {name(m)} {_acc(d)}: PCA "
-            + _gap(pca, d)]
+    k = pca.get("combine_k")
+    tiles = f" (k = {k}: {k * k} real images per stored image)" if k else ""
+    text = [f"PCA{tiles} {_acc(pca)} vs the best other hard-label cell {name(m)} {_acc(d)}: "
+            "PCA " + _gap(pca, d)]
     soft = _best(cells, others, ipc, "soft")
     if soft is not None:
       s_name, s_cell = soft
-      text.append(f"against the best soft-label cell, {name(s_name)} {_acc(s_cell)}, which "
+      text.append(f"against the other methods' best soft-label cell, {name(s_name)} "
+                  f"{_acc(s_cell)}, which "
                   f"stores {_bytes(_total_bytes(s_cell))} with its label file to PCA's "
                   f"{_bytes(_total_bytes(pca))}: PCA " + _gap(pca, s_cell))
     rows = (published or {}).get(ipc, [])
