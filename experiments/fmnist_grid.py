@@ -842,6 +842,7 @@ def pool_selections(results: list[dict]) -> list[dict]:
                        _backends=[r.get("environment", {}).get("backend", "cpu") for r in rs],
                        _teachers=[r.get("teacher") or r.get("feature_teacher") for r in rs],
                        _score_files=[(r.get("score_file"), r.get("score_sha256")) for r in rs],
+                       _storages=[r["storage"] for r in rs],
                        _selection_means=[r["top1_mean"] for r in rs]))
   return pooled
 

@@ -167,7 +167,7 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
     sizes = _image_bytes(cells, ipc)  # PNG sizes differ by method: judged at the median
     images = sizes[len(sizes) // 2]
     span = "" if sizes[0] == sizes[-1] else (
-        f"; {_bytes(images)} is the median of the IPC's {len(sizes)} cells, "
+        f"; {_bytes(images)} is the median of the IPC's {len(sizes)} stored sets, "
         f"{_bytes(sizes[0])} – {_bytes(sizes[-1])}: {_times(labels / sizes[-1])} – "
         f"{_times(labels / sizes[0])}")
     return labels >= FAR_MORE * images, (
@@ -252,9 +252,16 @@ def _bytes(n: int) -> str:
 
 
 def _image_bytes(cells: Cells, ipc: int) -> list[int]:
-  """The stored images' bytes of every cell at `ipc`, sorted: the storage table and finding (3)
-  read the same range and the same median."""
-  return sorted(r["storage"]["image_bytes"] for (_, i, _), r in cells.items() if i == ipc)
+  """The bytes of every distinct stored set at `ipc`, sorted: one per method and selection
+  (a method's hard and soft cells, and a tile-view row, train on the same set; a pooled cell
+  holds each selection's), so the storage table and finding (3) read one range and median."""
+  sets = {}
+  for (m, i, _), r in cells.items():
+    if i == ipc:
+      seeds = r.get("_selection_seeds") or [r.get("selection_seed", 0)]
+      for seed, storage in zip(seeds, r.get("_storages") or [r["storage"]]):
+        sets[TILE_VIEW.get(m, m), seed] = storage["image_bytes"]
+  return sorted(sets.values())
 
 
 def storage_markdown(cells: Cells) -> list[str]:
@@ -264,9 +271,10 @@ def storage_markdown(cells: Cells) -> list[str]:
   if not ipcs:
     return []
   lines = ["## Storage (what each option stores)", "",
-           "Images as stored (PNG; the range over the methods that finished); soft labels as a "
-           "pre-computed FKD-style label file would take them (epochs x stored images x classes x "
-           "2 bytes); the teacher's parameters, for relabelling on the fly instead.", "",
+           "Images as stored (PNG; the range over the stored sets that finished, one per method "
+           "and selection); soft labels as a pre-computed FKD-style label file would take them "
+           "(epochs x stored images x classes x 2 bytes); the teacher's parameters, for "
+           "relabelling on the fly instead.", "",
            "| IPC | images | soft labels | teacher | soft labels / images |",
            "|---:|---:|---:|---:|---:|"]
   for ipc in ipcs:

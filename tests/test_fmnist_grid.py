@@ -995,7 +995,7 @@ def test_finding_3_and_the_storage_table_judge_the_same_median_image_size(grid, 
   assert "(3) Soft labels cost far more storage than the images (at least 10x): " \
          "reproduced.**" in findings
   assert ("IPC 1: soft labels 6.0 KB (301 epochs of labels) vs images 500 B (12.0x; 500 B is "
-          "the median of the IPC's 3 cells, 400 B – 9.0 KB: 0.7x – 15.0x)") in findings
+          "the median of the IPC's 3 stored sets, 400 B – 9.0 KB: 0.7x – 15.0x)") in findings
   assert "| 1 | 400 B – 9.0 KB | 6.0 KB | " in md and "| 12.0x |" in md
 
 
@@ -1032,3 +1032,19 @@ def test_an_ipc_without_a_findings_cells_says_so_beside_the_verdict(grid, tmp_pa
   first = findings.split("- **(1)")[1].split("- **(2)")[0]
   assert "about as good as distillation: reproduced.**" in first
   assert "  - IPC 1: random 76.00" in first and "  - IPC 10: not measured yet" in first
+
+
+def test_the_storage_range_counts_each_selections_set_once(grid, tmp_path):
+  """A pooled cell's selections stored other sets (other PNG sizes): the range reads each of
+  them, and a method's hard and soft cells (one set) count once."""
+  root = tmp_path / "runs"
+  for sel, size in ((0, 5000), (1, 4000)):
+    suffix = f"_sel{sel}" if sel else ""
+    for labels, protocol in (("hard", "small_data"), ("teacher", "soft")):
+      r = _result("random", 1, protocol, labels, [50.0] * 5) | dict(selection_seed=sel)
+      r = _soft(r, 60_000) if labels == "teacher" else r
+      r["storage"]["image_bytes"] = size
+      _write(root, f"main/{'hard' if labels == 'hard' else 'soft'}/random_ipc1_e301{suffix}", r)
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert "| 1 | 4.0 KB – 5.0 KB | 60.0 KB |" in md
+  assert "the median of the IPC's 2 stored sets" in md
