@@ -858,7 +858,8 @@ def test_report_shows_the_tile_view_row_beside_rded_and_in_finding_2(grid, tmp_p
   assert ("IPC 1: best pruning Herding 68.00 ± 0.50 (5 students) vs best distillation RDED "
           "(tile view) 64.00 ± 0.50 (5 students): pruning ahead by 4.00 (pooled std 0.50)\n"
           "    - under the protocol's own augmentation pruning is ahead of RDED 12.00 ± 0.50 "
-          "(5 students) by 56.00 (pooled std 0.50)\n"
+          "(5 students) by 56.00 (pooled std 0.50): without the tile view the finding would "
+          "hold here\n"
           "    - the same sets: RDED 12.00 ± 0.50 (5 students) under the protocol's augmentation, "
           "64.00 ± 0.50 (5 students) with the tile view") in findings
 
@@ -879,7 +880,8 @@ def test_finding_2_states_the_protocols_own_view_where_a_diagnostic_row_decides(
       in findings
   assert ("pruning behind by 7.00 (pooled std 0.50)\n    - under the protocol's own augmentation "
           "pruning is ahead of RDED 11.00 ± 0.50 (5 students) by 12.00 (pooled std 0.50), "
-          "behind SRe2L 24.00 ± 0.50 (5 students) by 1.00 (pooled std 0.50)") in findings
+          "behind SRe2L 24.00 ± 0.50 (5 students) by 1.00 (pooled std 0.50): without the tile "
+          "view the finding would not hold here either") in findings
 
 
 def test_rded_factor_1_runs_rdeds_config_at_k1_at_both_label_kinds(grid, tmp_path, capsys):
