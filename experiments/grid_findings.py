@@ -231,7 +231,9 @@ def findings_markdown(cells: Cells, display: Mapping[str, str],
   return (["## Findings (method.md sections 2 and 3)", "",
            "Each finding holds at an IPC as stated here, is *reproduced* where it holds at every "
            "IPC measured and *partly* where at some (experiments/grid_findings.py states the "
-           "rules). Spreads are the std over every student of a cell (selections pooled).", ""]
+           "rules). Spreads are the std over every student of a cell (selections pooled); "
+           "\"best\" is the best of the cells that have finished (the tables above show which).",
+           ""]
           + _finding("(1) Under soft labels a random subset is about as good as distillation",
                      ipcs, soft_random_vs_distillation,
                      "needs random and RDED or SRe2L under soft labels at one IPC")
