@@ -17,9 +17,9 @@ from whatever cells of the main grid have finished, with their numbers and sprea
       diagnostic: it does not say pruning wins where a view of the same distilled images beats
       it). The pruning rows' own soft − hard gains are set beside the distillation rows'.
   (3) Soft labels cost far more storage than the images: per IPC, the soft-label bytes of a soft
-      cell (an FKD-style label file: epochs x images x classes x 2 bytes) over the median image
-      bytes of the IPC's cells (PNG sizes differ by method; the range is stated, and is the
-      storage table's). It holds where they are at least 10x. The ratio is epochs x classes x
+      cell (an FKD-style label file: epochs x images x classes x 2 bytes) over the median bytes
+      of the IPC's distinct stored sets (PNG sizes differ by method and selection; the range is
+      stated, and is the storage table's). It holds where they are at least 10x. The ratio is epochs x classes x
       2 B over one image's bytes, the same at every IPC: the section says so, and sets the same
       formula at ImageNet-1K IPC 10 (arithmetic, not a run) beside the paper's 5.8 GB.
 
