@@ -698,6 +698,31 @@ def score_file_line(results: list[dict]) -> str:
   return "The score selections read these score files: " + "; ".join(parts) + "."
 
 
+def sre2l_teacher_line(results: list[dict]) -> str:
+  """Which BatchNorm teachers SRe2L's cells recovered their images from (results.json
+  'sre2l_teacher'), told apart by their test figures; runs from before the field existed say
+  'not recorded'. A selection seed's run counts as a cell."""
+  cells = collections.Counter()
+  for r in results:
+    if r["method"] != "sre2l":
+      continue
+    for t in r.get("_sre2l_teachers") or [r.get("sre2l_teacher")]:
+      cells[(t["top1"], t["top5"]) if t else None] += 1
+  if not cells:
+    return ""
+  unknown = f"{cells[None]} cell(s) (run before results.json held it)"
+  if list(cells) == [None]:
+    return ("SRe2L's cells do not record the BatchNorm teacher they recovered their images "
+            f"from: {unknown}.")
+  parts = [f"top-1 {a:.2f} %, top-5 {b:.2f} % in {n} cell(s)"
+           for key, n in cells.most_common() if key for a, b in [key]]
+  if None in cells:
+    parts.append(f"not recorded in {unknown}")
+  return ("SRe2L recovered its images from " + ("these BatchNorm teachers" if len(cells) > 1
+          else "one BatchNorm teacher") + " (`sre2l.teacher`, test figures): "
+          + "; ".join(parts) + ".")
+
+
 def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
   by_key = collections.defaultdict(list)
   splits_seen, machines = set(), set()
@@ -763,7 +788,8 @@ def report_markdown(results: list[dict], dataset: str = "fmnist") -> str:
     if shown:
       lines += [" ".join(ROW_NOTES[m] for m in shown), ""]
   cells = [r for k, rs in by_key.items() if k[0] == "main" for r in rs]
-  provenance = " ".join(x for x in (teacher_line(cells), score_file_line(cells)) if x)
+  provenance = " ".join(x for x in (teacher_line(cells), score_file_line(cells),
+                                     sre2l_teacher_line(cells)) if x)
   if provenance:
     lines += [provenance, ""]
   main = {(m, ipc, label): rs[-1] for (grid, m, ipc, label), rs in by_key.items()
@@ -842,6 +868,7 @@ def pool_selections(results: list[dict]) -> list[dict]:
                        _backends=[r.get("environment", {}).get("backend", "cpu") for r in rs],
                        _teachers=[r.get("teacher") or r.get("feature_teacher") for r in rs],
                        _score_files=[(r.get("score_file"), r.get("score_sha256")) for r in rs],
+                       _sre2l_teachers=[r.get("sre2l_teacher") for r in rs],
                        _storages=[r["storage"] for r in rs],
                        _selection_means=[r["top1_mean"] for r in rs]))
   return pooled

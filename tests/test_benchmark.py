@@ -306,6 +306,7 @@ def test_score_and_feature_methods_end_to_end(tmp_path, method):
     assert r["score_sha256"] is None
   # Only the feature methods name the teacher they selected with (hard labels: no other use).
   assert (r["feature_teacher"] is not None) == (method in ("herding", "kcenter")), r
+  assert r["sre2l_teacher"] is None
 
 
 def test_el2n_easy_keeps_the_lowest_scores_of_the_cached_score_file(tmp_path):

@@ -984,6 +984,34 @@ def test_report_names_the_score_files_by_their_bytes(grid, tmp_path):
           "bbbb... in 1 cell(s); not recorded in 1 cell(s)") in md
 
 
+def test_report_names_the_batchnorm_teachers_sre2l_recovered_from(grid, tmp_path):
+  root = tmp_path / "runs"
+  bn = dict(name="fashion_mnist-convnet-c0e4", top1=90.12, top5=99.89)
+  sre2l = lambda ipc, t, sel=0: (_result("sre2l", ipc, "small_data", "hard", [50.0] * 5)  # noqa: E731
+                                 | dict(sre2l_teacher=t, selection_seed=sel))
+  _write(root, "main/hard/sre2l_ipc10_e301", sre2l(10, bn))
+  _write(root, "main/hard/random_ipc10_e301", _result("random", 10, "small_data", "hard", [50.0]))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert ("SRe2L recovered its images from one BatchNorm teacher (`sre2l.teacher`, test "
+          "figures): top-1 90.12 %, top-5 99.89 % in 1 cell(s).") in md
+  # A second selection pooled into the cell counts; a record from before the field (another
+  # machine's teacher, unknown) is named as such, and the sentence then speaks of several.
+  _write(root, "main/hard/sre2l_ipc10_e301_sel1", sre2l(10, bn, 1))
+  _write(root, "main/hard/sre2l_ipc1_e301", sre2l(1, None))
+  md = grid.write_report(str(root), str(tmp_path / "out"))
+  assert ("SRe2L recovered its images from these BatchNorm teachers (`sre2l.teacher`, test "
+          "figures): top-1 90.12 %, top-5 99.89 % in 2 cell(s); not recorded in 1 cell(s) (run "
+          "before results.json held it).") in md
+  # Only records from before the field: said so, no teacher counted.
+  md = grid.report_markdown([dict(sre2l(1, None), _path="main/hard/sre2l_ipc1_e301/results.json")])
+  assert ("SRe2L's cells do not record the BatchNorm teacher they recovered their images from: "
+          "1 cell(s) (run before results.json held it).") in md
+  # Without an SRe2L cell the report has no such sentence.
+  md = grid.report_markdown([dict(r, _path="main/hard/x/results.json")
+                             for r in [_result("random", 1, "small_data", "hard", [50.0])]])
+  assert "BatchNorm teacher" not in md
+
+
 def test_finding_3_and_the_storage_table_judge_the_same_median_image_size(grid, tmp_path):
   root = tmp_path / "runs"
   # IPC 1: PNG sizes 400, 500, 9000 B across the cells; 6.0 KB of labels is 12x the median

@@ -130,6 +130,11 @@ def test_method_sre2l_end_to_end_reuses_its_cached_set(tmp_path):
   r2 = benchmark.run(_tiny(**over), str(tmp_path / "b"))  # same set, read from the cache
   assert os.path.getmtime(tmp_path / "sets" / entry / "done.json") == stamp
   assert [x["top1"] for x in r2["runs"]] == [x["top1"] for x in r["runs"]]
+  # results.json names the BatchNorm teacher the images came from (its cache entry and test
+  # figures), the same one both times; SRe2L selects with no feature teacher.
+  (teacher,) = os.listdir(tmp_path / "teachers")
+  assert r["sre2l_teacher"]["name"] == teacher and r2["sre2l_teacher"] == r["sre2l_teacher"]
+  assert 0 <= r["sre2l_teacher"]["top1"] <= 100 and r["feature_teacher"] is None
 
 
 @pytest.mark.parametrize("over, match", [

@@ -83,6 +83,9 @@ class Results:
   # share a name (their config's key) but not always their numbers, and so their selections.
   # None where no score file was read, and in results written before 2026-12-07 (evening).
   score_sha256: str | None = None
+  # {name, top1, top5} of the BatchNorm teacher SRe2L recovered its images from (config block
+  # 'sre2l.teacher'); None for other methods, and in results written before 2026-12-07 (night).
+  sre2l_teacher: dict | None = None
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

@@ -91,9 +91,13 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
     compressed, given_set = read_given_set(config, data, train_src, recipe)
   else:
     compressed = compress(config, data)
-  # The teacher whose features the method selected with (herding, k-center, RDED): recorded, so
-  # two runs of the same selection on different machines can be told apart.
-  feature_teacher = _teacher_summary(data.teacher) if "teacher" in vars(data) else None
+  # The teachers the method read (the features herding, k-center, RDED select with; the
+  # BatchNorm teacher SRe2L recovers from): recorded, so two runs of the same selection on
+  # different machines can be told apart.
+  feature_teacher = _teacher_summary(data.teachers_read["teacher"]) \
+      if "teacher" in data.teachers_read else None
+  sre2l_teacher = _teacher_summary(data.teachers_read["sre2l.teacher"]) \
+      if "sre2l.teacher" in data.teachers_read else None
   soft = recipe.labels == "teacher"
   teacher_model, teacher_vars, teacher_info = data.teacher if soft else (None, None, None)
   student = config_args.student(config, train_src.num_classes, data.image_shape, data.mesh,
@@ -149,6 +153,7 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
       resampled_test=_resampled_summary(config, runs) if resampled_images is not None else None,
       selection_seed=config.seed, score_file=data.score_file, feature_teacher=feature_teacher,
       score_sha256=files.file_sha256(data.score_file)[:16] if data.score_file else None,
+      sre2l_teacher=sre2l_teacher,
       wall_seconds=time.perf_counter() - t_start, setup_seconds=setup_seconds,
       environment=_environment(config),
       created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -272,6 +277,7 @@ class Stages:
     self.load_options = config_args.load_options(config)
     self._decoded: dict = {}
     self.score_file = None
+    self.teachers_read: dict[str, tuple] = {}  # config block name -> teacher, as read
 
   def split_images(self, src: sources.Source, size) -> np.ndarray:
     """The whole split `src` at `size`, decoded once (cached in data.cache_dir if set)."""
@@ -297,10 +303,11 @@ class Stages:
   @functools.cache
   def teacher_from(self, name: str) -> tuple:
     """The teacher of config block `name` ('teacher', 'sre2l.teacher'): cached or trained."""
-    return teacher_lib.get_teacher(
+    self.teachers_read[name] = teacher_lib.get_teacher(
         self.train_src, self.test_images, self.test_labels, mean=self.mean, std=self.std,
         mesh=self.mesh, **config_args.teacher_args(self.config, name),
         train_images=lambda: self.split_images(self.train_src, self.config.data.image_size))
+    return self.teachers_read[name]
 
   @functools.cached_property
   def scores(self) -> dict[str, np.ndarray]:
