@@ -94,10 +94,8 @@ def _run(config, wd: Workdir) -> dict[str, Any]:
   # The teachers the method read (the features herding, k-center, RDED select with; the
   # BatchNorm teacher SRe2L recovers from): recorded, so two runs of the same selection on
   # different machines can be told apart.
-  feature_teacher = _teacher_summary(data.teachers_read["teacher"]) \
-      if "teacher" in data.teachers_read else None
-  sre2l_teacher = _teacher_summary(data.teachers_read["sre2l.teacher"]) \
-      if "sre2l.teacher" in data.teachers_read else None
+  read = {name: _teacher_summary(t) for name, t in data.teachers_read.items()}
+  feature_teacher, sre2l_teacher = read.get("teacher"), read.get("sre2l.teacher")
   soft = recipe.labels == "teacher"
   teacher_model, teacher_vars, teacher_info = data.teacher if soft else (None, None, None)
   student = config_args.student(config, train_src.num_classes, data.image_shape, data.mesh,
@@ -300,13 +298,14 @@ class Stages:
   def teacher(self) -> tuple:
     return self.teacher_from("teacher")
 
-  @functools.cache
   def teacher_from(self, name: str) -> tuple:
-    """The teacher of config block `name` ('teacher', 'sre2l.teacher'): cached or trained."""
-    self.teachers_read[name] = teacher_lib.get_teacher(
-        self.train_src, self.test_images, self.test_labels, mean=self.mean, std=self.std,
-        mesh=self.mesh, **config_args.teacher_args(self.config, name),
-        train_images=lambda: self.split_images(self.train_src, self.config.data.image_size))
+    """The teacher of config block `name` ('teacher', 'sre2l.teacher'): cached or trained, once
+    per run (teachers_read holds it)."""
+    if name not in self.teachers_read:
+      self.teachers_read[name] = teacher_lib.get_teacher(
+          self.train_src, self.test_images, self.test_labels, mean=self.mean, std=self.std,
+          mesh=self.mesh, **config_args.teacher_args(self.config, name),
+          train_images=lambda: self.split_images(self.train_src, self.config.data.image_size))
     return self.teachers_read[name]
 
   @functools.cached_property
