@@ -456,6 +456,10 @@ def worker_cpus(workers: int, cpus: list[int] | None = None) -> list[list[int]]:
   return [[cpus[i % len(cpus)]] for i in range(workers)]
 
 
+_PIN_AND_EXEC = ("import os, sys; os.sched_setaffinity(0, map(int, sys.argv[1].split(','))); "
+                 "os.execvp(sys.argv[2], sys.argv[2:])")
+
+
 def _run_cell(cell: dict, root: str | None, cpus: list[int] | None = None) -> tuple[int, str]:
   """Run one cell's main.py (logging to <workdir>.log), pinned to `cpus` when given; (rc, the
   log's last line)."""
@@ -464,11 +468,14 @@ def _run_cell(cell: dict, root: str | None, cpus: list[int] | None = None) -> tu
   if cpus is not None:
     # Cells sharing one GPU each take memory as they need it, not 75 % of it up front.
     env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+  argv = cell["argv"]
+  if cpus is not None and hasattr(os, "sched_setaffinity"):
+    # Pinned by a launcher that sets its affinity and execs the cell, not by preexec_fn: that
+    # runs Python in a forked child of this threaded process (worker threads, and JAX's pools
+    # under pytest), which can deadlock; without it subprocess can vfork/posix_spawn.
+    argv = [sys.executable, "-c", _PIN_AND_EXEC, ",".join(map(str, cpus)), *argv]
   with open(cell["workdir"] + ".log", "a") as log:
-    rc = subprocess.call(cell["argv"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR,
-                         env=env, preexec_fn=(None if cpus is None
-                                              or not hasattr(os, "sched_setaffinity") else
-                                              lambda: os.sched_setaffinity(0, cpus)))
+    rc = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT_DIR, env=env)
   with open(cell["workdir"] + ".log", encoding="utf-8", errors="replace") as f:
     tail = f.read().strip().splitlines()[-1:]
   return rc, tail[0] if tail else ""
